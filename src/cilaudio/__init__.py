@@ -1,0 +1,3 @@
+"""Class-incremental learning for multi-label audio classification."""
+
+__version__ = "0.1.0"

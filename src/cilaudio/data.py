@@ -1,0 +1,112 @@
+"""Training and test sets streamed from the HDF5 feature files.
+
+A list (see :mod:`cilaudio.lists`) names clips; the feature file holds their excerpts. Every
+excerpt inherits its clip's labels. Each process (DataLoader worker) opens its own HDF5 handle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .lists import label_matrix
+
+
+def excerpt_index(h5_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """fname -> row numbers of its excerpts in the feature file."""
+    with h5py.File(h5_path, "r") as h5:
+        names = h5["fname"].asstr()[:]
+    order = np.argsort(names, kind="stable")
+    sorted_names = names[order]
+    uniq, first = np.unique(sorted_names, return_index=True)
+    bounds = list(first) + [len(names)]
+    return {str(n): order[bounds[i] : bounds[i + 1]] for i, n in enumerate(uniq)}
+
+
+@dataclass
+class ExcerptTable:
+    """Rows of the feature file and their (n_rows, n_classes) targets."""
+
+    rows: np.ndarray  # (n,) int64, sorted
+    targets: np.ndarray  # (n, n_classes) float32
+    clip: np.ndarray  # (n,) index of the clip in the list the rows came from
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def excerpts_of(
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    index: dict[str, np.ndarray],
+    *,
+    column: str = "labels",
+    source: str = "list",
+    features: str = "features",
+) -> ExcerptTable:
+    """Expand a clip list to the feature file's excerpt rows, each with its clip's targets."""
+    y = label_matrix(frame, classes, column=column, source=source)
+    rows, targets, clip = [], [], []
+    missing = []
+    for i, fname in enumerate(frame["fname"]):
+        r = index.get(fname)
+        if r is None:
+            missing.append(fname)
+            continue
+        rows.append(r)
+        targets.append(np.repeat(y[i : i + 1], len(r), axis=0))
+        clip.append(np.full(len(r), i))
+    if missing:
+        raise ValueError(
+            f"{len(missing)} clip(s) of {source} have no features in {features} "
+            f"(first: {missing[:3]}); the feature file is older than the list: rerun feature extraction"
+        )
+    rows_a = np.concatenate(rows)
+    order = np.argsort(rows_a, kind="stable")
+    return ExcerptTable(rows_a[order], np.concatenate(targets)[order], np.concatenate(clip)[order])
+
+
+class FeatureDataset(Dataset):
+    """(features (frames, mels) float32, target (n_classes,) float32) per excerpt.
+
+    With ``in_memory`` the selected rows are read once into RAM (fast for small sets);
+    otherwise each item is read from the HDF5 file, through a handle opened per process.
+    """
+
+    def __init__(self, h5_path: str | os.PathLike, table: ExcerptTable, *, in_memory: bool = False) -> None:
+        self.h5_path = str(h5_path)
+        self.table = table
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+        self._cache: np.ndarray | None = None
+        if in_memory:
+            with h5py.File(self.h5_path, "r") as h5:
+                self._cache = h5["features"][table.rows] if len(table.rows) else None
+
+    def _features(self) -> h5py.Dataset:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.h5_path, "r")
+            self._pid = os.getpid()
+        return self._h5["features"]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is not None:
+            x = self._cache[i]
+        else:
+            x = self._features()[self.table.rows[i]]
+        return torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(self.table.targets[i])
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_h5"] = None  # h5py handles do not pickle; workers open their own
+        return state

@@ -1,0 +1,132 @@
+"""Test a phase model on the cumulative test list, and compare phase models with CKA."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .atomic import atomic_path, write_text
+from .checkpoint import load_checkpoint
+from .cka import MinibatchCKA
+from .data import FeatureDataset, excerpt_index, excerpts_of
+from .lists import read_list
+from .metrics import average_precision_per_class, compute_metrics
+from .model import record_activations
+from .phases import PhaseSplit
+from .train import pick_device
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: FeatureDataset, *, batch_size: int,
+            device: torch.device) -> np.ndarray:
+    """Sigmoid scores (n_excerpts, n_outputs) in eval mode."""
+    model.eval()
+    out = []
+    for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
+        logits, _ = model(x.to(device))
+        out.append(torch.sigmoid(logits).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _clean(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+            for k, v in d.items()}
+
+
+def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
+                   features: Path, out: Path, meta: dict[str, Any], threshold: float = 0.5,
+                   batch_size: int = 64, device: str = "auto", threads: int = 1) -> dict:
+    """Metrics after one phase, written as JSON.
+
+    ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
+    classes on the phase-0 test clips, the same clips after every phase, so that forgetting
+    compares like with like. ``group{j}``: phase j's classes on this phase's test clips.
+    """
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    model, state = load_checkpoint(checkpoint, device=dev)
+    phase = state["phase"]
+    seen = list(split.seen(phase))
+    if state["classes"] != seen:
+        raise ValueError(f"{checkpoint} holds classes that differ from phase {phase} of the class split; "
+                         "it comes from another config: delete it and rerun")
+    index = excerpt_index(features)
+    test = excerpts_of(read_list(test_list), seen, index, source=str(test_list), features=str(features))
+    scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=dev)
+    y = test.targets
+    base = list(split.groups[0])
+    base_frame = read_list(base_list)
+    base_clips = set(base_frame["fname"])
+    test_frame = read_list(test_list)
+    in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip])
+    n_base = len(base)
+    subsets = {
+        "all": compute_metrics(y, scores, threshold),
+        "base": compute_metrics(y[in_base, :n_base], scores[in_base, :n_base], threshold),
+    }
+    start = 0
+    for j in range(phase + 1):
+        size = len(split.groups[j])
+        subsets[f"group{j}"] = compute_metrics(y[:, start:start + size], scores[:, start:start + size], threshold)
+        start += size
+    ap = average_precision_per_class(y, scores)
+    result = {
+        **meta,
+        "phase": phase,
+        "classes": seen,
+        "groups": [list(g) for g in split.groups[: phase + 1]],
+        "n_excerpts": {"all": int(len(y)), "base": int(in_base.sum())},
+        "subsets": {k: _clean(v) for k, v in subsets.items()},
+        "per_class_ap": {c: (None if math.isnan(a) else float(a)) for c, a in zip(seen, ap)},
+    }
+    write_text(out, json.dumps(result, indent=1))
+    log.info(f"phase {phase}: mAP {subsets['all']['map']:.4f}, base mAP {subsets['base']['map']:.4f}, "
+             f"F1 micro {subsets['all']['f1_micro']:.4f} on {len(y)} excerpts")
+    return result
+
+
+@torch.no_grad()
+def cka_between(*, reference: Path, other: Path, split: PhaseSplit, base_list: Path, features: Path,
+                out: Path, meta: dict[str, Any], batch_size: int = 64, device: str = "auto",
+                threads: int = 1) -> np.ndarray:
+    """Linear CKA (unbiased mini-batch HSIC) between every pair of the 25 layers of two models,
+    on the base-class test clips, both in eval mode. Saved as ``matrix`` + ``layers`` (npz)."""
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    model_a, state_a = load_checkpoint(reference, device=dev)
+    model_b, state_b = load_checkpoint(other, device=dev)
+    names = model_a.layer_names()
+    base = list(split.groups[0])
+    index = excerpt_index(features)
+    table = excerpts_of(read_list(base_list), base, index, source=str(base_list), features=str(features))
+    cka = MinibatchCKA(len(names), len(names))
+    used = 0
+    for x, _ in DataLoader(FeatureDataset(features, table), batch_size=batch_size, shuffle=False):
+        if len(x) < 4:  # the unbiased HSIC needs at least 4 samples
+            continue
+        x = x.to(dev)
+        with record_activations(model_a) as acts_a:
+            model_a(x)
+        with record_activations(model_b) as acts_b:
+            model_b(x)
+        cka.update([acts_a[n] for n in names], [acts_b[n] for n in names])
+        used += len(x)
+    matrix = cka.compute()
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, matrix=matrix, layers=np.array(names), phase=state_b["phase"],
+                     reference_phase=state_a["phase"], n_excerpts=used,
+                     **{k: v for k, v in meta.items() if k not in ("phase",)})
+    log.info(f"CKA phase {state_a['phase']} vs {state_b['phase']} on {used} excerpts; diagonal "
+             + " ".join(f"{v:.2f}" for v in np.diag(matrix)))
+    return matrix

@@ -1,0 +1,199 @@
+"""Figures of the results: metric curves over phases and CKA between phase-0 and phase-k models.
+
+Every function writes one PNG atomically. Figures are built with ``matplotlib.figure.Figure``
+and the Agg canvas (no pyplot state, no display needed) and are released after saving.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from cilaudio.atomic import atomic_path
+
+DEFAULT_CURVES = (
+    ("all", "map"),
+    ("base", "map"),
+    ("all", "f1_micro"),
+    ("all", "f1_macro"),
+    ("all", "lwlrap"),
+    ("base", "forgetting_map"),
+)
+
+METRIC_LABELS = {
+    "map": "mAP",
+    "lwlrap": "lwlrap",
+    "f1_micro": "F1 (micro)",
+    "f1_macro": "F1 (macro)",
+    "map_thresholded_ref": "reference thresholded 'mAP'",
+    "lwlrap_thresholded_ref": "reference thresholded lwlrap",
+}
+
+
+def _metric_label(metric: str) -> str:
+    if metric.startswith("forgetting_"):
+        return "forgetting of " + METRIC_LABELS.get(metric[len("forgetting_"):], metric[len("forgetting_"):])
+    return METRIC_LABELS.get(metric, metric)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: str | os.PathLike) -> None:
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")
+    finally:
+        fig.clear()
+
+
+def plot_metric_curves(
+    table: pd.DataFrame,
+    out_png: str | os.PathLike,
+    *,
+    metrics: Sequence[tuple[str, str]] = DEFAULT_CURVES,
+) -> None:
+    """One panel per (subset, metric): x = phase, one line per method (mean over seeds).
+
+    With several seeds a shaded band spans the min..max over seeds. When ``table`` holds
+    several datasets or norms, lines are labelled ``method (dataset/norm)``.
+    """
+    metrics = list(metrics)
+    ncols = min(3, max(1, len(metrics)))
+    nrows = max(1, int(np.ceil(len(metrics) / ncols)))
+    fig = _new_figure(4.6 * ncols, 3.6 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    multi = table[["dataset", "norm"]].drop_duplicates().shape[0] > 1 if len(table) else False
+    for ax, (subset, metric) in zip(axes, metrics):
+        sel = table[(table["subset"] == subset) & (table["metric"] == metric)]
+        if sel.empty:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        groups = sel.groupby(["dataset", "norm", "method"], sort=False)
+        for (ds, norm, method), g in groups:
+            stats = g.groupby("phase")["value"].agg(["mean", "min", "max", "count"]).sort_index()
+            label = f"{method} ({ds}/{norm})" if multi else str(method)
+            (line,) = ax.plot(stats.index, stats["mean"], marker="o", label=label)
+            if g["seed"].nunique() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{_metric_label(metric)} - {subset} classes" if not subset.startswith("class:") else
+                     f"{_metric_label(metric)} - {subset}")
+        ax.set_xlabel("phase")
+        ax.set_ylabel(_metric_label(metric))
+        phases = sorted(sel["phase"].unique()) if not sel.empty else []
+        if phases:
+            ax.set_xticks([int(p) for p in phases])
+        ax.grid(True, alpha=0.3)
+        if groups.ngroups:
+            ax.legend(fontsize="small")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle("Metrics after each phase (mean over seeds; band: min..max over seeds)")
+    _save(fig, out_png)
+
+
+def _load_cka(path: str | os.PathLike) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("matrix", "layers", "phase", "method") if k not in z.files]
+        if missing:
+            raise KeyError(f"{path}: CKA file lacks {missing}")
+        matrix = np.asarray(z["matrix"], dtype=float)  # (layers of phase 0, layers of phase k)
+        layers = [str(s) for s in z["layers"]]
+        rec = {
+            "matrix": matrix,
+            "layers": layers,
+            "phase": int(z["phase"]),
+            "method": str(z["method"]),
+            "seed": int(z["seed"]) if "seed" in z.files else None,
+        }
+    if matrix.ndim != 2 or matrix.shape[0] != len(layers) or matrix.shape[1] != len(layers):
+        raise ValueError(f"{path}: matrix shape {matrix.shape} does not match {len(layers)} layer names")
+    return rec
+
+
+def plot_cka_heatmaps(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike) -> None:
+    """One CKA heatmap per file: rows = phase-0 layers, columns = phase-k layers, scale 0..1."""
+    recs = [_load_cka(p) for p in npz_paths]
+    n = max(1, len(recs))
+    ncols = min(3, n)
+    nrows = int(np.ceil(n / ncols))
+    fig = _new_figure(6.6 * ncols, 6.2 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    im = None
+    for ax, r in zip(axes, recs):
+        im = ax.imshow(r["matrix"], vmin=0.0, vmax=1.0, cmap="viridis", origin="upper", interpolation="nearest")
+        ticks = np.arange(len(r["layers"]))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(r["layers"], rotation=90, fontsize=6)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(r["layers"], fontsize=6)
+        seed = "" if r["seed"] is None else f", seed {r['seed']}"
+        ax.set_title(f"{r['method']}: phase 0 vs phase {r['phase']}{seed}", fontsize=10)
+        ax.set_xlabel(f"phase-{r['phase']} model layer")
+        ax.set_ylabel("phase-0 model layer")
+    if not recs:
+        axes[0].text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=axes[0].transAxes)
+    for ax in axes[len(recs):]:
+        ax.set_visible(False)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), label="linear CKA", shrink=0.6)
+    _save(fig, out_png)
+
+
+def _is_norm(layer: str) -> bool:
+    return "norm" in layer.rsplit(".", 1)[-1] or layer.rsplit(".", 1)[-1].startswith(("bn", "gn", "cn"))
+
+
+def plot_cka_diagonal(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike) -> None:
+    """Diagonal CKA(layer i of phase 0, layer i of phase k): one line per (method, phase).
+
+    Files of several seeds with the same (method, phase) are averaged. Norm layers are drawn
+    with square markers, conv layers and the classifier with circles.
+    """
+    recs = [_load_cka(p) for p in npz_paths]
+    fig = _new_figure(11.0, 4.8)
+    ax = fig.subplots()
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["method"], r["phase"]), []).append(r)
+    layers: list[str] = []
+    for (method, phase), rs in groups.items():
+        layers = rs[0]["layers"]
+        if any(x["layers"] != layers for x in rs):
+            raise ValueError(f"CKA files of {method} phase {phase} have different layer lists")
+        diag = np.mean([np.diag(x["matrix"]) for x in rs], axis=0)  # (layers,)
+        x = np.arange(len(layers))
+        is_norm = np.array([_is_norm(name) for name in layers])
+        label = f"{method}, phase {phase}" + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
+        (line,) = ax.plot(x, diag, "-", label=label)
+        ax.plot(x[is_norm], diag[is_norm], "s", color=line.get_color(), markersize=6)
+        ax.plot(x[~is_norm], diag[~is_norm], "o", color=line.get_color(), markersize=4, fillstyle="none")
+    if layers:
+        ax.set_xticks(np.arange(len(layers)))
+        ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
+        for i, name in enumerate(layers):
+            if _is_norm(name):
+                ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
+    else:
+        ax.text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("CKA(phase 0, phase k), same layer")
+    ax.set_title("Layer-wise similarity to the phase-0 model (squares, shaded: norm layers)")
+    ax.grid(True, axis="y", alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="k", marker="s", linestyle="none", label="norm layer"),
+        Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none", label="conv / classifier"),
+    ]
+    ax.legend(handles=handles, fontsize="small", loc="lower left")
+    _save(fig, out_png)

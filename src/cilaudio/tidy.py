@@ -1,0 +1,188 @@
+"""Collect the per-phase metrics JSON files into one long ("tidy") results table.
+
+One row per (dataset, norm, method, seed, phase, subset, metric). The phase-0 model is shared
+by every method, so its rows (method ``"base"`` in the JSON) are repeated once per configured
+method: every method's curve then starts at phase 0. Forgetting is added as rows of subset
+``base`` with metric ``forgetting_<m>`` = (base-class value after phase 0) - (base-class value
+after phase k), on the same phase-0 test clips, for the same dataset, norm and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cilaudio.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["dataset", "norm", "method", "seed", "phase", "subset", "metric", "value"]
+METRICS = ("f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
+FORGETTING_METRICS = ("map", "lwlrap", "f1_micro", "f1_macro")
+BASE_METHOD = "base"
+_REQUIRED = ("dataset", "norm", "method", "seed", "phase", "subsets", "per_class_ap")
+
+
+def _value(x: Any) -> float:
+    """JSON value -> float (``None`` and non-numbers -> NaN)."""
+    if x is None:
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _load(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object at top level")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise KeyError(f"{path}: metrics JSON lacks key(s) {missing}")
+    if not isinstance(data["subsets"], dict) or not isinstance(data["per_class_ap"], dict):
+        raise ValueError(f"{path}: 'subsets' and 'per_class_ap' must be JSON objects")
+    for name, vals in data["subsets"].items():
+        if not isinstance(vals, dict):
+            raise ValueError(f"{path}: subsets[{name!r}] must be a JSON object")
+    return data
+
+
+def _rows(data: dict, method: str) -> list[tuple]:
+    key = (str(data["dataset"]), str(data["norm"]), method, int(data["seed"]), int(data["phase"]))
+    rows = []
+    for subset, vals in data["subsets"].items():
+        for metric, v in vals.items():
+            rows.append((*key, str(subset), str(metric), _value(v)))
+    for name, ap in data["per_class_ap"].items():
+        rows.append((*key, f"class:{name}", "ap", _value(ap)))
+    return rows
+
+
+def metrics_table(json_paths: Iterable[str | os.PathLike], *, methods: Sequence[str]) -> pd.DataFrame:
+    """Read per-phase metrics JSON files into one long table.
+
+    Columns: ``dataset, norm, method, seed, phase, subset, metric, value``. Files whose
+    ``method`` is ``"base"`` (the shared phase-0 model) are replicated for every name in
+    ``methods``; files of methods not in ``methods`` are skipped (logged). Raises ``KeyError``
+    naming the file when a JSON lacks a required key, ``ValueError`` on duplicates.
+    Sorted by dataset, norm, method (in ``methods`` order), seed, phase, subset, metric.
+    """
+    methods = list(dict.fromkeys(str(m) for m in methods))
+    rows: list[tuple] = []
+    seen: dict[tuple, Path] = {}
+    for p in sorted(Path(p) for p in json_paths):
+        data = _load(p)
+        src = str(data["method"])
+        if src == BASE_METHOD:
+            targets = methods
+        elif src in methods:
+            targets = [src]
+        else:
+            log.info("skipping %s: method %r is not configured", p, src)
+            continue
+        for m in targets:
+            key = (str(data["dataset"]), str(data["norm"]), m, int(data["seed"]), int(data["phase"]))
+            if key in seen:
+                raise ValueError(f"{p}: duplicate results for {key}, also in {seen[key]}")
+            seen[key] = p
+            rows.extend(_rows(data, m))
+    df = pd.DataFrame.from_records(rows, columns=COLUMNS)
+    df = pd.concat([df, _forgetting(df)], ignore_index=True)
+    return _sort(df, methods)
+
+
+def _forgetting(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows ``subset=base, metric=forgetting_<m>`` from the base-subset rows of ``df``."""
+    base = df[(df["subset"] == "base") & df["metric"].isin(FORGETTING_METRICS)]
+    if base.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    ref = base[base["phase"] == 0].set_index(["dataset", "norm", "method", "seed", "metric"])["value"]
+    out = base.copy()
+    idx = pd.MultiIndex.from_frame(out[["dataset", "norm", "method", "seed", "metric"]])
+    ref_vals = ref.reindex(idx).to_numpy(dtype=float)
+    if np.isnan(ref_vals).all() and len(ref_vals):
+        log.warning("no phase-0 base-class results: forgetting is NaN")
+    out["value"] = ref_vals - out["value"].to_numpy(dtype=float)
+    out["metric"] = "forgetting_" + out["metric"]
+    return out
+
+
+def _sort(df: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    order = {m: i for i, m in enumerate(methods)}
+    df = df.astype({"seed": int, "phase": int, "value": float})
+    df = df.assign(_m=df["method"].map(lambda m: order.get(m, len(order))))
+    df = df.sort_values(["dataset", "norm", "_m", "method", "seed", "phase", "subset", "metric"], kind="stable")
+    return df.drop(columns="_m").reset_index(drop=True)[COLUMNS]
+
+
+def _select(table: pd.DataFrame, subset: str, metric: str) -> pd.DataFrame:
+    return table[(table["subset"] == subset) & (table["metric"] == metric)]
+
+
+def _method_order(table: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(table["method"]))
+
+
+def summary_table(table: pd.DataFrame, *, metric: str = "map", subset: str = "base") -> pd.DataFrame:
+    """Per (dataset, norm, method): mean and std over seeds of ``metric`` on ``subset``.
+
+    Columns: ``dataset, norm, method, n_seeds``, ``phase<k>_mean``/``phase<k>_std`` for every
+    phase, ``average_mean``/``average_std`` (average over phases per seed, then over seeds),
+    ``final_mean``/``final_std`` (the last phase of the dataset/norm), and ``gap_closed`` =
+    (final mean - finetune final mean) / (joint final mean - finetune final mean): NaN when
+    finetune or joint is absent or the gap is 0. Standard deviations use ddof=1 (NaN for one seed).
+    """
+    sel = _select(table, subset, metric)
+    cols = ["dataset", "norm", "method", "n_seeds"]
+    if sel.empty:
+        return pd.DataFrame(columns=cols + ["average_mean", "average_std", "final_mean", "final_std", "gap_closed"])
+    phases = sorted(int(p) for p in sel["phase"].unique())
+    out = []
+    for (ds, norm), grp in sel.groupby(["dataset", "norm"], sort=True):
+        final = int(grp["phase"].max())
+        recs = []
+        for method in _method_order(grp):
+            g = grp[grp["method"] == method]
+            wide = g.pivot_table(index="seed", columns="phase", values="value", aggfunc="mean", dropna=False)
+            rec: dict[str, Any] = {"dataset": ds, "norm": norm, "method": method, "n_seeds": int(wide.shape[0])}
+            for k in phases:
+                col = wide[k] if k in wide.columns else pd.Series(dtype=float)
+                rec[f"phase{k}_mean"] = float(col.mean()) if len(col) else math.nan
+                rec[f"phase{k}_std"] = float(col.std(ddof=1)) if len(col) > 1 else math.nan
+            avg = wide.mean(axis=1, skipna=False)
+            rec["average_mean"] = float(avg.mean()) if len(avg) else math.nan
+            rec["average_std"] = float(avg.std(ddof=1)) if len(avg) > 1 else math.nan
+            rec["final_mean"] = rec.get(f"phase{final}_mean", math.nan)
+            rec["final_std"] = rec.get(f"phase{final}_std", math.nan)
+            recs.append(rec)
+        by = {r["method"]: r["final_mean"] for r in recs}
+        for r in recs:
+            r["gap_closed"] = gap_share(r["final_mean"], by.get("finetune", math.nan), by.get("joint", math.nan))
+        out.extend(recs)
+    return pd.DataFrame(out)
+
+
+def gap_share(value: float, finetune: float, joint: float) -> float:
+    """Share of the finetune-to-joint gap closed: (value - finetune) / (joint - finetune)."""
+    gap = joint - finetune
+    if not np.isfinite(gap) or gap == 0 or not np.isfinite(value):
+        return math.nan
+    return float((value - finetune) / gap)
+
+
+def write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Atomically write ``table`` as tab-separated text with a header (NaN written as ``NaN``)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")

@@ -1,0 +1,242 @@
+"""One training phase: phase 0 on the base classes, or an incremental phase of a method.
+
+One flat loop: learning rate, forward, loss, backward, step, log. The model of phase k starts
+from phase k-1's checkpoint with a grown classifier; the old model (a frozen copy of phase
+k-1's, in eval mode) provides the distillation targets. The new model runs ONE forward pass
+per batch (the reference code runs two, with different dropout masks, and computes L_FD on
+the second); BCE, L_FD and L_OD all use that pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import FeatureDataset, excerpt_index, excerpts_of
+from .lists import read_list
+from .losses import IncrementalLossSettings, bce_loss, incremental_loss, pos_weight_from_labels
+from .model import CNN14, ModelSettings
+from .phases import PhaseSplit
+from .progress import Progress, _duration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """SGD with momentum, cosine annealing from ``lr`` to ``lr_min`` stepped once per epoch."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_min: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    num_workers: int = 0
+    in_memory: bool = False
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """A continual-learning method of the incremental phases.
+
+    ``data``: ``current`` (phase k's training list, labelled with phase k's classes) or
+    ``cumulative`` (all training lists so far, labelled with every class seen so far: joint).
+    """
+
+    data: str = "current"
+    loss: IncrementalLossSettings = field(default_factory=lambda: IncrementalLossSettings(
+        bce_on="all", feature_distill=0.0, output_distill="none"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MethodSettings":
+        loss_keys = {f.name for f in fields(IncrementalLossSettings)}
+        loss = IncrementalLossSettings(**{k: v for k, v in d.items() if k in loss_keys})
+        if d.get("data", "current") not in ("current", "cumulative"):
+            raise ValueError(f"method data must be 'current' or 'cumulative', not {d['data']!r}")
+        return cls(data=d.get("data", "current"), loss=loss)
+
+    @property
+    def needs_old_model(self) -> bool:
+        return self.loss.feature_distill > 0 or self.loss.output_distill != "none"
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def phase_seed(seed: int, phase: int) -> int:
+    return seed * 1009 + phase
+
+
+def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, seed: int,
+            device: torch.device) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=False, generator=gen,
+        num_workers=loader.num_workers, pin_memory=device.type == "cuda",
+        persistent_workers=loader.num_workers > 0,
+    )
+
+
+def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], features: Path,
+                 cumulative: bool, loader: LoaderSettings) -> FeatureDataset:
+    """Phase k's training excerpts with targets over every class seen so far.
+
+    ``cumulative`` (joint training) takes all given lists, deduplicated by clip, with the
+    clips' full annotation restricted to the seen classes; otherwise the single list of
+    phase k with phase k's labels (earlier classes' columns are all zero).
+    """
+    seen = split.seen(phase)
+    index = excerpt_index(features)
+    if cumulative:
+        frame = pd.concat([read_list(p) for p in lists]).drop_duplicates("fname").reset_index(drop=True)
+        table = excerpts_of(frame, seen, index, column="all_labels", source=", ".join(map(str, lists)),
+                            features=str(features))
+    else:
+        (path,) = lists
+        table = excerpts_of(read_list(path), seen, index, column="labels", source=str(path),
+                            features=str(features))
+    return FeatureDataset(features, table, in_memory=loader.in_memory)
+
+
+def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
+         seed: int, device: torch.device, step_loss, what: str) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                          weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs, eta_min=optim.lr_min)
+    batches = _loader(data, optim.batch_size, loader, seed, device)
+    total = optim.epochs * len(data)
+    progress = Progress(total=total, what="clips", logger=log, prefix=f"{what}: ")
+    start = time.monotonic()
+    for epoch in range(optim.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)  # (batch, frames, mels)
+            y = y.to(device, non_blocking=True)  # (batch, classes seen)
+            loss, parts = step_loss(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_batches += 1
+            progress.step(len(x))
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        elapsed = time.monotonic() - start
+        done = (epoch + 1) * len(data)
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        means = " ".join(f"{k}={v / max(n_batches, 1):.4f}" for k, v in sums.items())
+        log.info(f"{what}: epoch {epoch + 1}/{optim.epochs} {means} lr={lr:.2e} "
+                 f"{rate:.1f} clips/s ETA {_duration((total - done) / rate if rate else 0)}")
+
+
+def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path,
+               model_settings: dict[str, Any], optim: OptimSettings, loader: LoaderSettings,
+               seed: int, device: str = "auto", threads: int = 1, params: dict | None = None) -> None:
+    """Phase 0: BCE with one scalar pos_weight on the base classes, from a fresh CNN14."""
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    s = phase_seed(seed, 0)
+    seed_everything(s)
+    data = training_set(phase=0, split=split, lists=[train_list], features=features,
+                        cumulative=False, loader=loader)
+    classes = list(split.seen(0))
+    model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
+    pos_weight = pos_weight_from_labels(torch.from_numpy(data.table.targets)).to(dev)
+    log.info(f"phase 0: {len(data)} excerpts, {len(classes)} classes, pos_weight {pos_weight.item():.3f}, "
+             f"device {dev}, model {model.settings}")
+
+    def step_loss(x, y):
+        logits, _ = model(x)
+        loss = bce_loss(logits, y, pos_weight)
+        return loss, {"bce": loss.item()}
+
+    _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
+         step_loss=step_loss, what="phase 0")
+    save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
+                    params=params or {})
+
+
+def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) -> None:
+    """The previous checkpoint must hold exactly the classes seen before this phase."""
+    expected = list(split.seen(phase - 1))
+    if state["classes"] != expected:
+        raise ValueError(
+            f"{path} was trained on {len(state['classes'])} classes {state['classes'][:3]}... but phase "
+            f"{phase} of the current class split expects phase {phase - 1}'s {len(expected)} classes "
+            f"{expected[:3]}...; it comes from another class split: delete it and rerun"
+        )
+
+
+def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Path], features: Path,
+                      previous: Path, out: Path, method_name: str, method: MethodSettings,
+                      optim: OptimSettings, loader: LoaderSettings, seed: int, device: str = "auto",
+                      threads: int = 1, params: dict | None = None) -> None:
+    """Phase k >= 1 of ``method``: start from phase k-1's model, grow the classifier, train."""
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    s = phase_seed(seed, phase)
+    seed_everything(s)
+    model, state = load_checkpoint(previous, device=dev)
+    check_previous(state, path=previous, split=split, phase=phase)
+    n_old = model.settings.n_classes
+    n_new = len(split.groups[phase])
+    old_model = None
+    if method.needs_old_model:
+        old_model, _ = load_checkpoint(previous, device=dev)
+        old_model.eval()
+        for p in old_model.parameters():
+            p.requires_grad_(False)
+    model.grow_classifier(n_new)
+    model.to(dev)
+    classes = list(split.seen(phase))
+
+    data = training_set(phase=phase, split=split, lists=train_lists, features=features,
+                        cumulative=method.data == "cumulative", loader=loader)
+    targets = torch.from_numpy(data.table.targets)
+    bce_targets = targets[:, n_old:] if method.loss.bce_on == "new" else targets
+    pos_weight = pos_weight_from_labels(bce_targets).to(dev)
+    log.info(f"phase {phase} ({method_name}): {len(data)} excerpts, {n_old} old + {n_new} new classes, "
+             f"pos_weight {pos_weight.item():.3f}, device {dev}, loss {method.loss}")
+
+    def step_loss(x, y):
+        logits, emb = model(x)
+        old_logits = old_emb = None
+        if old_model is not None:
+            with torch.no_grad():
+                old_logits, old_emb = old_model(x)
+        return incremental_loss(logits=logits, targets=y, n_old=n_old, pos_weight=pos_weight,
+                                settings=method.loss, old_logits=old_logits,
+                                old_embedding=old_emb, new_embedding=emb)
+
+    _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
+         step_loss=step_loss, what=f"phase {phase} {method_name}")
+    save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
+                    params=params or {})

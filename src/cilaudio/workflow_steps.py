@@ -1,0 +1,209 @@
+"""The workflow's steps as plain functions of paths and plain settings.
+
+Each Snakemake script unpacks ``snakemake`` and calls one of these; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+from . import lists as L
+from .evaluate import cka_between, evaluate_phase
+from .features import FeatureSettings, extract_to_hdf5
+from .fsd50k import FSD50K
+from .phases import PhaseSplit, match_classes
+from .train import LoaderSettings, MethodSettings, OptimSettings
+from . import train as T
+
+log = logging.getLogger(__name__)
+
+# What the report says about the protocol, next to the numbers it explains.
+PROTOCOL_NOTES = [
+    "Training lists of phase k label their clips with phase k's classes only; test lists after "
+    "phase k label them with every class seen so far. Base-class metrics (and so forgetting) "
+    "are measured on the phase-0 test clips after every phase, unlike the reference code, "
+    "which compares different clip sets.",
+    "mAP and lwlrap are computed from the continuous scores (the standard definitions). The "
+    "reference code's variants computed on 0/1 predictions are shown separately and named "
+    "'thresholded (reference)'; use them only to compare with published numbers.",
+    "The new model runs one forward pass per batch; BCE, feature distillation and output "
+    "distillation all use it (the reference code runs a second pass, with other dropout "
+    "masks, for the feature distillation).",
+    "KL output distillation averages over every element (batch x old classes), times T^2, as "
+    "the reference does; the adaptive weight is lambda_base * (n_seen / n_new) ** exponent.",
+]
+
+
+def read_class_list(classes: Sequence[str] | str | None, vocabulary: Sequence[str]) -> tuple[list[str], str]:
+    """The configured classes in learning order, and where they came from (for messages)."""
+    if classes is None:
+        return list(vocabulary), "the vocabulary"
+    if isinstance(classes, str):
+        path = Path(classes)
+        if not path.exists():
+            raise FileNotFoundError(f"class list file {path} (datasets.<name>.classes) does not exist")
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return names, str(path)
+    return list(classes), "datasets.<name>.classes in the config"
+
+
+def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequence[int],
+               assignment: str, train_splits: Sequence[str]) -> None:
+    """Phase lists of an FSD50K-layout dataset: classes.tsv, train/test lists, clips per split."""
+    ds = FSD50K(Path(root))
+    vocab = ds.load_vocabulary()["label"].tolist()
+    names, source = read_class_list(classes, vocab)
+    split = PhaseSplit.from_sizes(match_classes(names, vocab, source=source), phases)
+    dev = ds.load_split("dev")
+    dev = dev[dev["split"].isin(train_splits)]
+    test = ds.load_split("eval")
+    train_lists = L.training_lists(dev, split, assignment=assignment)
+    test_lists = L.test_lists(test, split)
+    L.write_classes(split, outputs["classes"])
+    for frame, path in zip(train_lists, outputs["train"]):
+        L.write_list(frame, path)
+    for frame, path in zip(test_lists, outputs["test"]):
+        L.write_list(frame, path)
+    dev_clips = pd.concat(train_lists)["fname"].drop_duplicates().sort_values()
+    eval_clips = test_lists[-1]["fname"].sort_values()  # the last test list holds every test clip
+    L.write_list(pd.DataFrame({"fname": dev_clips, "labels": "", "all_labels": ""}), outputs["clips_dev"])
+    L.write_list(pd.DataFrame({"fname": eval_clips, "labels": "", "all_labels": ""}), outputs["clips_eval"])
+    for k, (tr, te) in enumerate(zip(train_lists, test_lists)):
+        log.info(f"phase {k}: {len(split.groups[k])} classes, {len(tr)} training clips, {len(te)} test clips")
+
+
+def extract_features(*, clips: str, root: str, split: str, out: str, settings: Mapping[str, Any],
+                     threads: int = 1) -> None:
+    ds = FSD50K(Path(root))
+    names = L.read_list(clips)["fname"].tolist()
+    paths = [(n, ds.audio_path(split, n)) for n in names]
+    n = extract_to_hdf5(paths, out, FeatureSettings(**settings), threads=threads)
+    log.info(f"{split}: {len(names)} clips -> {n} excerpts in {out}")
+
+
+def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,
+               model: Mapping[str, Any], optim: Mapping[str, Any], loader: Mapping[str, Any],
+               device: str = "auto", threads: int = 1) -> None:
+    split = L.read_classes(classes)
+    n_mels = FeatureSettings(**_feature_settings(features)).n_mels
+    T.train_base(split=split, train_list=Path(train_list), features=Path(features), out=Path(out),
+                 model_settings={"norm": norm, "n_mels": n_mels, **model}, optim=OptimSettings(**optim),
+                 loader=LoaderSettings(**loader), seed=seed, device=device, threads=threads,
+                 params={"model": dict(model), "optim": dict(optim)})
+
+
+def train_incremental(*, classes: str, train_lists: Sequence[str], features: str, previous: str,
+                      out: str, phase: int, method_name: str, seed: int, method: Mapping[str, Any],
+                      optim: Mapping[str, Any], loader: Mapping[str, Any], device: str = "auto",
+                      threads: int = 1) -> None:
+    split = L.read_classes(classes)
+    T.train_incremental(phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
+                        features=Path(features), previous=Path(previous), out=Path(out),
+                        method_name=method_name, method=MethodSettings.from_dict(dict(method)),
+                        optim=OptimSettings(**optim), loader=LoaderSettings(**loader), seed=seed,
+                        device=device, threads=threads,
+                        params={"method": dict(method), "optim": dict(optim)})
+
+
+def _feature_settings(h5_path: str) -> dict:
+    from .features import read_settings
+
+    return read_settings(h5_path)
+
+
+def _meta(meta: Mapping[str, Any]) -> dict:
+    return {
+        "dataset": meta["dataset"],
+        "norm": meta["norm"],
+        "method": meta.get("run", meta.get("method")),
+        "seed": int(meta["seed"]),
+    }
+
+
+def evaluate(*, classes: str, checkpoint: str, test_list: str, base_list: str, features: str, out: str,
+             meta: Mapping[str, Any], threshold: float, batch_size: int, device: str = "auto",
+             threads: int = 1) -> None:
+    evaluate_phase(checkpoint=Path(checkpoint), split=L.read_classes(classes), test_list=Path(test_list),
+                   base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
+                   threshold=threshold, batch_size=batch_size, device=device, threads=threads)
+
+
+def cka(*, classes: str, reference: str, other: str, base_list: str, features: str, out: str,
+        meta: Mapping[str, Any], batch_size: int, device: str = "auto", threads: int = 1) -> None:
+    cka_between(reference=Path(reference), other=Path(other), split=L.read_classes(classes),
+                base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
+                batch_size=batch_size, device=device, threads=threads)
+
+
+def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str]) -> None:
+    from .tidy import metrics_table, write_tsv
+
+    table = metrics_table([Path(p) for p in paths], methods=methods)
+    write_tsv(table, out)
+    log.info(f"{len(table)} rows from {len(paths)} metrics files -> {out}")
+
+
+def plot_metrics(table: str, out: str) -> None:
+    from .plots import plot_metric_curves
+
+    plot_metric_curves(pd.read_csv(table, sep="\t"), out)
+
+
+def plot_cka(paths: Sequence[str], *, heatmaps: str, diagonal: str) -> None:
+    from .plots import plot_cka_diagonal, plot_cka_heatmaps
+
+    import numpy as np
+
+    last = max(int(np.load(p)["phase"]) for p in paths)
+    plot_cka_heatmaps([p for p in paths if int(np.load(p)["phase"]) == last], heatmaps)
+    plot_cka_diagonal(paths, diagonal)
+
+
+CAPTIONS = {
+    "metrics": "Metrics after every phase (mean over seeds; band: min..max over seeds).",
+    "cka_heatmaps": "Linear CKA between every layer of the phase-0 model (rows) and of the final "
+                    "phase's model (columns), per method, on the base-class test clips.",
+    "cka_diagonal": "CKA of each layer with itself between the phase-0 model and each later "
+                    "phase's model: low values show where the representation drifted.",
+}
+
+
+def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str], config: Mapping,
+                dataset: str, norm: str, repo_dir: Path | None = None) -> None:
+    from .report import provenance, write_report
+
+    split = L.read_classes(classes)
+    run = config["run"]
+    ds = config["datasets"][dataset]
+    setup = {
+        "dataset": dataset,
+        "normalisation": {"bn": "BatchNorm", "gn": "GroupNorm", "cn": "Continual Normalization"}[norm],
+        "methods": ", ".join(run["methods"]),
+        "seeds": ", ".join(str(s) for s in run["seeds"]),
+        "clip assignment": f"{ds['assignment']}: {L.ASSIGNMENTS[ds['assignment']]}",
+    }
+    for k, group in enumerate(split.groups):
+        setup[f"phase {k} ({len(group)} classes)"] = ", ".join(group)
+    repo = repo_dir or Path(__file__).resolve().parents[2]
+    write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
+                 table=pd.read_csv(table, sep="\t"),
+                 figures={CAPTIONS.get(k, k): Path(v) for k, v in figures.items()},
+                 config=_plain(config), provenance=provenance(repo), notes=PROTOCOL_NOTES, setup=setup)
+
+
+def _plain(obj: Any) -> Any:
+    """Snakemake's config holds its own dict/list types: turn them into plain ones for YAML."""
+    return yaml.safe_load(yaml.safe_dump(_to_builtin(obj)))
+
+
+def _to_builtin(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _to_builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_builtin(v) for v in obj]
+    return obj

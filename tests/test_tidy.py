@@ -1,0 +1,172 @@
+"""Tests of cilaudio.tidy against hand-built metrics JSON fixtures (values computed by hand)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cilaudio.tidy import COLUMNS, metrics_table, summary_table, write_tsv
+
+METRICS = ("f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
+CLASSES = ["Dog", "Speech, male", "Rain", "Car", "Bell"]  # 3 base classes, then 1 per phase
+GROUPS = [["Dog", "Speech, male", "Rain"], ["Car"], ["Bell"]]
+
+
+def _subset(v: float) -> dict:
+    """Six metrics: map = v, the others offset by fixed amounts."""
+    return {m: round(v + 0.01 * i, 6) for i, m in enumerate(METRICS[::-1])} | {"map": v}
+
+
+def write_json(root: Path, method: str, seed: int, phase: int, base_map: float, all_map: float) -> Path:
+    n = 3 + phase
+    data = {
+        "dataset": "synth", "norm": "bn", "method": method, "seed": seed, "phase": phase,
+        "classes": CLASSES[:n], "groups": GROUPS[: phase + 1],
+        "n_excerpts": {"all": 60 + 10 * phase, "base": 40},
+        "subsets": {"all": _subset(all_map), "base": _subset(base_map)}
+        | {f"group{g}": _subset(all_map) for g in range(phase + 1)},
+        "per_class_ap": {c: (None if c == "Rain" else 0.5) for c in CLASSES[:n]},
+    }
+    p = root / "synth" / "bn" / method / f"seed{seed}" / f"metrics_phase{phase}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data))
+    return p
+
+
+# base-class mAP after each phase: BASE0[seed] at phase 0, then per method/seed/phase
+BASE0 = {0: 0.80, 1: 0.70}
+LATER = {  # (method, seed) -> base map after phase 1, phase 2
+    ("finetune", 0): (0.50, 0.30), ("finetune", 1): (0.40, 0.20),
+    ("joint", 0): (0.78, 0.75), ("joint", 1): (0.68, 0.65),
+    ("indl_fd_od", 0): (0.60, 0.40), ("indl_fd_od", 1): (0.50, 0.30),
+}
+METHODS = ["finetune", "joint", "indl_fd_od"]
+
+
+def build(root: Path, methods=METHODS) -> list[Path]:
+    paths = [write_json(root, "base", s, 0, BASE0[s], 0.9) for s in BASE0]
+    for (m, s), vals in LATER.items():
+        if m in methods:
+            for k, v in enumerate(vals, start=1):
+                paths.append(write_json(root, m, s, k, v, 0.6))
+    return paths
+
+
+def test_columns_and_row_counts(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    assert list(t.columns) == COLUMNS
+    # per (method, seed, phase k): (2 + (k+1) groups) subsets x 6 metrics + (3+k) class APs + 4 forgetting
+    per_phase = {k: (3 + k) * 6 + (3 + k) + 4 for k in range(3)}
+    expected = len(METHODS) * 2 * sum(per_phase.values())
+    assert len(t) == expected
+    assert set(t["method"]) == set(METHODS)
+    assert not t.duplicated(["dataset", "norm", "method", "seed", "phase", "subset", "metric"]).any()
+
+
+def test_phase0_replicated_for_every_method(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    p0 = t[(t["phase"] == 0) & (t["subset"] == "base") & (t["metric"] == "map")]
+    assert len(p0) == len(METHODS) * 2
+    for m in METHODS:
+        for s, v in BASE0.items():
+            row = p0[(p0["method"] == m) & (p0["seed"] == s)]
+            assert row["value"].item() == pytest.approx(v)
+    assert "base" not in set(t["method"])
+
+
+def test_forgetting_hand_computed(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    f = t[(t["subset"] == "base") & (t["metric"] == "forgetting_map")]
+    for m in METHODS:
+        for s in BASE0:
+            got = f[(f["method"] == m) & (f["seed"] == s)].set_index("phase")["value"]
+            assert got[0] == 0
+            assert got[1] == pytest.approx(BASE0[s] - LATER[(m, s)][0])
+            assert got[2] == pytest.approx(BASE0[s] - LATER[(m, s)][1])
+    # finetune seed 0 after phase 2: 0.80 - 0.30
+    assert f[(f["method"] == "finetune") & (f["seed"] == 0) & (f["phase"] == 2)]["value"].item() == pytest.approx(0.5)
+    # f1_micro of the fixture = map + 0.05 on every subset, so its forgetting equals the map one
+    fm = t[(t["subset"] == "base") & (t["metric"] == "forgetting_f1_micro")]
+    assert fm[(fm["method"] == "joint") & (fm["seed"] == 1) & (fm["phase"] == 2)]["value"].item() == pytest.approx(0.05)
+    assert set(t[t["metric"].str.startswith("forgetting_")]["metric"]) == {
+        "forgetting_map", "forgetting_lwlrap", "forgetting_f1_micro", "forgetting_f1_macro"}
+
+
+def test_per_class_rows_and_null(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    c = t[t["subset"].str.startswith("class:")]
+    assert set(c["metric"]) == {"ap"}
+    assert set(c["subset"]) == {f"class:{n}" for n in CLASSES}
+    assert c[c["subset"] == "class:Rain"]["value"].isna().all()
+    assert (c[c["subset"] == "class:Dog"]["value"] == 0.5).all()
+
+
+def test_sorted_deterministically(tmp_path):
+    paths = build(tmp_path)
+    a = metrics_table(paths, methods=METHODS)
+    b = metrics_table(list(reversed(paths)), methods=METHODS)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(dict.fromkeys(a["method"])) == METHODS
+
+
+def test_unconfigured_method_skipped(tmp_path):
+    t = metrics_table(build(tmp_path), methods=["finetune"])
+    assert set(t["method"]) == {"finetune"}
+
+
+def test_missing_key_names_file(tmp_path):
+    p = write_json(tmp_path, "base", 0, 0, 0.8, 0.9)
+    data = json.loads(p.read_text())
+    del data["subsets"]
+    p.write_text(json.dumps(data))
+    with pytest.raises(KeyError, match="metrics_phase0.json"):
+        metrics_table([p], methods=["finetune"])
+
+
+def test_tsv_round_trip(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    out = tmp_path / "out" / "metrics.tsv"
+    write_tsv(t, out)
+    back = pd.read_csv(out, sep="\t")
+    assert list(back.columns) == COLUMNS
+    pd.testing.assert_frame_equal(back, t, check_dtype=False)
+    assert not list(out.parent.glob("*.tmp-*"))
+    assert "class:Speech, male" in set(back["subset"])
+
+
+def test_summary_gap_share(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    s = summary_table(t, metric="map", subset="base").set_index("method")
+    # final (phase 2) means over seeds: finetune 0.25, joint 0.70, indl_fd_od 0.35
+    assert s.loc["indl_fd_od", "final_mean"] == pytest.approx(0.35)
+    assert s.loc["indl_fd_od", "final_std"] == pytest.approx(statistics.stdev([0.40, 0.30]))
+    assert s.loc["indl_fd_od", "gap_closed"] == pytest.approx((0.35 - 0.25) / (0.70 - 0.25))
+    assert s.loc["finetune", "gap_closed"] == pytest.approx(0.0)
+    assert s.loc["joint", "gap_closed"] == pytest.approx(1.0)
+    # average over phases per seed, then over seeds
+    avgs = [statistics.mean([0.80, 0.60, 0.40]), statistics.mean([0.70, 0.50, 0.30])]
+    assert s.loc["indl_fd_od", "average_mean"] == pytest.approx(statistics.mean(avgs))
+    assert s.loc["indl_fd_od", "average_std"] == pytest.approx(statistics.stdev(avgs))
+    assert s.loc["joint", "phase1_mean"] == pytest.approx(0.73)
+    assert (s["n_seeds"] == 2).all()
+
+
+def test_summary_gap_nan_without_bounds(tmp_path):
+    t = metrics_table(build(tmp_path, methods=["finetune", "indl_fd_od"]), methods=["finetune", "indl_fd_od"])
+    s = summary_table(t)
+    assert s["gap_closed"].isna().all()
+    assert math.isfinite(s.set_index("method").loc["indl_fd_od", "final_mean"])
+
+
+def test_summary_gap_nan_when_gap_zero(tmp_path):
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    t.loc[(t["method"] == "joint") & (t["phase"] == 2), "value"] = t.loc[
+        (t["method"] == "finetune") & (t["phase"] == 2), "value"].to_numpy()
+    s = summary_table(t).set_index("method")
+    assert np.isnan(s.loc["indl_fd_od", "gap_closed"])

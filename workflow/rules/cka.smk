@@ -1,0 +1,49 @@
+# Linear CKA between the phase-0 model and each later phase's model, every pair of layers.
+
+
+rule cka:
+    input:
+        reference="results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
+        other="results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}.pt",
+        features="results/{dataset}/features/eval.h5",
+        base_list="results/{dataset}/lists/test_phase0.tsv",
+        classes="results/{dataset}/lists/classes.tsv",
+    output:
+        "results/{dataset}/{norm}/{method}/seed{seed}/cka_phase{phase}.npz",
+    params:
+        batch_size=config["cka"]["batch_size"],
+        device=config["training"]["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/{dataset}/{norm}/{method}/seed{seed}/cka_phase{phase}.log",
+    benchmark:
+        "benchmarks/{dataset}/{norm}/{method}/seed{seed}/cka_phase{phase}.tsv"
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/cka.py"
+
+
+rule plot_cka:
+    input:
+        get_cka_files,
+    output:
+        heatmaps=report(
+            "results/{dataset}/{norm}/figures/cka_heatmaps.png",
+            caption="../report/cka_heatmaps.rst",
+            category="CKA",
+        ),
+        diagonal=report(
+            "results/{dataset}/{norm}/figures/cka_diagonal.png",
+            caption="../report/cka_diagonal.rst",
+            category="CKA",
+        ),
+    log:
+        "logs/{dataset}/{norm}/plot_cka.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/plot_cka.py"

@@ -1,0 +1,172 @@
+# Helpers shared by every rule: config validation, wildcard constraints, input and params
+# functions (named get_*). Included first.
+
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def _check_config():
+    """Cross-key checks that a JSON schema cannot express."""
+    errors = []
+    for key in ("datasets", "methods"):
+        for name in config["run"][key]:
+            if name not in config[key]:
+                errors.append(
+                    f"run.{key} names {name!r}, which is not defined under `{key}:` "
+                    f"(defined: {sorted(config[key])})"
+                )
+    for name in config["cka"]["methods"] or []:
+        if name not in config["methods"]:
+            errors.append(f"cka.methods names {name!r}, which is not defined under `methods:`")
+    for name, ds in config["datasets"].items():
+        if ds["root"] is None and ds["generate"] is None:
+            errors.append(f"datasets.{name}: set `root` (a downloaded dataset) or `generate`")
+    if errors:
+        raise ValueError("config error:\n  " + "\n  ".join(errors))
+
+
+_check_config()
+
+DATASETS = list(config["datasets"])
+METHODS = list(config["methods"])
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    norm="bn|gn|cn",
+    method="|".join(METHODS),
+    run="|".join(["base"] + METHODS),
+    split="dev|eval",
+    seed=r"\d+",
+    phase=r"\d+",
+
+
+def n_phases(dataset):
+    return len(config["datasets"][dataset]["phases"])
+
+
+def dataset_root(dataset):
+    ds = config["datasets"][dataset]
+    return f"results/{dataset}/dataset" if ds["generate"] is not None else ds["root"]
+
+
+def get_final_output():
+    return [
+        f"results/{d}/{n}/report.html"
+        for d in config["run"]["datasets"]
+        for n in config["run"]["norms"]
+    ]
+
+
+def metadata_files(dataset):
+    """The dataset's ground-truth files (FSD50K layout)."""
+    gt = Path(dataset_root(dataset)) / "FSD50K.ground_truth"
+    return {
+        "vocabulary": str(gt / "vocabulary.csv"),
+        "dev": str(gt / "dev.csv"),
+        "eval": str(gt / "eval.csv"),
+    }
+
+
+def list_params(dataset):
+    ds = config["datasets"][dataset]
+    return {
+        "root": dataset_root(dataset),
+        "classes": ds["classes"],
+        "phases": ds["phases"],
+        "assignment": ds["assignment"],
+        "train_splits": ds["train_splits"],
+    }
+
+
+def get_generate_params(wildcards):
+    ds = config["datasets"][wildcards.dataset]
+    return {**ds["generate"], "group_sizes": ds["phases"]}
+
+
+def get_feature_params(wildcards):
+    return config["datasets"][wildcards.dataset]["features"]
+
+
+def get_audio_dirs(wildcards):
+    """For a generated dataset the audio folders are outputs of `generate_synth`."""
+    if config["datasets"][wildcards.dataset]["generate"] is None:
+        return []
+    return [f"results/{wildcards.dataset}/dataset/FSD50K.{wildcards.split}_audio"]
+
+
+def get_checkpoint(wildcards):
+    """The model after phase `wildcards.phase` of `wildcards.method` (phase 0: shared)."""
+    return checkpoint_path(wildcards, wildcards.method, int(wildcards.phase))
+
+
+def checkpoint_path(wildcards, method, phase):
+    run = "base" if phase == 0 else method
+    return f"results/{wildcards.dataset}/{wildcards.norm}/{run}/seed{wildcards.seed}/phase{phase}.pt"
+
+
+def get_previous_checkpoint(wildcards):
+    return checkpoint_path(wildcards, wildcards.method, int(wildcards.phase) - 1)
+
+
+def get_train_lists(wildcards):
+    """Phase k's list; for cumulative (joint) methods every list up to phase k."""
+    k = int(wildcards.phase)
+    method = config["methods"][wildcards.method]
+    first = 0 if method["data"] == "cumulative" else k
+    return [f"results/{wildcards.dataset}/lists/train_phase{j}.tsv" for j in range(first, k + 1)]
+
+
+def get_method_params(wildcards):
+    """The method's settings, with the distillation block only for methods that use it, so
+    changing the temperature reruns exactly the methods that distil."""
+    method = dict(config["methods"][wildcards.method])
+    if method["output_distill"] != "none":
+        method.update(config["distillation"])
+    return method
+
+
+def get_loader_params(wildcards):
+    return {k: config["training"][k] for k in ("num_workers", "in_memory")}
+
+
+def get_run_checkpoint(wildcards):
+    """Checkpoint evaluated by the `evaluate` rule (`run` is `base` for phase 0)."""
+    return f"results/{wildcards.dataset}/{wildcards.norm}/{wildcards.run}/seed{wildcards.seed}/phase{wildcards.phase}.pt"
+
+
+def cka_methods():
+    return config["cka"]["methods"] or config["run"]["methods"]
+
+
+def get_metrics_files(wildcards):
+    out = []
+    for seed in config["run"]["seeds"]:
+        prefix = f"results/{wildcards.dataset}/{wildcards.norm}"
+        out.append(f"{prefix}/base/seed{seed}/metrics_phase0.json")
+        for method in config["run"]["methods"]:
+            for k in range(1, n_phases(wildcards.dataset)):
+                out.append(f"{prefix}/{method}/seed{seed}/metrics_phase{k}.json")
+    return out
+
+
+def get_cka_files(wildcards):
+    seed = config["run"]["seeds"][0]
+    return [
+        f"results/{wildcards.dataset}/{wildcards.norm}/{m}/seed{seed}/cka_phase{k}.npz"
+        for m in cka_methods()
+        for k in range(1, n_phases(wildcards.dataset))
+    ]
+
+
+def get_figures(wildcards):
+    prefix = f"results/{wildcards.dataset}/{wildcards.norm}/figures"
+    figures = {"metrics": f"{prefix}/metrics.png"}
+    if config["cka"]["activate"]:
+        figures["cka_heatmaps"] = f"{prefix}/cka_heatmaps.png"
+        figures["cka_diagonal"] = f"{prefix}/cka_diagonal.png"
+    return figures

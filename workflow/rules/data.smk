@@ -1,0 +1,46 @@
+# The dataset (the built-in benchmark is generated; a real download is read in place) and
+# the per-phase lists.
+
+
+rule generate_synth:
+    output:
+        vocabulary="results/{dataset}/dataset/FSD50K.ground_truth/vocabulary.csv",
+        dev="results/{dataset}/dataset/FSD50K.ground_truth/dev.csv",
+        eval="results/{dataset}/dataset/FSD50K.ground_truth/eval.csv",
+        dev_audio=directory("results/{dataset}/dataset/FSD50K.dev_audio"),
+        eval_audio=directory("results/{dataset}/dataset/FSD50K.eval_audio"),
+    params:
+        generate=get_generate_params,
+    log:
+        "logs/{dataset}/generate_synth.log",
+    benchmark:
+        "benchmarks/{dataset}/generate_synth.tsv"
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/generate_synth.py"
+
+
+# One list job per dataset: its number of phases comes from the config, so its outputs are
+# written out per dataset rather than through a wildcard.
+for _dataset in DATASETS:
+
+    rule:
+        name:
+            f"make_lists_{_dataset}"
+        input:
+            **metadata_files(_dataset),
+        output:
+            classes=f"results/{_dataset}/lists/classes.tsv",
+            clips_dev=f"results/{_dataset}/lists/clips_dev.tsv",
+            clips_eval=f"results/{_dataset}/lists/clips_eval.tsv",
+            train=[f"results/{_dataset}/lists/train_phase{k}.tsv" for k in range(n_phases(_dataset))],
+            test=[f"results/{_dataset}/lists/test_phase{k}.tsv" for k in range(n_phases(_dataset))],
+        params:
+            lists=list_params(_dataset),
+        log:
+            f"logs/{_dataset}/make_lists.log",
+        conda:
+            "../../envs/cilaudio.yaml"
+        script:
+            "../scripts/make_lists.py"

@@ -1,0 +1,50 @@
+# The tidy metrics table, its figures, and one self-contained HTML report per dataset and norm.
+
+
+rule collect_metrics:
+    input:
+        get_metrics_files,
+    output:
+        "results/{dataset}/{norm}/metrics.tsv",
+    params:
+        methods=config["run"]["methods"],
+    log:
+        "logs/{dataset}/{norm}/collect_metrics.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/collect_metrics.py"
+
+
+rule plot_metrics:
+    input:
+        "results/{dataset}/{norm}/metrics.tsv",
+    output:
+        report(
+            "results/{dataset}/{norm}/figures/metrics.png",
+            caption="../report/metrics.rst",
+            category="Metrics",
+        ),
+    log:
+        "logs/{dataset}/{norm}/plot_metrics.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/plot_metrics.py"
+
+
+rule report:
+    input:
+        unpack(get_figures),
+        table="results/{dataset}/{norm}/metrics.tsv",
+        classes="results/{dataset}/lists/classes.tsv",
+    output:
+        "results/{dataset}/{norm}/report.html",
+    params:
+        config=config,
+    log:
+        "logs/{dataset}/{norm}/report.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,57 @@
+# One job per phase. Phase 0 is shared by every method of a dataset, norm and seed; phase k
+# of a method needs phase k-1's checkpoint of the same method.
+
+
+rule train_base:
+    input:
+        features="results/{dataset}/features/dev.h5",
+        train_list="results/{dataset}/lists/train_phase0.tsv",
+        classes="results/{dataset}/lists/classes.tsv",
+    output:
+        "results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
+    params:
+        model=lambda wildcards: config["model"],
+        optim=lambda wildcards: config["training"]["base"],
+        loader=get_loader_params,
+        device=config["training"]["device"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=720,
+    log:
+        "logs/{dataset}/{norm}/base/seed{seed}/train_phase0.log",
+    benchmark:
+        "benchmarks/{dataset}/{norm}/base/seed{seed}/train_phase0.tsv"
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/train_base.py"
+
+
+rule train_incremental:
+    input:
+        previous=get_previous_checkpoint,
+        features="results/{dataset}/features/dev.h5",
+        train_lists=get_train_lists,
+        classes="results/{dataset}/lists/classes.tsv",
+    output:
+        "results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}.pt",
+    wildcard_constraints:
+        phase=r"[1-9]\d*",
+    params:
+        method=get_method_params,
+        optim=lambda wildcards: config["training"]["incremental"],
+        loader=get_loader_params,
+        device=config["training"]["device"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=720,
+    log:
+        "logs/{dataset}/{norm}/{method}/seed{seed}/train_phase{phase}.log",
+    benchmark:
+        "benchmarks/{dataset}/{norm}/{method}/seed{seed}/train_phase{phase}.tsv"
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/train_incremental.py"

@@ -97,3 +97,15 @@ def test_list_round_trip_and_label_matrix(tmp_path, split, clips):
 def test_classes_round_trip(tmp_path, split):
     L.write_classes(split, tmp_path / "classes.tsv")
     assert L.read_classes(tmp_path / "classes.tsv") == split
+
+
+def test_config_readme_is_generated_from_the_schema():
+    from pathlib import Path
+
+    from cilaudio.configdoc import render
+
+    repo = Path(__file__).resolve().parents[1]
+    expected = render(repo / "workflow/schemas/config.schema.yaml")
+    assert (repo / "config/README.md").read_text() == expected, (
+        "config/README.md is out of date: python -m cilaudio.configdoc "
+        "workflow/schemas/config.schema.yaml > config/README.md")

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import h5py
 import numpy as np

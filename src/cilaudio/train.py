@@ -66,7 +66,9 @@ class MethodSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MethodSettings":
         loss_keys = {f.name for f in fields(IncrementalLossSettings)}
-        loss = IncrementalLossSettings(**{k: v for k, v in d.items() if k in loss_keys})
+        given = {k: v for k, v in d.items() if k in loss_keys}
+        loss = IncrementalLossSettings(**{"bce_on": "all", "feature_distill": 0.0,
+                                          "output_distill": "none", **given})
         if d.get("data", "current") not in ("current", "cumulative"):
             raise ValueError(f"method data must be 'current' or 'cumulative', not {d['data']!r}")
         return cls(data=d.get("data", "current"), loss=loss)

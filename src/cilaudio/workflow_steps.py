@@ -9,16 +9,11 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import pandas as pd
-import yaml
-
+# Heavy modules (torch, torchaudio, scikit-learn, matplotlib) are imported inside the steps
+# that need them: every Snakemake job is a fresh process, and start-up time adds up over
+# hundreds of jobs.
 from . import lists as L
-from .evaluate import cka_between, evaluate_phase
-from .features import FeatureSettings, extract_to_hdf5
-from .fsd50k import FSD50K
 from .phases import PhaseSplit, match_classes
-from .train import LoaderSettings, MethodSettings, OptimSettings
-from . import train as T
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +50,10 @@ def read_class_list(classes: Sequence[str] | str | None, vocabulary: Sequence[st
 def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequence[int],
                assignment: str, train_splits: Sequence[str]) -> None:
     """Phase lists of an FSD50K-layout dataset: classes.tsv, train/test lists, clips per split."""
+    import pandas as pd
+
+    from .fsd50k import FSD50K
+
     ds = FSD50K(Path(root))
     vocab = ds.load_vocabulary()["label"].tolist()
     names, source = read_class_list(classes, vocab)
@@ -79,6 +78,9 @@ def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequen
 
 def extract_features(*, clips: str, root: str, split: str, out: str, settings: Mapping[str, Any],
                      threads: int = 1) -> None:
+    from .features import FeatureSettings, extract_to_hdf5
+    from .fsd50k import FSD50K
+
     ds = FSD50K(Path(root))
     names = L.read_list(clips)["fname"].tolist()
     paths = [(n, ds.audio_path(split, n)) for n in names]
@@ -89,11 +91,14 @@ def extract_features(*, clips: str, root: str, split: str, out: str, settings: M
 def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,
                model: Mapping[str, Any], optim: Mapping[str, Any], loader: Mapping[str, Any],
                device: str = "auto", threads: int = 1) -> None:
+    from . import train as T
+    from .features import read_settings
+
     split = L.read_classes(classes)
-    n_mels = FeatureSettings(**_feature_settings(features)).n_mels
+    n_mels = int(read_settings(features)["n_mels"])
     T.train_base(split=split, train_list=Path(train_list), features=Path(features), out=Path(out),
-                 model_settings={"norm": norm, "n_mels": n_mels, **model}, optim=OptimSettings(**optim),
-                 loader=LoaderSettings(**loader), seed=seed, device=device, threads=threads,
+                 model_settings={"norm": norm, "n_mels": n_mels, **model}, optim=T.OptimSettings(**optim),
+                 loader=T.LoaderSettings(**loader), seed=seed, device=device, threads=threads,
                  params={"model": dict(model), "optim": dict(optim)})
 
 
@@ -101,19 +106,15 @@ def train_incremental(*, classes: str, train_lists: Sequence[str], features: str
                       out: str, phase: int, method_name: str, seed: int, method: Mapping[str, Any],
                       optim: Mapping[str, Any], loader: Mapping[str, Any], device: str = "auto",
                       threads: int = 1) -> None:
+    from . import train as T
+
     split = L.read_classes(classes)
     T.train_incremental(phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
                         features=Path(features), previous=Path(previous), out=Path(out),
-                        method_name=method_name, method=MethodSettings.from_dict(dict(method)),
-                        optim=OptimSettings(**optim), loader=LoaderSettings(**loader), seed=seed,
+                        method_name=method_name, method=T.MethodSettings.from_dict(dict(method)),
+                        optim=T.OptimSettings(**optim), loader=T.LoaderSettings(**loader), seed=seed,
                         device=device, threads=threads,
                         params={"method": dict(method), "optim": dict(optim)})
-
-
-def _feature_settings(h5_path: str) -> dict:
-    from .features import read_settings
-
-    return read_settings(h5_path)
 
 
 def _meta(meta: Mapping[str, Any]) -> dict:
@@ -128,6 +129,8 @@ def _meta(meta: Mapping[str, Any]) -> dict:
 def evaluate(*, classes: str, checkpoint: str, test_list: str, base_list: str, features: str, out: str,
              meta: Mapping[str, Any], threshold: float, batch_size: int, device: str = "auto",
              threads: int = 1) -> None:
+    from .evaluate import evaluate_phase
+
     evaluate_phase(checkpoint=Path(checkpoint), split=L.read_classes(classes), test_list=Path(test_list),
                    base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
                    threshold=threshold, batch_size=batch_size, device=device, threads=threads)
@@ -135,6 +138,8 @@ def evaluate(*, classes: str, checkpoint: str, test_list: str, base_list: str, f
 
 def cka(*, classes: str, reference: str, other: str, base_list: str, features: str, out: str,
         meta: Mapping[str, Any], batch_size: int, device: str = "auto", threads: int = 1) -> None:
+    from .evaluate import cka_between
+
     cka_between(reference=Path(reference), other=Path(other), split=L.read_classes(classes),
                 base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
                 batch_size=batch_size, device=device, threads=threads)
@@ -149,6 +154,8 @@ def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str]) -
 
 
 def plot_metrics(table: str, out: str) -> None:
+    import pandas as pd
+
     from .plots import plot_metric_curves
 
     plot_metric_curves(pd.read_csv(table, sep="\t"), out)
@@ -175,6 +182,8 @@ CAPTIONS = {
 
 def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str], config: Mapping,
                 dataset: str, norm: str, repo_dir: Path | None = None) -> None:
+    import pandas as pd
+
     from .report import provenance, write_report
 
     split = L.read_classes(classes)
@@ -198,12 +207,8 @@ def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str
 
 def _plain(obj: Any) -> Any:
     """Snakemake's config holds its own dict/list types: turn them into plain ones for YAML."""
-    return yaml.safe_load(yaml.safe_dump(_to_builtin(obj)))
-
-
-def _to_builtin(obj: Any) -> Any:
     if isinstance(obj, Mapping):
-        return {str(k): _to_builtin(v) for k, v in obj.items()}
+        return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_builtin(v) for v in obj]
+        return [_plain(v) for v in obj]
     return obj

@@ -54,12 +54,30 @@ def dataset_root(dataset):
     return f"results/{dataset}/dataset" if ds["generate"] is not None else ds["root"]
 
 
+def run_outputs(dataset, norm, seed):
+    """Every checkpoint, metrics file and CKA file of one dataset, norm and seed."""
+    prefix = f"results/{dataset}/{norm}"
+    out = [f"{prefix}/base/seed{seed}/phase0.pt", f"{prefix}/base/seed{seed}/metrics_phase0.json"]
+    for method in config["run"]["methods"]:
+        for k in range(1, n_phases(dataset)):
+            out.append(f"{prefix}/{method}/seed{seed}/phase{k}.pt")
+            out.append(f"{prefix}/{method}/seed{seed}/metrics_phase{k}.json")
+            if config["cka"]["activate"] and method in cka_methods():
+                out.append(f"{prefix}/{method}/seed{seed}/cka_phase{k}.npz")
+    return out
+
+
 def get_final_output():
-    return [
-        f"results/{d}/{n}/report.html"
-        for d in config["run"]["datasets"]
-        for n in config["run"]["norms"]
-    ]
+    """The reports, and every phase output they summarise: listing the checkpoints as targets
+    makes `snakemake` recompute one that was deleted (Snakemake otherwise skips a missing
+    intermediate file whose dependants are up to date), then everything that depends on it."""
+    out = []
+    for d in config["run"]["datasets"]:
+        for n in config["run"]["norms"]:
+            out.append(f"results/{d}/{n}/report.html")
+            for seed in config["run"]["seeds"]:
+                out.extend(run_outputs(d, n, seed))
+    return out
 
 
 def metadata_files(dataset):
@@ -86,6 +104,10 @@ def list_params(dataset):
 def get_generate_params(wildcards):
     ds = config["datasets"][wildcards.dataset]
     return {**ds["generate"], "group_sizes": ds["phases"]}
+
+
+def get_dataset_root(wildcards):
+    return dataset_root(wildcards.dataset)
 
 
 def get_feature_params(wildcards):
@@ -144,14 +166,12 @@ def cka_methods():
 
 
 def get_metrics_files(wildcards):
-    out = []
-    for seed in config["run"]["seeds"]:
-        prefix = f"results/{wildcards.dataset}/{wildcards.norm}"
-        out.append(f"{prefix}/base/seed{seed}/metrics_phase0.json")
-        for method in config["run"]["methods"]:
-            for k in range(1, n_phases(wildcards.dataset)):
-                out.append(f"{prefix}/{method}/seed{seed}/metrics_phase{k}.json")
-    return out
+    return [
+        path
+        for seed in config["run"]["seeds"]
+        for path in run_outputs(wildcards.dataset, wildcards.norm, seed)
+        if path.endswith(".json")
+    ]
 
 
 def get_cka_files(wildcards):

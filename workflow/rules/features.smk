@@ -9,7 +9,7 @@ rule extract_features:
         "results/{dataset}/features/{split}.h5",
     params:
         features=get_feature_params,
-        root=lambda wildcards: dataset_root(wildcards.dataset),
+        root=get_dataset_root,
     threads: 2
     resources:
         mem_mb=4000,

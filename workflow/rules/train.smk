@@ -10,8 +10,8 @@ rule train_base:
     output:
         "results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
     params:
-        model=lambda wildcards: config["model"],
-        optim=lambda wildcards: config["training"]["base"],
+        model=config["model"],
+        optim=config["training"]["base"],
         loader=get_loader_params,
         device=config["training"]["device"],
     threads: 1
@@ -40,7 +40,7 @@ rule train_incremental:
         phase=r"[1-9]\d*",
     params:
         method=get_method_params,
-        optim=lambda wildcards: config["training"]["incremental"],
+        optim=config["training"]["incremental"],
         loader=get_loader_params,
         device=config["training"]["device"],
     threads: 1

@@ -1,0 +1,115 @@
+"""Training and evaluation through the library, without Snakemake, on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cilaudio import workflow_steps as W
+from cilaudio.checkpoint import load_checkpoint
+from cilaudio.lists import read_classes, read_list
+from cilaudio.synth import generate
+from cilaudio.train import LoaderSettings, training_set
+
+FEATURES = dict(sample_rate=8000, n_fft=256, win_length=256, hop_length=80, n_mels=64, f_min=20.0,
+                f_max=3900.0, excerpt_seconds=0.7, hop_seconds=0.7)
+OPTIM0 = dict(epochs=2, batch_size=8, lr=0.01, lr_min=1e-4)
+OPTIM = dict(epochs=1, batch_size=8, lr=1e-3, lr_min=1e-4)
+LOADER = dict(num_workers=0, in_memory=False)
+MODEL = dict(width=4, dropout=0.2)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    generate(root / "dataset", seed=3, group_sizes=(3, 2, 2), dev_clips_per_class=4,
+             eval_clips_per_class=3, sample_rate=16000, min_seconds=0.6, max_seconds=1.6)
+    lists = root / "lists"
+    outputs = {"classes": lists / "classes.tsv", "clips_dev": lists / "clips_dev.tsv",
+               "clips_eval": lists / "clips_eval.tsv",
+               "train": [lists / f"train_phase{k}.tsv" for k in range(3)],
+               "test": [lists / f"test_phase{k}.tsv" for k in range(3)]}
+    W.make_lists(outputs=outputs, root=str(root / "dataset"), classes=None, phases=[3, 2, 2],
+                 assignment="latest", train_splits=["train", "val"])
+    for split in ("dev", "eval"):
+        W.extract_features(clips=str(lists / f"clips_{split}.tsv"), root=str(root / "dataset"), split=split,
+                           out=str(root / f"{split}.h5"), settings=FEATURES)
+    return root
+
+
+def _base(root: Path, out: Path, seed: int = 0) -> None:
+    W.train_base(classes=str(root / "lists/classes.tsv"), train_list=str(root / "lists/train_phase0.tsv"),
+                 features=str(root / "dev.h5"), out=str(out), norm="bn", seed=seed, model=MODEL,
+                 optim=OPTIM0, loader=LOADER)
+
+
+def _incremental(root: Path, previous: Path, out: Path, method: dict, phase: int = 1, lists=None) -> None:
+    W.train_incremental(classes=str(root / "lists/classes.tsv"),
+                        train_lists=lists or [str(root / f"lists/train_phase{phase}.tsv")],
+                        features=str(root / "dev.h5"), previous=str(previous), out=str(out), phase=phase,
+                        method_name="m", seed=0, method=method, optim=OPTIM, loader=LOADER)
+
+
+def _evaluate(root: Path, ckpt: Path, out: Path, phase: int) -> dict:
+    W.evaluate(classes=str(root / "lists/classes.tsv"), checkpoint=str(ckpt),
+               test_list=str(root / f"lists/test_phase{phase}.tsv"), base_list=str(root / "lists/test_phase0.tsv"),
+               features=str(root / "eval.h5"), out=str(out), meta={"dataset": "t", "norm": "bn", "run": "base", "seed": "0"},
+               threshold=0.5, batch_size=16)
+    return json.loads(out.read_text())
+
+
+def test_fixed_seed_gives_identical_models_and_metrics(prepared, tmp_path):
+    _base(prepared, tmp_path / "a.pt")
+    _base(prepared, tmp_path / "b.pt")
+    _base(prepared, tmp_path / "c.pt", seed=1)
+    (ma, _), (mb, _), (mc, _) = (load_checkpoint(tmp_path / f"{n}.pt") for n in "abc")
+    sa, sb, sc = ma.state_dict(), mb.state_dict(), mc.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    ja = _evaluate(prepared, tmp_path / "a.pt", tmp_path / "a.json", 0)
+    jb = _evaluate(prepared, tmp_path / "b.pt", tmp_path / "b.json", 0)
+    assert ja == jb
+
+
+def test_incremental_phase_grows_and_keeps_the_classes(prepared, tmp_path):
+    _base(prepared, tmp_path / "p0.pt")
+    method = {"data": "current", "bce_on": "new", "feature_distill": 1.0, "output_distill": "kl",
+              "temperature": 2.0, "lambda_base": 5.0, "lambda_exponent": 0.66, "kd_weight": 1.0}
+    _incremental(prepared, tmp_path / "p0.pt", tmp_path / "p1.pt", method)
+    model, state = load_checkpoint(tmp_path / "p1.pt")
+    split = read_classes(prepared / "lists/classes.tsv")
+    assert state["classes"] == list(split.seen(1)) and model.classifier.out_features == 5
+    result = _evaluate(prepared, tmp_path / "p1.pt", tmp_path / "p1.json", 1)
+    assert set(result["subsets"]) == {"all", "base", "group0", "group1"}
+
+
+def test_checkpoint_of_another_split_is_refused(prepared, tmp_path):
+    _base(prepared, tmp_path / "p0.pt")
+    method = {"data": "current", "bce_on": "all"}
+    _incremental(prepared, tmp_path / "p0.pt", tmp_path / "p1.pt", method)
+    with pytest.raises(ValueError, match="another class split"):
+        # phase 1's model handed to phase 1 again: it already holds phase 1's classes
+        _incremental(prepared, tmp_path / "p1.pt", tmp_path / "bad.pt", method)
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_joint_training_set_is_the_union_with_all_seen_labels(prepared):
+    split = read_classes(prepared / "lists/classes.tsv")
+    lists = [prepared / f"lists/train_phase{k}.tsv" for k in range(3)]
+    joint = training_set(phase=2, split=split, lists=lists, features=prepared / "dev.h5", cumulative=True,
+                         loader=LoaderSettings())
+    current = training_set(phase=2, split=split, lists=lists[2:], features=prepared / "dev.h5", cumulative=False,
+                           loader=LoaderSettings())
+    n_clips = sum(len(read_list(p)) for p in lists)
+    assert len(np.unique(joint.table.clip)) == n_clips
+    # current-phase targets only have the new classes; joint targets reach the old ones too
+    assert current.table.targets[:, :5].sum() == 0
+    assert joint.table.targets[:, :5].sum() > 0
+    # later-phase clips that hold old sounds are labelled with them in joint training
+    frame = read_list(lists[2])
+    old_in_phase2 = sum(any(c in split.seen(1) for c in f.split("|")) for f in frame["all_labels"])
+    assert old_in_phase2 > 0

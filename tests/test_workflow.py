@@ -1,0 +1,192 @@
+"""The real Snakemake workflow on a tiny config: a full run, then what reruns after a change.
+
+One module-scoped run builds everything (about a minute on 2 cores); each rerun test copies
+that finished folder (with Snakemake's metadata and the files' times) and asks Snakemake for
+its plan with a dry run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned(workdir: Path, *args: str) -> dict[str, str]:
+    """Output path -> rule of every job a dry run plans."""
+    proc = snakemake(workdir, "-n", *args)
+    text = proc.stdout + proc.stderr
+    jobs: dict[str, str] = {}
+    rule = None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            rule = m.group(1)
+        m = re.match(r"^\s+output: (.*)$", line)
+        if m and rule:
+            for path in m.group(1).split(", "):
+                jobs[path.strip()] = rule
+    return jobs
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    write_config(workdir, TINY)
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.fixture
+def copy(finished, tmp_path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(finished, target, symlinks=True)
+    return target
+
+
+def test_full_run_outputs(finished):
+    res = finished / "results" / "synth"
+    report = (res / "bn" / "report.html").read_text()
+    assert "<img" in report and "indl_fd_od" in report
+    table = pd.read_csv(res / "bn" / "metrics.tsv", sep="\t")
+    assert list(table.columns) == ["dataset", "norm", "method", "seed", "phase", "subset", "metric", "value"]
+    assert set(table["method"]) == {"finetune", "joint", "indl_fd_od"}
+    assert sorted(table["phase"].unique()) == [0, 1, 2, 3, 4]
+    # every phase's metrics cover exactly the classes seen so far; base-class metrics are
+    # taken on the same clips (the phase-0 test clips) after every phase
+    phase0 = json.loads((res / "bn/base/seed0/metrics_phase0.json").read_text())
+    assert phase0["subsets"]["base"] == phase0["subsets"]["all"]
+    n_test = [phase0["n_excerpts"]["all"]]
+    for k in range(1, 5):
+        data = json.loads((res / f"bn/joint/seed0/metrics_phase{k}.json").read_text())
+        assert len(data["classes"]) == 2 + k
+        assert data["n_excerpts"]["base"] == phase0["n_excerpts"]["all"]
+        n_test.append(data["n_excerpts"]["all"])
+    assert n_test == sorted(n_test) and n_test[-1] > n_test[0]  # cumulative test lists grow
+    # every heavy job wrote its declared log and benchmark
+    assert (finished / "logs/synth/bn/joint/seed0/train_phase4.log").read_text().count("epoch 1/1") == 1
+    assert (finished / "benchmarks/synth/bn/base/seed0/train_phase0.tsv").exists()
+    lists = res / "lists"
+    assert (lists / "train_phase3.tsv").read_text().splitlines()[0] == "fname\tlabels\tall_labels"
+
+
+def test_complete_run_plans_nothing(copy):
+    assert planned(copy) == {}
+
+
+def test_phases_are_chained(tmp_path):
+    write_config(tmp_path, TINY)
+    proc = snakemake(tmp_path, "-n", "results/synth/bn/report.html")
+    text = proc.stdout
+    blocks = re.findall(r"rule train_incremental:\n(.*?)\n\n", text, flags=re.S)
+    inputs = {}
+    for block in blocks:
+        out = re.search(r"output: (\S+)", block).group(1)
+        inputs[out] = re.search(r"input: ([^\n]+)", block).group(1).split(", ")[0]
+    for method in ("finetune", "joint", "indl_fd_od"):
+        assert inputs[f"results/synth/bn/{method}/seed0/phase1.pt"] == "results/synth/bn/base/seed0/phase0.pt"
+        for k in range(2, 5):
+            assert inputs[f"results/synth/bn/{method}/seed0/phase{k}.pt"] == f"results/synth/bn/{method}/seed0/phase{k - 1}.pt"
+    assert text.count("rule train_base:") == 1  # phase 0 shared by every method
+
+
+AGGREGATES = {"results/synth/bn/metrics.tsv", "results/synth/bn/figures/metrics.png",
+              "results/synth/bn/figures/cka_heatmaps.png", "results/synth/bn/figures/cka_diagonal.png",
+              "results/synth/bn/report.html"}
+
+
+def _non_aggregate(jobs: dict[str, str]) -> set[str]:
+    return {p for p in jobs if p not in AGGREGATES}
+
+
+def test_adding_a_method_runs_only_its_jobs(copy):
+    config = dict(TINY, run=dict(TINY["run"], methods=["finetune", "joint", "indl_fd_od", "indl"]))
+    write_config(copy, config)
+    jobs = planned(copy)
+    expected = {f"results/synth/bn/indl/seed0/{f}{k}.{ext}" for k in range(1, 5)
+                for f, ext in (("phase", "pt"), ("metrics_phase", "json"))}
+    assert _non_aggregate(jobs) == expected
+    assert {"results/synth/bn/report.html", "results/synth/bn/metrics.tsv"} <= set(jobs)
+
+
+def test_changing_temperature_reruns_only_distilling_phases(copy):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["distillation"] = {"temperature": 3.0}
+    write_config(copy, config)
+    jobs = planned(copy)
+    expected = {f"results/synth/bn/indl_fd_od/seed0/{f}{k}.{ext}" for k in range(1, 5)
+                for f, ext in (("phase", "pt"), ("metrics_phase", "json"), ("cka_phase", "npz"))}
+    assert _non_aggregate(jobs) == expected
+    assert not any("features" in p or "base" in p or "lists" in p for p in jobs)
+
+
+def test_deleting_phase3_checkpoint_reruns_phases_3_and_4(copy):
+    (copy / "results/synth/bn/finetune/seed0/phase3.pt").unlink()
+    jobs = planned(copy)
+    expected = {f"results/synth/bn/finetune/seed0/{f}{k}.{ext}" for k in (3, 4)
+                for f, ext in (("phase", "pt"), ("metrics_phase", "json"))}
+    assert _non_aggregate(jobs) == expected
+
+
+def test_adding_a_seed_runs_only_that_seed(copy):
+    config = dict(TINY, run=dict(TINY["run"], seeds=[0, 1]))
+    write_config(copy, config)
+    jobs = planned(copy)
+    assert _non_aggregate(jobs)
+    assert all("/seed1/" in p for p in _non_aggregate(jobs))
+    assert "results/synth/bn/base/seed1/phase0.pt" in jobs
+    assert not any("features" in p or "lists" in p for p in jobs)
+
+
+def test_rerun_after_temperature_change_keeps_phase0_and_features(copy):
+    """Not only the plan: really rerun, and check what was rewritten."""
+    keep = [copy / "results/synth/bn/base/seed0/phase0.pt", copy / "results/synth/features/dev.h5",
+            copy / "results/synth/bn/finetune/seed0/phase4.pt"]
+    changed = copy / "results/synth/bn/indl_fd_od/seed0/phase4.pt"
+    before = {p: p.stat().st_mtime_ns for p in keep + [changed]}
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["distillation"] = {"temperature": 4.0}
+    write_config(copy, config)
+    snakemake(copy)
+    assert all(p.stat().st_mtime_ns == before[p] for p in keep)
+    assert changed.stat().st_mtime_ns != before[changed]
+    assert planned(copy) == {}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["model"].update(widht=4), "widht"),
+    (lambda c: c["run"].update(norms=["bn", "ln"]), "'ln' is not one of"),
+    (lambda c: c["run"].update(methods=["finetune", "ewc"]), "run.methods names 'ewc'"),
+    (lambda c: c["methods"]["indl"].update(output_distill="softmax"), "softmax"),
+])
+def test_bad_config_stops_with_a_clear_message(tmp_path, mutate, message):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    mutate(config)
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr

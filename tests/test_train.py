@@ -12,33 +12,12 @@ import torch
 from cilaudio import workflow_steps as W
 from cilaudio.checkpoint import load_checkpoint
 from cilaudio.lists import read_classes, read_list
-from cilaudio.synth import generate
 from cilaudio.train import LoaderSettings, training_set
 
-FEATURES = dict(sample_rate=8000, n_fft=256, win_length=256, hop_length=80, n_mels=64, f_min=20.0,
-                f_max=3900.0, excerpt_seconds=0.7, hop_seconds=0.7)
 OPTIM0 = dict(epochs=2, batch_size=8, lr=0.01, lr_min=1e-4)
 OPTIM = dict(epochs=1, batch_size=8, lr=1e-3, lr_min=1e-4)
 LOADER = dict(num_workers=0, in_memory=False)
 MODEL = dict(width=4, dropout=0.2)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "dataset", seed=3, group_sizes=(3, 2, 2), dev_clips_per_class=4,
-             eval_clips_per_class=3, sample_rate=16000, min_seconds=0.6, max_seconds=1.6)
-    lists = root / "lists"
-    outputs = {"classes": lists / "classes.tsv", "clips_dev": lists / "clips_dev.tsv",
-               "clips_eval": lists / "clips_eval.tsv",
-               "train": [lists / f"train_phase{k}.tsv" for k in range(3)],
-               "test": [lists / f"test_phase{k}.tsv" for k in range(3)]}
-    W.make_lists(outputs=outputs, root=str(root / "dataset"), classes=None, phases=[3, 2, 2],
-                 assignment="latest", train_splits=["train", "val"])
-    for split in ("dev", "eval"):
-        W.extract_features(clips=str(lists / f"clips_{split}.tsv"), root=str(root / "dataset"), split=split,
-                           out=str(root / f"{split}.h5"), settings=FEATURES)
-    return root
 
 
 def _base(root: Path, out: Path, seed: int = 0) -> None:

@@ -9,8 +9,9 @@ the second); BCE, L_FD and L_OD all use that pass.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field, fields
@@ -20,8 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
+from .atomic import atomic_path
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
@@ -57,9 +59,13 @@ class MethodSettings:
 
     ``data``: ``current`` (phase k's training list, labelled with phase k's classes) or
     ``cumulative`` (all training lists so far, labelled with every class seen so far: joint).
+    ``epoch_size``: ``all`` (an epoch passes over every training excerpt once) or ``phase``
+    (an epoch draws, without replacement, as many excerpts as phase k's own list holds, so a
+    cumulative method makes as many updates as the others).
     """
 
     data: str = "current"
+    epoch_size: str = "all"
     loss: IncrementalLossSettings = field(default_factory=lambda: IncrementalLossSettings(
         bce_on="all", feature_distill=0.0, output_distill="none"))
 
@@ -71,7 +77,9 @@ class MethodSettings:
                                           "output_distill": "none", **given})
         if d.get("data", "current") not in ("current", "cumulative"):
             raise ValueError(f"method data must be 'current' or 'cumulative', not {d['data']!r}")
-        return cls(data=d.get("data", "current"), loss=loss)
+        if d.get("epoch_size", "all") not in ("all", "phase"):
+            raise ValueError(f"method epoch_size must be 'all' or 'phase', not {d['epoch_size']!r}")
+        return cls(data=d.get("data", "current"), epoch_size=d.get("epoch_size", "all"), loss=loss)
 
     @property
     def needs_old_model(self) -> bool:
@@ -95,10 +103,11 @@ def phase_seed(seed: int, phase: int) -> int:
 
 
 def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, seed: int,
-            device: torch.device) -> DataLoader:
+            device: torch.device, epoch_size: int) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, replacement=False, num_samples=epoch_size, generator=gen)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=False, generator=gen,
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=False,
         num_workers=loader.num_workers, pin_memory=device.type == "cuda",
         persistent_workers=loader.num_workers > 0,
     )
@@ -125,16 +134,59 @@ def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], featur
     return FeatureDataset(features, table, in_memory=loader.in_memory)
 
 
+def resume_path(out: Path) -> Path:
+    """Where a phase job keeps its state between epochs (deleted when the phase finishes)."""
+    return out.with_name(out.name + ".resume")
+
+
+def fingerprint(params: dict[str, Any], inputs: Sequence[Path]) -> str:
+    """Identity of a training job: its settings and the size and time of its input files.
+    A resume state whose fingerprint differs belongs to another job and is not used."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for p in inputs:
+        st = Path(p).stat()
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
-         seed: int, device: torch.device, step_loss, what: str) -> None:
+         seed: int, device: torch.device, step_loss, what: str, epoch_size: int | None = None,
+         resume: Path | None = None, job_id: str = "") -> None:
+    """Train for ``optim.epochs`` epochs; with ``resume``, save the whole training state there
+    after every epoch (atomically) and continue from it when it exists and belongs to this job.
+
+    The state holds the model, optimiser, scheduler, RNG states (global and the sampler's) and
+    the epoch, so a resumed run ends with the same weights as an uninterrupted one.
+    """
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                           weight_decay=optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs, eta_min=optim.lr_min)
-    batches = _loader(data, optim.batch_size, loader, seed, device)
-    total = optim.epochs * len(data)
+    epoch_size = epoch_size or len(data)
+    batches = _loader(data, optim.batch_size, loader, seed, device, epoch_size)
+    sampler_gen = batches.sampler.generator
+    first_epoch = 0
+    if resume is not None and resume.exists():
+        try:
+            state = torch.load(resume, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a state file we cannot read is only lost time
+            log.warning(f"{what}: ignoring unreadable resume state {resume}: {exc}")
+            state = None
+        if state is not None and state.get("job_id") == job_id:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            sampler_gen.set_state(state["sampler_rng"])
+            random.setstate(state["python_rng"])
+            np.random.set_state(state["numpy_rng"])
+            first_epoch = state["epoch"] + 1
+            log.info(f"{what}: resuming after epoch {first_epoch} of {optim.epochs} from {resume}")
+        elif state is not None:
+            log.info(f"{what}: {resume} belongs to another configuration or input; starting afresh")
+    total = (optim.epochs - first_epoch) * epoch_size
     progress = Progress(total=total, what="clips", logger=log, prefix=f"{what}: ")
     start = time.monotonic()
-    for epoch in range(optim.epochs):
+    for epoch in range(first_epoch, optim.epochs):
         model.train()
         sums: dict[str, float] = {}
         n_batches = 0
@@ -151,8 +203,15 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
             progress.step(len(x))
         lr = opt.param_groups[0]["lr"]
         sched.step()
+        if resume is not None and epoch + 1 < optim.epochs:
+            state = {"job_id": job_id, "epoch": epoch, "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "torch_rng": torch.get_rng_state(), "sampler_rng": sampler_gen.get_state(),
+                     "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}
+            with atomic_path(resume) as tmp:
+                torch.save(state, tmp)
         elapsed = time.monotonic() - start
-        done = (epoch + 1) * len(data)
+        done = (epoch + 1 - first_epoch) * epoch_size
         rate = done / elapsed if elapsed > 0 else float("nan")
         means = " ".join(f"{k}={v / max(n_batches, 1):.4f}" for k, v in sums.items())
         log.info(f"{what}: epoch {epoch + 1}/{optim.epochs} {means} lr={lr:.2e} "
@@ -180,10 +239,14 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
         loss = bce_loss(logits, y, pos_weight)
         return loss, {"bce": loss.item()}
 
+    resume = resume_path(out)
+    job_id = fingerprint({"params": params, "model": model_settings, "optim": optim, "seed": seed},
+                         [train_list, features])
     _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
-         step_loss=step_loss, what="phase 0")
+         step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
                     params=params or {})
+    resume.unlink(missing_ok=True)
 
 
 def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) -> None:
@@ -238,7 +301,17 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
                                 settings=method.loss, old_logits=old_logits,
                                 old_embedding=old_emb, new_embedding=emb)
 
+    epoch_size = None
+    if method.epoch_size == "phase":
+        index = excerpt_index(features)
+        epoch_size = min(len(data), sum(len(index[f]) for f in read_list(train_lists[-1])["fname"]))
+        log.info(f"epoch size: {epoch_size} of {len(data)} excerpts (as many as phase {phase}'s own list)")
+    resume = resume_path(out)
+    job_id = fingerprint({"params": params, "method": method, "optim": optim, "seed": seed},
+                         [previous, features, *train_lists])
     _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
-         step_loss=step_loss, what=f"phase {phase} {method_name}")
+         step_loss=step_loss, what=f"phase {phase} {method_name}", epoch_size=epoch_size,
+         resume=resume, job_id=job_id)
     save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
                     params=params or {})
+    resume.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""A training job killed at any moment and rerun continues from its last saved epoch and ends
+with the same checkpoint as an uninterrupted run; no final-named output is ever truncated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cilaudio.checkpoint import load_checkpoint
+from cilaudio.train import resume_path
+
+EPOCHS = 4
+
+
+def _command(root: Path, out: Path) -> list[str]:
+    code = f"""
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from cilaudio import workflow_steps as W
+W.train_base(classes={str(root / 'lists/classes.tsv')!r}, train_list={str(root / 'lists/train_phase0.tsv')!r},
+             features={str(root / 'dev.h5')!r}, out={str(out)!r}, norm="bn", seed=5,
+             model=dict(width=4), optim=dict(epochs={EPOCHS}, batch_size=4, lr=0.01, lr_min=1e-4),
+             loader=dict(num_workers=0, in_memory=False))
+"""
+    return [sys.executable, "-c", code]
+
+
+def _run(root: Path, out: Path) -> str:
+    proc = subprocess.run(_command(root, out), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def _same(a: Path, b: Path) -> bool:
+    (ma, _), (mb, _) = load_checkpoint(a), load_checkpoint(b)
+    sa, sb = ma.state_dict(), mb.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "phase0.pt"
+    _run(prepared, out)
+    assert not resume_path(out).exists()  # removed once the phase is done
+    return out
+
+
+@pytest.mark.parametrize("sig, after_epochs", [(signal.SIGKILL, 1), (signal.SIGTERM, 2)])
+def test_killed_training_resumes_from_last_epoch(prepared, uninterrupted, tmp_path, sig, after_epochs):
+    out = tmp_path / "phase0.pt"
+    state = resume_path(out)
+    proc = subprocess.Popen(_command(prepared, out), stderr=subprocess.PIPE, text=True)
+    seen = 0
+    deadline = time.monotonic() + 120
+    while seen < after_epochs and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if f"epoch " in line and f"/{EPOCHS}" in line:
+            seen += 1
+    assert seen == after_epochs, "training did not report its epochs"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    assert state.exists()
+    log = _run(prepared, out)
+    assert f"resuming after epoch {after_epochs} of {EPOCHS}" in log
+    assert f"epoch 1/{EPOCHS}" not in log  # the finished epochs were not trained again
+    assert _same(out, uninterrupted)
+    assert not state.exists()
+
+
+def test_kill_while_writing_leaves_no_final_file(prepared, uninterrupted, tmp_path):
+    """Kill the job at many moments, including while it writes its state and checkpoint:
+    a final-named file, when present, is always complete, and a rerun always ends right."""
+    out = tmp_path / "phase0.pt"
+    for delay in (0.5, 1.5, 2.5, 3.5, 4.5):
+        proc = subprocess.Popen(_command(prepared, out), stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        if out.exists():
+            load_checkpoint(out)  # complete, or it would not have its final name
+            out.unlink()
+        leftovers = [p for p in tmp_path.iterdir() if p.name != resume_path(out).name]
+        assert all(".tmp-" in p.name for p in leftovers)
+    _run(prepared, out)
+    assert _same(out, uninterrupted)

@@ -10,7 +10,6 @@ BIN = $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[workflow]"
@@ -22,7 +21,8 @@ run: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install-test
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
+	bash tools/system-deps.sh
+	PY=$(BIN)/python bash tools/run-tests.sh
 
 lint: install
 	$(BIN)/snakemake --lint

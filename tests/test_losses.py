@@ -261,3 +261,29 @@ def test_incremental_loss_validation() -> None:
     fd = IncrementalLossSettings(bce_on="new", feature_distill=1.0, output_distill="none")
     with pytest.raises(ValueError, match="embedding"):
         incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.0, settings=fd)
+
+
+def test_masked_bce_equals_slicing_and_hand_value():
+    import math
+
+    import torch
+
+    from cilaudio.losses import bce_loss, masked_bce_loss
+
+    logits = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0]])
+    # the mask of independent learning equals BCE on the sliced new columns
+    assert torch.isclose(masked_bce_loss(logits, targets, mask, 3.0), bce_loss(logits[:, 1:], targets[:, 1:], 3.0))
+
+    def term(x, y, pw):  # -[pw*y*log s(x) + (1-y)*log(1-s(x))]
+        s = 1 / (1 + math.exp(-x))
+        return -(pw * y * math.log(s) + (1 - y) * math.log(1 - s))
+
+    ragged = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    expected = (term(0.5, 1, 3.0) + term(0.0, 1, 3.0) + term(-0.5, 0, 3.0)) / 3
+    assert math.isclose(masked_bce_loss(logits, targets, ragged, 3.0).item(), expected, rel_tol=1e-6)
+    # entries outside the mask get no gradient
+    x = logits.clone().requires_grad_(True)
+    masked_bce_loss(x, targets, ragged, 3.0).backward()
+    assert (x.grad[ragged == 0] == 0).all() and (x.grad[ragged == 1] != 0).all()

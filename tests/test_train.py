@@ -92,3 +92,54 @@ def test_joint_training_set_is_the_union_with_all_seen_labels(prepared):
     frame = read_list(lists[2])
     old_in_phase2 = sum(any(c in split.seen(1) for c in f.split("|")) for f in frame["all_labels"])
     assert old_in_phase2 > 0
+
+
+def test_replay_memory_is_chosen_from_old_clips_and_carried_on(prepared, tmp_path):
+    from cilaudio.memory import candidates
+
+    _base(prepared, tmp_path / "p0.pt")
+    method = {"data": "current", "bce_on": "new", "replay": "annealing", "memory_clips": 5}
+    lists = [str(prepared / "lists/train_phase0.tsv"), str(prepared / "lists/train_phase1.tsv")]
+    _incremental(prepared, tmp_path / "p0.pt", tmp_path / "p1.pt", method, phase=1, lists=lists)
+    _, state1 = load_checkpoint(tmp_path / "p1.pt")
+    phase0 = read_list(prepared / "lists/train_phase0.tsv")
+    mem1 = state1["memory"]
+    assert len(mem1) == 5 and {m["fname"] for m in mem1} <= set(phase0["fname"])
+    # each exemplar keeps the labels it was trained with
+    labels0 = dict(zip(phase0["fname"], phase0["labels"]))
+    assert all(m["labels"] == labels0[m["fname"]] for m in mem1)
+    # phase 2 chooses from phase 1's memory and phase 1's list only
+    lists = [str(prepared / "lists/train_phase1.tsv"), str(prepared / "lists/train_phase2.tsv")]
+    _incremental(prepared, tmp_path / "p1.pt", tmp_path / "p2.pt", method, phase=2, lists=lists)
+    _, state2 = load_checkpoint(tmp_path / "p2.pt")
+    pool = candidates(mem1, read_list(prepared / "lists/train_phase1.tsv"))
+    assert {m["fname"] for m in state2["memory"]} <= set(pool["fname"])
+    result = _evaluate(prepared, tmp_path / "p2.pt", tmp_path / "p2.json", 2)
+    assert result["memory"]["n_clips"] == 5
+    assert sum(result["memory"]["label_counts"].values()) >= 5
+
+
+def test_replay_targets_mark_unknown_entries(prepared):
+    split = read_classes(prepared / "lists/classes.tsv")
+    memory = read_list(prepared / "lists/train_phase0.tsv").head(3)
+    data = training_set(phase=1, split=split, lists=[prepared / "lists/train_phase1.tsv"],
+                        features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings(),
+                        bce_on="new", memory=memory)
+    t = data.table.targets
+    n_cur = len(t) - len(data.table.clip[data.table.clip >= len(read_list(prepared / "lists/train_phase1.tsv"))])
+    current, replayed = t[:n_cur], t[n_cur:]
+    assert (current[:, :3] == -1).all() and set(np.unique(current[:, 3:])) <= {0, 1}
+    assert (replayed[:, 3:] == -1).all() and replayed[:, :3].max() == 1
+
+
+def test_frozen_blocks_do_not_change(prepared, tmp_path):
+    _base(prepared, tmp_path / "p0.pt")
+    method = {"data": "current", "bce_on": "all", "freeze_blocks": [1, 2], "freeze_norm_stats": True}
+    _incremental(prepared, tmp_path / "p0.pt", tmp_path / "p1.pt", method)
+    (m0, _), (m1, _) = load_checkpoint(tmp_path / "p0.pt"), load_checkpoint(tmp_path / "p1.pt")
+    s0, s1 = m0.state_dict(), m1.state_dict()
+    for k in s0:
+        if k.startswith(("block1.", "block2.")):
+            assert torch.equal(s0[k], s1[k]), k  # weights and running statistics
+    assert not torch.equal(s0["block4.conv1.weight"], s1["block4.conv1.weight"])
+    assert not torch.equal(s0["block3.norm1.running_mean"], s1["block3.norm1.running_mean"])

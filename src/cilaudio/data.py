@@ -86,9 +86,12 @@ class FeatureDataset(Dataset):
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._cache: np.ndarray | None = None
-        if in_memory:
+        if in_memory and len(table.rows):
+            # h5py reads increasing, unique indices: read each needed row once, then map
+            unique, where = np.unique(table.rows, return_inverse=True)
             with h5py.File(self.h5_path, "r") as h5:
-                self._cache = h5["features"][table.rows] if len(table.rows) else None
+                block = h5["features"][unique]
+            self._cache = block[where]
 
     def _features(self) -> h5py.Dataset:
         if self._h5 is None or self._pid != os.getpid():

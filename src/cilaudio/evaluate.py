@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint
 from .cka import MinibatchCKA
 from .data import FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
+from .memory import histogram
 from .metrics import average_precision_per_class, compute_metrics
 from .model import record_activations
 from .phases import PhaseSplit
@@ -89,6 +90,9 @@ def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base
         "subsets": {k: _clean(v) for k, v in subsets.items()},
         "per_class_ap": {c: (None if math.isnan(a) else float(a)) for c, a in zip(seen, ap)},
     }
+    if state.get("memory") is not None:
+        result["memory"] = {"n_clips": len(state["memory"]),
+                            "label_counts": histogram(state["memory"], split.seen(phase - 1))}
     write_text(out, json.dumps(result, indent=1))
     log.info(f"phase {phase}: mAP {subsets['all']['map']:.4f}, base mAP {subsets['base']['map']:.4f}, "
              f"F1 micro {subsets['all']['f1_micro']:.4f} on {len(y)} excerpts")

@@ -60,6 +60,22 @@ def bce_loss(logits: Tensor, targets: Tensor, pos_weight: Tensor | float) -> Ten
     )
 
 
+def masked_bce_loss(logits: Tensor, targets: Tensor, mask: Tensor, pos_weight: Tensor | float) -> Tensor:
+    """BCE-with-logits with a scalar ``pos_weight``, averaged over the entries where ``mask`` is 1.
+
+    Entries outside the mask (labels a clip does not have in this phase: old classes under
+    independent learning, new classes of a replayed exemplar) get no gradient.
+    """
+    if not (logits.shape == targets.shape == mask.shape):
+        raise ValueError(f"logits {tuple(logits.shape)}, targets {tuple(targets.shape)} and mask "
+                         f"{tuple(mask.shape)} differ")
+    pw = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device).reshape(())
+    elementwise = F.binary_cross_entropy_with_logits(
+        logits, targets.to(logits.dtype), pos_weight=pw, reduction="none")
+    m = mask.to(logits.dtype)
+    return (elementwise * m).sum() / m.sum().clamp(min=1.0)
+
+
 def feature_distillation_loss(old_embedding: Tensor, new_embedding: Tensor) -> Tensor:
     """``1 - cos(old, new)`` with each embedding flattened over the whole batch into one vector."""
     if old_embedding.shape != new_embedding.shape:
@@ -163,6 +179,7 @@ def incremental_loss(
     old_logits: Tensor | None = None,
     old_embedding: Tensor | None = None,
     new_embedding: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Total loss of an incremental phase and its parts (floats, for logging).
 
@@ -178,6 +195,9 @@ def incremental_loss(
         old_logits: frozen old model's logits ``(batch, n_old)`` (needed for output distillation).
         old_embedding, new_embedding: last-block embeddings (needed when ``feature_distill > 0``).
             The old model's tensors are detached here: the teacher gets no gradient.
+        mask: optional ``(batch, n_classes)`` 0/1 map of the target entries that count in the
+            BCE (overrides ``bce_on``; used when replayed exemplars and new clips are labelled
+            for different classes).
     """
     if logits.dim() != 2 or targets.shape != logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must be equal 2-D")
@@ -185,7 +205,9 @@ def incremental_loss(
     if not 0 <= n_old < n_classes:
         raise ValueError(f"need 0 <= n_old < n_classes, got n_old={n_old}, n_classes={n_classes}")
 
-    if settings.bce_on == "new":
+    if mask is not None:
+        l_bce = masked_bce_loss(logits, targets, mask, pos_weight)
+    elif settings.bce_on == "new":
         l_bce = bce_loss(logits[:, n_old:], targets[:, n_old:], pos_weight)
     else:
         l_bce = bce_loss(logits, targets, pos_weight)

@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import FeatureDataset, excerpt_index, excerpts_of
+from .data import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .losses import IncrementalLossSettings, bce_loss, incremental_loss, pos_weight_from_labels
-from .model import CNN14, ModelSettings
+from . import memory as replay_memory
+from .features import read_settings
+from .model import CNN14, ModelSettings, set_frozen_blocks
 from .phases import PhaseSplit
 from .progress import Progress, _duration
 
@@ -68,6 +70,10 @@ class MethodSettings:
     epoch_size: str = "all"
     loss: IncrementalLossSettings = field(default_factory=lambda: IncrementalLossSettings(
         bce_on="all", feature_distill=0.0, output_distill="none"))
+    replay: str = "none"
+    memory_clips: int = 0
+    freeze_blocks: tuple[int, ...] = ()
+    freeze_norm_stats: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MethodSettings":
@@ -79,7 +85,15 @@ class MethodSettings:
             raise ValueError(f"method data must be 'current' or 'cumulative', not {d['data']!r}")
         if d.get("epoch_size", "all") not in ("all", "phase"):
             raise ValueError(f"method epoch_size must be 'all' or 'phase', not {d['epoch_size']!r}")
-        return cls(data=d.get("data", "current"), epoch_size=d.get("epoch_size", "all"), loss=loss)
+        replay = d.get("replay", "none")
+        if replay not in ("none", "random", "annealing"):
+            raise ValueError(f"method replay must be none, random or annealing, not {replay!r}")
+        if replay != "none" and int(d.get("memory_clips", 0)) <= 0:
+            raise ValueError("a replay method needs memory_clips > 0 (the exemplar budget in clips)")
+        return cls(data=d.get("data", "current"), epoch_size=d.get("epoch_size", "all"), loss=loss,
+                   replay=replay, memory_clips=int(d.get("memory_clips", 0)),
+                   freeze_blocks=tuple(d.get("freeze_blocks", ()) or ()),
+                   freeze_norm_stats=bool(d.get("freeze_norm_stats", False)))
 
     @property
     def needs_old_model(self) -> bool:
@@ -113,25 +127,47 @@ def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, se
     )
 
 
+UNKNOWN = -1.0  # target entry that a clip is not labelled for in this phase (no BCE gradient)
+
+
 def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], features: Path,
-                 cumulative: bool, loader: LoaderSettings) -> FeatureDataset:
+                 cumulative: bool, loader: LoaderSettings, bce_on: str = "all",
+                 memory: pd.DataFrame | None = None) -> FeatureDataset:
     """Phase k's training excerpts with targets over every class seen so far.
 
     ``cumulative`` (joint training) takes all given lists, deduplicated by clip, with the
-    clips' full annotation restricted to the seen classes; otherwise the single list of
-    phase k with phase k's labels (earlier classes' columns are all zero).
+    clips' full annotation restricted to the seen classes; otherwise the LAST list (phase k's)
+    with phase k's labels. With ``bce_on="new"`` the earlier classes' entries of phase k's
+    clips are marked unknown (``UNKNOWN``: independent learning); replayed ``memory`` clips
+    carry their old labels and unknown new-class entries.
     """
     seen = split.seen(phase)
+    n_old = len(split.seen(phase - 1)) if phase > 0 else 0
     index = excerpt_index(features)
     if cumulative:
         frame = pd.concat([read_list(p) for p in lists]).drop_duplicates("fname").reset_index(drop=True)
         table = excerpts_of(frame, seen, index, column="all_labels", source=", ".join(map(str, lists)),
                             features=str(features))
     else:
-        (path,) = lists
+        path = lists[-1]
         table = excerpts_of(read_list(path), seen, index, column="labels", source=str(path),
                             features=str(features))
+    if bce_on == "new" and n_old:
+        table.targets[:, :n_old] = UNKNOWN
+    if memory is not None and len(memory):
+        mem = excerpts_of(memory, seen, index, column="labels", source="exemplar memory",
+                          features=str(features))
+        mem.targets[:, n_old:] = UNKNOWN
+        table = ExcerptTable(np.concatenate([table.rows, mem.rows]),
+                             np.concatenate([table.targets, mem.targets]),
+                             np.concatenate([table.clip, mem.clip + len(table.clip)]))
     return FeatureDataset(features, table, in_memory=loader.in_memory)
+
+
+def pos_weight_of(targets: np.ndarray) -> torch.Tensor:
+    """Scalar pos_weight over the known target entries (negatives / positives)."""
+    known = targets[targets != UNKNOWN]
+    return pos_weight_from_labels(torch.from_numpy(known.reshape(1, -1)))
 
 
 def resume_path(out: Path) -> Path:
@@ -230,7 +266,7 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
                         cumulative=False, loader=loader)
     classes = list(split.seen(0))
     model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
-    pos_weight = pos_weight_from_labels(torch.from_numpy(data.table.targets)).to(dev)
+    pos_weight = pos_weight_of(data.table.targets).to(dev)
     log.info(f"phase 0: {len(data)} excerpts, {len(classes)} classes, pos_weight {pos_weight.item():.3f}, "
              f"device {dev}, model {model.settings}")
 
@@ -245,7 +281,7 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
     _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
          step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
-                    params=params or {})
+                    params=params or {}, extra={"features": read_settings(features)})
     resume.unlink(missing_ok=True)
 
 
@@ -264,7 +300,11 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
                       previous: Path, out: Path, method_name: str, method: MethodSettings,
                       optim: OptimSettings, loader: LoaderSettings, seed: int, device: str = "auto",
                       threads: int = 1, params: dict | None = None) -> None:
-    """Phase k >= 1 of ``method``: start from phase k-1's model, grow the classifier, train."""
+    """Phase k >= 1 of ``method``: start from phase k-1's model, grow the classifier, train.
+
+    ``train_lists`` ends with phase k's list; cumulative methods give every list up to k,
+    replay methods phase k-1's list before it (the exemplar candidates with the old memory).
+    """
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     s = phase_seed(seed, phase)
@@ -281,25 +321,35 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
             p.requires_grad_(False)
     model.grow_classifier(n_new)
     model.to(dev)
+    if method.freeze_blocks:
+        set_frozen_blocks(model, method.freeze_blocks, freeze_norm_stats=method.freeze_norm_stats)
+        log.info(f"frozen blocks {list(method.freeze_blocks)} "
+                 f"({'with' if method.freeze_norm_stats else 'without'} their norm statistics)")
     classes = list(split.seen(phase))
 
+    memory = None
+    if method.replay != "none":
+        pool = replay_memory.candidates(state.get("memory"), read_list(train_lists[-2]))
+        memory = replay_memory.select(pool, split.seen(phase - 1), budget=method.memory_clips,
+                                      strategy=method.replay, seed=s)
+        log.info(f"exemplar memory: {len(memory)} of {len(pool)} old clips ({method.replay})")
     data = training_set(phase=phase, split=split, lists=train_lists, features=features,
-                        cumulative=method.data == "cumulative", loader=loader)
-    targets = torch.from_numpy(data.table.targets)
-    bce_targets = targets[:, n_old:] if method.loss.bce_on == "new" else targets
-    pos_weight = pos_weight_from_labels(bce_targets).to(dev)
+                        cumulative=method.data == "cumulative", loader=loader,
+                        bce_on=method.loss.bce_on, memory=memory)
+    pos_weight = pos_weight_of(data.table.targets).to(dev)
     log.info(f"phase {phase} ({method_name}): {len(data)} excerpts, {n_old} old + {n_new} new classes, "
              f"pos_weight {pos_weight.item():.3f}, device {dev}, loss {method.loss}")
 
     def step_loss(x, y):
+        mask = (y != UNKNOWN).to(y.dtype)
         logits, emb = model(x)
         old_logits = old_emb = None
         if old_model is not None:
             with torch.no_grad():
                 old_logits, old_emb = old_model(x)
-        return incremental_loss(logits=logits, targets=y, n_old=n_old, pos_weight=pos_weight,
+        return incremental_loss(logits=logits, targets=y.clamp(min=0), n_old=n_old, pos_weight=pos_weight,
                                 settings=method.loss, old_logits=old_logits,
-                                old_embedding=old_emb, new_embedding=emb)
+                                old_embedding=old_emb, new_embedding=emb, mask=mask)
 
     epoch_size = None
     if method.epoch_size == "phase":
@@ -312,6 +362,9 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
          step_loss=step_loss, what=f"phase {phase} {method_name}", epoch_size=epoch_size,
          resume=resume, job_id=job_id)
+    extra = {"features": read_settings(features)}
+    if memory is not None:
+        extra["memory"] = memory.to_dict("records")
     save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
-                    params=params or {})
+                    params=params or {}, extra=extra)
     resume.unlink(missing_ok=True)

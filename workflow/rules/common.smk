@@ -136,10 +136,16 @@ def get_previous_checkpoint(wildcards):
 
 
 def get_train_lists(wildcards):
-    """Phase k's list; for cumulative (joint) methods every list up to phase k."""
+    """Phase k's list last; before it every earlier list for cumulative (joint) methods, or
+    phase k-1's list for replay methods (the exemplar candidates beside the old memory)."""
     k = int(wildcards.phase)
     method = config["methods"][wildcards.method]
-    first = 0 if method["data"] == "cumulative" else k
+    if method["data"] == "cumulative":
+        first = 0
+    elif method["replay"] != "none":
+        first = k - 1
+    else:
+        first = k
     return [f"results/{wildcards.dataset}/lists/train_phase{j}.tsv" for j in range(first, k + 1)]
 
 

@@ -1,0 +1,58 @@
+"""The exemplar memory of replay methods: which old training clips a phase may train on again.
+
+Strict class-incremental access: the memory used in phase k is chosen from the memory of
+phase k-1 and phase k-1's own training list (nothing older), under a fixed clip budget. It is
+stored in phase k's checkpoint and is the candidate pool, with phase k's list, of phase k+1.
+Each exemplar keeps the labels it had when it was trained on (its phase's classes).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .lists import LIST_COLUMNS, label_matrix
+
+STRATEGIES = ("random", "annealing")
+
+
+def candidates(previous_memory: Sequence[dict] | None, previous_list: pd.DataFrame) -> pd.DataFrame:
+    """Old clips available at the start of a phase: the previous memory plus the previous
+    phase's training list (a clip in both keeps the union of its labels)."""
+    frames = [previous_list[LIST_COLUMNS]]
+    if previous_memory:
+        frames.insert(0, pd.DataFrame(list(previous_memory), columns=LIST_COLUMNS))
+    pool = pd.concat(frames, ignore_index=True)
+    merged = pool.groupby("fname", sort=True).agg(
+        labels=("labels", lambda v: "|".join(dict.fromkeys(x for f in v for x in f.split("|") if x))),
+        all_labels=("all_labels", "first"),
+    )
+    return merged.reset_index()[LIST_COLUMNS]
+
+
+def select(pool: pd.DataFrame, old_classes: Sequence[str], *, budget: int, strategy: str,
+           seed: int) -> pd.DataFrame:
+    """Choose ``budget`` clips of ``pool`` (all of them when the pool is smaller)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown replay strategy {strategy!r}; allowed: {list(STRATEGIES)}")
+    if budget <= 0:
+        raise ValueError(f"the memory budget must be positive, got {budget}")
+    if len(pool) <= budget:
+        return pool.reset_index(drop=True)
+    from . import exemplars
+
+    labels = label_matrix(pool, old_classes, source="exemplar candidates")
+    if strategy == "random":
+        idx = exemplars.select_random(labels, budget, seed=seed)
+    else:
+        idx = exemplars.select_annealing(labels, budget, seed=seed)
+    return pool.iloc[np.sort(idx)].reset_index(drop=True)
+
+
+def histogram(memory: Sequence[dict], classes: Sequence[str]) -> dict[str, int]:
+    """Label count per class of a memory (for the report)."""
+    frame = pd.DataFrame(list(memory), columns=LIST_COLUMNS)
+    counts = label_matrix(frame, classes, source="memory").sum(axis=0) if len(frame) else np.zeros(len(classes))
+    return {c: int(n) for c, n in zip(classes, counts)}

@@ -1,0 +1,251 @@
+"""Import the list files written by the papers' own code into this project's list format.
+
+A papers' list holds one clip per record::
+
+    <audio path>_[<label vector>]            optionally followed by ".npy"
+
+where the label vector is numpy's printed float array (``[0. 1. 0. ... 0.]``), wrapped over
+several lines when long::
+
+    /data/Audioset/train/Yb0RFKhbpFJA_30000.wav_[0. 1. 0. 0. 0. 0. 0. 0. 0. 0. 0. 0. 0. 1. 0.
+     0. 0. 0. 0. 0. 0.]
+
+Unlike the reference reader, any path prefix is accepted and the last record is kept. The
+vector has ``len(split.groups[k])`` entries in training lists of phase k (30, then 5) and
+``len(split.seen(k))`` in the cumulative test list after phase k (30, 35, ..., 50). Standard
+file names: ``train_phase_<k>.txt`` and ``test_phase_0_1_..._<k>.txt``.
+
+Our lists (:mod:`cilaudio.lists`) name a clip by its audio file's stem (``fname``).
+``all_labels`` is the union of a clip's labels over the imported lists of the same kind
+(training or test): the papers' training lists carry only their phase's classes, so a training
+clip's annotation of other phases' classes is unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import lists as L
+from .phases import PhaseSplit
+
+__all__ = ["parse_paper_list", "to_list_frame", "import_paper_lists", "paper_list_names", "clip_stem"]
+
+log = logging.getLogger(__name__)
+
+_OPEN = "_["
+_TAIL = re.compile(r"^\s*(\.npy)?\s*$")
+KINDS = ("train", "test")
+
+
+def clip_stem(audio_path: str) -> str:
+    """``/data/x/Yab-c_30000.wav`` -> ``Yab-c_30000`` (POSIX or Windows separators)."""
+    name = re.split(r"[\\/]", audio_path)[-1]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def parse_paper_list(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
+    """Read a papers' list file: ``[(audio path, 0/1 float32 vector), ...]`` in file order.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file and line for a
+    malformed record (no ``_[``, an unterminated vector, text after ``]`` other than ``.npy``,
+    an entry that is not a number, a value other than 0 or 1, or vectors of different lengths).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"papers' list file {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records: list[tuple[str, np.ndarray]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        start = i + 1  # 1-based line of the record
+        where = line.rfind(_OPEN)
+        if where < 0:
+            raise ValueError(
+                f"{path}, line {start}: expected a record '<audio path>_[<label vector>]', got {line!r}"
+            )
+        audio = line[:where].strip()
+        if not audio:
+            raise ValueError(f"{path}, line {start}: record has no audio path before '_['")
+        body = line[where + len(_OPEN) :]
+        while "]" not in body:
+            i += 1
+            if i >= len(lines):
+                raise ValueError(
+                    f"{path}, line {start}: the label vector of {audio} has no closing ']' "
+                    "before the end of the file"
+                )
+            if _OPEN in lines[i]:
+                raise ValueError(
+                    f"{path}, line {start}: the label vector of {audio} has no closing ']' "
+                    f"before the next record on line {i + 1}"
+                )
+            body += " " + lines[i]
+        inner, _, tail = body.partition("]")
+        if not _TAIL.match(tail):
+            raise ValueError(
+                f"{path}, line {start}: unexpected text {tail.strip()!r} after the label vector of "
+                f"{audio} (only '.npy' may follow ']')"
+            )
+        try:
+            values = np.array([float(t) for t in inner.split()], dtype=np.float32)
+        except ValueError:
+            raise ValueError(
+                f"{path}, line {start}: the label vector of {audio} holds a non-number: [{inner.strip()}]"
+            ) from None
+        if values.size == 0:
+            raise ValueError(f"{path}, line {start}: empty label vector for {audio}")
+        if not np.all((values == 0) | (values == 1)):
+            raise ValueError(f"{path}, line {start}: label vector of {audio} has values other than 0 and 1")
+        if records and values.size != records[0][1].size:
+            raise ValueError(
+                f"{path}, line {start}: label vector of {audio} has {values.size} entries, the first "
+                f"record's has {records[0][1].size}"
+            )
+        records.append((audio, values))
+        i += 1
+    if not records:
+        raise ValueError(f"{path}: no record found")
+    return records
+
+
+def _positions(classes: Sequence[str], *, phase: int, split: PhaseSplit, kind: str) -> list[str]:
+    """Class name of each vector position: ``classes`` cut with ``split``'s phase sizes."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'train' or 'test', got {kind!r}")
+    classes = list(classes)
+    if sorted(classes) != sorted(split.classes):
+        missing = sorted(set(split.classes) - set(classes))
+        extra = sorted(set(classes) - set(split.classes))
+        raise ValueError(
+            f"the vector class order and the phase split name different classes (missing: {missing}, "
+            f"extra: {extra})"
+        )
+    end = len(split.seen(phase))  # also checks the phase
+    if kind == "train":
+        names = classes[end - len(split.groups[phase]) : end]
+        wanted = split.groups[phase]
+    else:
+        names = classes[:end]
+        wanted = split.seen(phase)
+    if set(names) != set(wanted):
+        raise ValueError(
+            f"positions of phase {phase} in the vector class order name {sorted(names)}, but the "
+            f"phase split gives {sorted(wanted)}"
+        )
+    return names
+
+
+def to_list_frame(records: Sequence[tuple[str, np.ndarray]], classes: Sequence[str], *, phase: int,
+                  split: PhaseSplit, kind: str, source: str = "records",
+                  all_labels: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Our list (columns fname, labels, all_labels) of one papers' list.
+
+    ``classes`` is the order of the papers' vectors over every class (usually
+    ``split.classes``); cut with ``split``'s phase sizes it gives each position's class: a
+    training list of phase k covers phase k's slice, a test list after phase k the first
+    ``len(split.seen(k))`` classes. Labels are written in ``split``'s order. ``all_labels``
+    maps a fname to its full known annotation (default: its labels here). ``source`` names
+    the file in errors. A vector of the wrong length raises ValueError naming ``source`` and
+    both lengths; the same clip twice with different vectors is an error, with the same vector
+    it is kept once.
+    """
+    names = _positions(classes, phase=phase, split=split, kind=kind)
+    order = split.groups[phase] if kind == "train" else split.seen(phase)
+    rows = []
+    seen: dict[str, tuple[str, np.ndarray]] = {}
+    for audio, vector in records:
+        vector = np.asarray(vector)
+        if vector.shape != (len(names),):
+            raise ValueError(
+                f"{source}: {kind} list of phase {phase} expects label vectors of length {len(names)}, "
+                f"found length {vector.size} (clip {audio})"
+            )
+        fname = clip_stem(audio)
+        if fname in seen:
+            if not np.array_equal(seen[fname][1], vector):
+                raise ValueError(
+                    f"{source}: clip {fname} appears twice with different label vectors "
+                    f"({seen[fname][0]} and {audio})"
+                )
+            log.warning("%s: clip %s appears twice; kept once", source, fname)
+            continue
+        seen[fname] = (audio, vector)
+        present = {names[j] for j in np.flatnonzero(vector)}
+        labels = [c for c in order if c in present]
+        full = list(all_labels.get(fname, labels)) if all_labels is not None else labels
+        full_set = set(full) | present
+        rows.append({"fname": fname, "labels": L.join_labels(labels),
+                     "all_labels": L.join_labels([c for c in split.classes if c in full_set])})
+    frame = pd.DataFrame(rows, columns=L.LIST_COLUMNS)
+    n_empty = int((frame["labels"] == "").sum())
+    if n_empty:
+        log.info("%s: %d of %d clips have no positive label", source, n_empty, len(frame))
+    return frame
+
+
+def paper_list_names(n_phases: int) -> list[tuple[str, str]]:
+    """Standard file names ``[(train_phase_k.txt, test_phase_0_..._k.txt), ...]``."""
+    return [(f"train_phase_{k}.txt", "test_phase_" + "_".join(str(j) for j in range(k + 1)) + ".txt")
+            for k in range(n_phases)]
+
+
+def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike, split: PhaseSplit, *,
+                       classes: Sequence[str] | None = None) -> dict[str, list[Path] | Path]:
+    """Convert ``folder``'s papers' lists into our lists in ``out_folder``.
+
+    Writes ``train_phase{k}.tsv`` and ``test_phase{k}.tsv`` for every phase of ``split``, plus
+    ``classes.tsv``, ``clips_dev.tsv`` (every training clip) and ``clips_eval.tsv`` (every test
+    clip), i.e. a complete lists folder. ``classes`` is the vectors' class order (default
+    ``split.classes``). Every file is read and checked before anything is written. Returns the
+    written paths (keys ``train``, ``test``, ``classes``, ``clips_dev``, ``clips_eval``).
+    """
+    folder, out_folder = Path(folder), Path(out_folder)
+    classes = list(split.classes if classes is None else classes)
+    names = paper_list_names(split.n_phases)
+    missing = [folder / n for pair in names for n in pair if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"papers' list file(s) missing in {folder}: {', '.join(str(p) for p in missing)} "
+            f"(expected {', '.join(n for pair in names for n in pair)})"
+        )
+    parsed = {kind: [parse_paper_list(folder / pair[i]) for pair in names]
+              for i, kind in enumerate(KINDS)}
+    # First pass: each clip's labels per kind, for all_labels.
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for i, kind in enumerate(KINDS):
+        plain = [to_list_frame(recs, classes, phase=k, split=split, kind=kind, source=str(folder / names[k][i]))
+                 for k, recs in enumerate(parsed[kind])]
+        union: dict[str, set[str]] = {}
+        for frame in plain:
+            for fname, labels in zip(frame["fname"], frame["labels"]):
+                union.setdefault(fname, set()).update(L.split_labels(labels))
+        frames[kind] = [to_list_frame(recs, classes, phase=k, split=split, kind=kind,
+                                      source=str(folder / names[k][i]),
+                                      all_labels={f: sorted(v) for f, v in union.items()})
+                        for k, recs in enumerate(parsed[kind])]
+    out = {"train": [out_folder / f"train_phase{k}.tsv" for k in range(split.n_phases)],
+           "test": [out_folder / f"test_phase{k}.tsv" for k in range(split.n_phases)],
+           "classes": out_folder / "classes.tsv", "clips_dev": out_folder / "clips_dev.tsv",
+           "clips_eval": out_folder / "clips_eval.tsv"}
+    L.write_classes(split, out["classes"])
+    for kind in KINDS:
+        for frame, path in zip(frames[kind], out[kind]):
+            L.write_list(frame, path)
+    for kind, key in (("train", "clips_dev"), ("test", "clips_eval")):
+        clips = pd.concat(frames[kind])["fname"].drop_duplicates().sort_values()
+        L.write_list(pd.DataFrame({"fname": clips, "labels": "", "all_labels": ""}), out[key])
+    for k in range(split.n_phases):
+        log.info("phase %d: %d training clips, %d test clips", k, len(frames["train"][k]), len(frames["test"][k]))
+    return out

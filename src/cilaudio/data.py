@@ -6,6 +6,8 @@ excerpt inherits its clip's labels. Each process (DataLoader worker) opens its o
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,16 +20,27 @@ from torch.utils.data import Dataset
 
 from .lists import label_matrix
 
+log = logging.getLogger(__name__)
 
-def excerpt_index(h5_path: str | os.PathLike) -> dict[str, np.ndarray]:
+
+class ExcerptIndex(dict):
+    """fname -> row numbers of its excerpts; ``skipped``: clips extraction left out, and why."""
+
+    skipped: dict[str, str]
+
+
+def excerpt_index(h5_path: str | os.PathLike) -> ExcerptIndex:
     """fname -> row numbers of its excerpts in the feature file."""
     with h5py.File(h5_path, "r") as h5:
         names = h5["fname"].asstr()[:]
+        skipped = json.loads(h5.attrs.get("skipped", "{}"))
     order = np.argsort(names, kind="stable")
     sorted_names = names[order]
     uniq, first = np.unique(sorted_names, return_index=True)
     bounds = list(first) + [len(names)]
-    return {str(n): order[bounds[i] : bounds[i + 1]] for i, n in enumerate(uniq)}
+    index = ExcerptIndex({str(n): order[bounds[i] : bounds[i + 1]] for i, n in enumerate(uniq)})
+    index.skipped = skipped
+    return index
 
 
 @dataclass
@@ -54,11 +67,11 @@ def excerpts_of(
     """Expand a clip list to the feature file's excerpt rows, each with its clip's targets."""
     y = label_matrix(frame, classes, column=column, source=source)
     rows, targets, clip = [], [], []
-    missing = []
+    missing, skipped = [], []
     for i, fname in enumerate(frame["fname"]):
         r = index.get(fname)
         if r is None:
-            missing.append(fname)
+            (skipped if fname in getattr(index, "skipped", {}) else missing).append(fname)
             continue
         rows.append(r)
         targets.append(np.repeat(y[i : i + 1], len(r), axis=0))
@@ -68,6 +81,11 @@ def excerpts_of(
             f"{len(missing)} clip(s) of {source} have no features in {features} "
             f"(first: {missing[:3]}); the feature file is older than the list: rerun feature extraction"
         )
+    if skipped:
+        log.warning(f"{len(skipped)} clip(s) of {source} were skipped at feature extraction "
+                    f"(bad audio; first: {skipped[:3]})")
+    if not rows:
+        raise ValueError(f"no clip of {source} has features in {features}")
     rows_a = np.concatenate(rows)
     order = np.argsort(rows_a, kind="stable")
     return ExcerptTable(rows_a[order], np.concatenate(targets)[order], np.concatenate(clip)[order])
@@ -92,6 +110,15 @@ class FeatureDataset(Dataset):
             with h5py.File(self.h5_path, "r") as h5:
                 block = h5["features"][unique]
             self._cache = block[where]
+
+    def features_tensor(self) -> torch.Tensor:
+        """All of this set's features as one tensor (n, frames, mels), in table order, kept in
+        the stored dtype (float16 stays float16)."""
+        if self._cache is None:
+            unique, where = np.unique(self.table.rows, return_inverse=True)
+            with h5py.File(self.h5_path, "r") as h5:
+                self._cache = h5["features"][unique][where]
+        return torch.from_numpy(np.ascontiguousarray(self._cache))
 
     def _features(self) -> h5py.Dataset:
         if self._h5 is None or self._pid != os.getpid():

@@ -132,6 +132,9 @@ def cut_excerpts(wave: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarra
     return out, [s / settings.sample_rate for s in starts]
 
 
+BAD_AUDIO = ("stop", "skip")
+
+
 def extract_to_hdf5(
     audio_paths: Sequence[tuple[str, Path]],
     out_path: str | os.PathLike,
@@ -139,17 +142,24 @@ def extract_to_hdf5(
     *,
     chunk: int = 256,
     threads: int = 1,
+    on_bad_audio: str = "stop",
+    source: str = "the clip list",
 ) -> int:
     """Extract log-mel excerpts of ``audio_paths`` ((fname, path) pairs) into ``out_path``.
 
-    Written to a temporary file and renamed at the end: a killed job leaves no final-named,
-    truncated HDF5. Returns the number of excerpts written.
+    A clip that is missing, unreadable or empty stops the extraction with a message naming the
+    file and ``source`` (``on_bad_audio="stop"``), or is skipped and recorded in the file's
+    ``skipped`` attribute (``"skip"``). Written to a temporary file and renamed at the end: a
+    killed job leaves no final-named, truncated HDF5. Returns the number of excerpts written.
     """
+    if on_bad_audio not in BAD_AUDIO:
+        raise ValueError(f"on_bad_audio must be one of {BAD_AUDIO}, not {on_bad_audio!r}")
     torch.set_num_threads(max(1, threads))
     logmel = LogMel(settings)
     dtype = np.dtype(settings.dtype)
     frames, mels = settings.n_frames, settings.n_mels
     progress = Progress(total=len(audio_paths), what="clips", logger=log)
+    skipped: dict[str, str] = {}
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         feats = h5.create_dataset(
             "features", shape=(0, frames, mels), maxshape=(None, frames, mels),
@@ -167,8 +177,8 @@ def extract_to_hdf5(
                 return
             x = np.concatenate(buf_x).astype(dtype)
             n0 = feats.shape[0]
-            for ds, size in ((feats, n0 + len(x)), (names, n0 + len(x)), (starts, n0 + len(x))):
-                ds.resize(size, axis=0)
+            for ds in (feats, names, starts):
+                ds.resize(n0 + len(x), axis=0)
             feats[n0:] = x
             names[n0:] = buf_n
             starts[n0:] = buf_s
@@ -176,7 +186,17 @@ def extract_to_hdf5(
 
         with torch.inference_mode():
             for fname, path in audio_paths:
-                wave = load_audio(path, settings.sample_rate)
+                try:
+                    wave = load_audio(path, settings.sample_rate)
+                except (FileNotFoundError, ValueError) as exc:
+                    if on_bad_audio == "stop":
+                        raise type(exc)(
+                            f"{exc} (clip {fname!r} of {source}). Fix or restore the file, or set "
+                            "`on_bad_audio: skip` for this dataset to leave such clips out") from exc
+                    skipped[fname] = str(exc)
+                    log.warning(f"skipping clip {fname!r} of {source}: {exc}")
+                    progress.step()
+                    continue
                 pieces, offsets = cut_excerpts(wave, settings)
                 buf_x.append(logmel(torch.from_numpy(pieces)).numpy())
                 buf_n.extend([fname] * len(offsets))
@@ -185,9 +205,60 @@ def extract_to_hdf5(
                     flush()
                 progress.step()
             flush()
+        h5.attrs["skipped"] = json.dumps(skipped)
         n_written = feats.shape[0]
-    progress.done()
+    progress.done(f"({len(skipped)} skipped)" if skipped else "")
     return n_written
+
+
+def join_shards(shards: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> int:
+    """Join shard files into one without copying the features: ``features`` becomes an HDF5
+    virtual dataset over the shards (which must stay beside it, in the same folder or below);
+    the small ``fname``/``start`` index and the skipped clips are copied."""
+    out_path = Path(out_path)
+    metas, settings, skipped = [], None, {}
+    for path in shards:
+        with h5py.File(path, "r") as h5:
+            shape, dtype = h5["features"].shape, h5["features"].dtype
+            metas.append((Path(path), shape, dtype, h5["fname"].asstr()[:], h5["start"][:]))
+            if settings is None:
+                settings = h5.attrs["settings"]
+            elif h5.attrs["settings"] != settings:
+                raise ValueError(f"{path} was extracted with other feature settings than {shards[0]}; "
+                                 "delete the shards and rerun the extraction")
+            skipped.update(json.loads(h5.attrs.get("skipped", "{}")))
+    total = sum(m[1][0] for m in metas)
+    frames, mels = metas[0][1][1:]
+    layout = h5py.VirtualLayout(shape=(total, frames, mels), dtype=metas[0][2])
+    n0 = 0
+    for path, shape, dtype, _, _ in metas:
+        if shape[0]:
+            rel = os.path.relpath(path, out_path.parent)
+            layout[n0:n0 + shape[0]] = h5py.VirtualSource(rel, "features", shape=shape)
+        n0 += shape[0]
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_virtual_dataset("features", layout)
+        h5.create_dataset("fname", data=np.concatenate([m[3] for m in metas]).astype(object),
+                          dtype=h5py.string_dtype())
+        h5.create_dataset("start", data=np.concatenate([m[4] for m in metas]).astype("float32"))
+        h5.attrs["settings"] = settings
+        h5.attrs["skipped"] = json.dumps(skipped)
+        h5.attrs["shards"] = json.dumps([os.path.relpath(m[0], out_path.parent) for m in metas])
+    return total
+
+
+def shard_of(items: Sequence, shard: int, n_shards: int) -> list:
+    """The contiguous ``shard``-th of ``n_shards`` near-equal parts of ``items``."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is outside 0..{n_shards - 1}")
+    bounds = np.linspace(0, len(items), n_shards + 1).round().astype(int)
+    return list(items[bounds[shard]:bounds[shard + 1]])
+
+
+def skipped_clips(h5_path: str | os.PathLike) -> dict[str, str]:
+    """Clips that extraction left out (``on_bad_audio: skip``) and why."""
+    with h5py.File(h5_path, "r") as h5:
+        return json.loads(h5.attrs.get("skipped", "{}"))
 
 
 def read_settings(h5_path: str | os.PathLike) -> dict:

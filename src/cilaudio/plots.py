@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -196,4 +196,119 @@ def plot_cka_diagonal(npz_paths: Iterable[str | os.PathLike], out_png: str | os.
         Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none", label="conv / classifier"),
     ]
     ax.legend(handles=handles, fontsize="small", loc="lower left")
+    _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- norms side by side
+
+
+def _method_colours(methods: Iterable[str]) -> dict[str, str]:
+    """One colour per method ("C0", "C1", ...) so that a method looks the same in every panel."""
+    return {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
+
+
+def plot_metric_by_norm(
+    table: pd.DataFrame,
+    out_png: str | os.PathLike,
+    *,
+    subset: str = "base",
+    metric: str = "map",
+    norms: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> None:
+    """One panel per norm (shared y axis): x = phase, one line per method (mean over seeds).
+
+    With several seeds a shaded band spans the min..max over seeds. A method has the same
+    colour in every panel. ``norms`` sets the panels' order and ``methods`` the colours' order
+    (default: order of appearance).
+    """
+    sel = table[(table["subset"] == subset) & (table["metric"] == metric)]
+    norms = list(norms) if norms is not None else list(dict.fromkeys(table["norm"]))
+    colours = _method_colours([*(methods or []), *table["method"]])
+    n = max(1, len(norms))
+    fig = _new_figure(4.4 * n, 3.8)
+    axes = fig.subplots(1, n, squeeze=False, sharey=True).ravel()
+    for ax, norm in zip(axes, norms):
+        sub = sel[sel["norm"] == norm]
+        if sub.empty:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        for method, g in sub.groupby("method", sort=False):
+            stats = g.groupby("phase")["value"].agg(["mean", "min", "max"]).sort_index()
+            ax.plot(stats.index, stats["mean"], marker="o", color=colours[method], label=str(method))
+            if g["seed"].nunique() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[method], alpha=0.2)
+        if not sub.empty:
+            ax.set_xticks(sorted(int(p) for p in sub["phase"].unique()))
+            ax.legend(fontsize="small")
+        ax.set_title(str(norm))
+        ax.set_xlabel("phase")
+        ax.grid(True, alpha=0.3)
+    if not norms:
+        axes[0].text(0.5, 0.5, "no data", ha="center", va="center", transform=axes[0].transAxes)
+    axes[0].set_ylabel(f"{_metric_label(metric)} - {subset} classes")
+    fig.suptitle(f"{_metric_label(metric)} on the {subset} classes after each phase, per norm "
+                 "(mean over seeds; band: min..max over seeds)")
+    _save(fig, out_png)
+
+
+def plot_cka_diagonal_by_norm(
+    npz_by_norm: Mapping[str, Sequence[str | os.PathLike]],
+    out_png: str | os.PathLike,
+    *,
+    phase: int | None = None,
+    methods: Sequence[str] | None = None,
+) -> None:
+    """One panel per norm: CKA(layer i of phase 0, layer i of phase k) per layer, one line per method.
+
+    ``phase`` selects k (default: the last phase among each norm's files). Files of several
+    seeds with the same method are averaged. Norm layers are shaded and drawn with squares.
+    ``methods`` sets the order of the lines and of the colours (default: order of appearance).
+    """
+    norms = list(npz_by_norm)
+    recs_by_norm = {n: [_load_cka(p) for p in npz_by_norm[n]] for n in norms}
+    colours = _method_colours([*(methods or []), *(r["method"] for rs in recs_by_norm.values() for r in rs)])
+    n = max(1, len(norms))
+    fig = _new_figure(5.2 * n, 4.6)
+    axes = fig.subplots(1, n, squeeze=False, sharey=True).ravel()
+    for ax, norm in zip(axes, norms):
+        recs = recs_by_norm[norm]
+        k = phase if phase is not None else max((r["phase"] for r in recs), default=None)
+        recs = [r for r in recs if r["phase"] == k]
+        groups: dict[str, list[dict]] = {m: [] for m in colours}
+        for r in recs:
+            groups[r["method"]].append(r)
+        groups = {m: rs for m, rs in groups.items() if rs}
+        layers: list[str] = []
+        for method, rs in groups.items():
+            layers = rs[0]["layers"]
+            if any(x["layers"] != layers for x in rs):
+                raise ValueError(f"CKA files of {norm}/{method} phase {k} have different layer lists")
+            diag = np.mean([np.diag(x["matrix"]) for x in rs], axis=0)  # (layers,)
+            x = np.arange(len(layers))
+            is_norm = np.array([_is_norm(name) for name in layers])
+            label = str(method) + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
+            ax.plot(x, diag, "-", color=colours[method], label=label)
+            ax.plot(x[is_norm], diag[is_norm], "s", color=colours[method], markersize=5)
+            ax.plot(x[~is_norm], diag[~is_norm], "o", color=colours[method], markersize=3, fillstyle="none")
+        if layers:
+            ax.set_xticks(np.arange(len(layers)))
+            ax.set_xticklabels(layers, rotation=70, ha="right", fontsize=6)
+            for i, name in enumerate(layers):
+                if _is_norm(name):
+                    ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
+            handles, _ = ax.get_legend_handles_labels()
+            handles += [Line2D([], [], color="k", marker="s", linestyle="none", label="norm layer"),
+                        Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none",
+                               label="conv / classifier")]
+            ax.legend(handles=handles, fontsize="x-small", loc="best")
+        else:
+            ax.text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{norm}: phase 0 vs phase {k}" if k is not None else str(norm))
+        ax.set_ylim(0.0, 1.02)
+        ax.set_xlabel("layer")
+        ax.grid(True, axis="y", alpha=0.3)
+    if not norms:
+        axes[0].text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=axes[0].transAxes)
+    axes[0].set_ylabel("CKA(phase 0, phase k), same layer")
+    fig.suptitle("Layer-wise similarity to the phase-0 model per norm (squares, shaded: norm layers)")
     _save(fig, out_png)

@@ -9,6 +9,7 @@ the second); BCE, L_FD and L_OD all use that pass.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -51,8 +52,19 @@ class OptimSettings:
 
 @dataclass(frozen=True)
 class LoaderSettings:
+    """How training data reaches the model.
+
+    ``in_memory``: read the phase's features into RAM once instead of streaming from HDF5.
+    ``features_on_gpu``: with CUDA, hold them in GPU memory and index batches there (no
+    loader processes, no copies per step). ``precision``: ``fp32``, or ``bf16``/``fp16``
+    autocast (fp16 with a gradient scaler). ``pin_memory``/non-blocking copies are used
+    whenever the device is CUDA.
+    """
+
     num_workers: int = 0
     in_memory: bool = False
+    features_on_gpu: bool = False
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -116,15 +128,40 @@ def phase_seed(seed: int, phase: int) -> int:
     return seed * 1009 + phase
 
 
+class DeviceBatches:
+    """Batches indexed straight from features held on the device (``features_on_gpu``)."""
+
+    def __init__(self, dataset: FeatureDataset, sampler: RandomSampler, batch_size: int,
+                 device: torch.device) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+        self.x = dataset.features_tensor().to(device)  # (n, frames, mels)
+        self.y = torch.from_numpy(dataset.table.targets).to(device)  # (n, classes)
+
+    def __iter__(self):
+        for idx in BatchSampler(self.sampler, self.batch_size, drop_last=False):
+            i = torch.as_tensor(idx, device=self.x.device)
+            yield self.x[i].float(), self.y[i]
+
+
 def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, seed: int,
-            device: torch.device, epoch_size: int) -> DataLoader:
+            device: torch.device, epoch_size: int) -> DataLoader | DeviceBatches:
     gen = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=False, num_samples=epoch_size, generator=gen)
+    if loader.features_on_gpu and device.type == "cuda":
+        return DeviceBatches(dataset, sampler, batch_size, device)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=False,
         num_workers=loader.num_workers, pin_memory=device.type == "cuda",
         persistent_workers=loader.num_workers > 0,
     )
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision context for the forward pass and the loss."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 UNKNOWN = -1.0  # target entry that a clip is not labelled for in this phase (no BCE gradient)
@@ -200,6 +237,7 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
     epoch_size = epoch_size or len(data)
     batches = _loader(data, optim.batch_size, loader, seed, device, epoch_size)
     sampler_gen = batches.sampler.generator
+    scaler = torch.amp.GradScaler(device.type, enabled=loader.precision == "fp16" and device.type == "cuda")
     first_epoch = 0
     if resume is not None and resume.exists():
         try:
@@ -211,6 +249,7 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"])
             sampler_gen.set_state(state["sampler_rng"])
             random.setstate(state["python_rng"])
@@ -229,10 +268,12 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
         for x, y in batches:
             x = x.to(device, non_blocking=True)  # (batch, frames, mels)
             y = y.to(device, non_blocking=True)  # (batch, classes seen)
-            loss, parts = step_loss(x, y)
+            with autocast(device, loader.precision):
+                loss, parts = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1
@@ -241,6 +282,7 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
         sched.step()
         if resume is not None and epoch + 1 < optim.epochs:
             state = {"job_id": job_id, "epoch": epoch, "model": model.state_dict(),
+                     "scaler": scaler.state_dict(),
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "torch_rng": torch.get_rng_state(), "sampler_rng": sampler_gen.get_state(),
                      "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}

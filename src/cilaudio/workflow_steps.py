@@ -48,13 +48,14 @@ def read_class_list(classes: Sequence[str] | str | None, vocabulary: Sequence[st
 
 
 def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequence[int],
-               assignment: str, train_splits: Sequence[str]) -> None:
-    """Phase lists of an FSD50K-layout dataset: classes.tsv, train/test lists, clips per split."""
+               assignment: str, train_splits: Sequence[str], format: str = "fsd50k",
+               files: Mapping[str, Any] | None = None) -> None:
+    """Phase lists of a dataset: classes.tsv, train/test lists, clips per split."""
     import pandas as pd
 
-    from .fsd50k import FSD50K
+    from .datasets import open_dataset
 
-    ds = FSD50K(Path(root))
+    ds = open_dataset(format, root, files)
     vocab = ds.load_vocabulary()["label"].tolist()
     names, source = read_class_list(classes, vocab)
     split = PhaseSplit.from_sizes(match_classes(names, vocab, source=source), phases)
@@ -77,15 +78,26 @@ def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequen
 
 
 def extract_features(*, clips: str, root: str, split: str, out: str, settings: Mapping[str, Any],
+                     shard: int = 0, n_shards: int = 1, format: str = "fsd50k",
+                     files: Mapping[str, Any] | None = None, on_bad_audio: str = "stop",
                      threads: int = 1) -> None:
-    from .features import FeatureSettings, extract_to_hdf5
-    from .fsd50k import FSD50K
+    """Log-mel features of one shard of the clips of a split."""
+    from .datasets import open_dataset
+    from .features import FeatureSettings, extract_to_hdf5, shard_of
 
-    ds = FSD50K(Path(root))
-    names = L.read_list(clips)["fname"].tolist()
+    ds = open_dataset(format, root, files)
+    names = shard_of(L.read_list(clips)["fname"].tolist(), shard, n_shards)
     paths = [(n, ds.audio_path(split, n)) for n in names]
-    n = extract_to_hdf5(paths, out, FeatureSettings(**settings), threads=threads)
-    log.info(f"{split}: {len(names)} clips -> {n} excerpts in {out}")
+    n = extract_to_hdf5(paths, out, FeatureSettings(**settings), threads=threads,
+                        on_bad_audio=on_bad_audio, source=clips)
+    log.info(f"{split} shard {shard + 1}/{n_shards}: {len(names)} clips -> {n} excerpts in {out}")
+
+
+def join_features(shards: Sequence[str], out: str) -> None:
+    from .features import join_shards
+
+    n = join_shards(shards, out)
+    log.info(f"joined {len(shards)} shard(s), {n} excerpts -> {out}")
 
 
 def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,

@@ -23,8 +23,11 @@ def _check_config():
         if name not in config["methods"]:
             errors.append(f"cka.methods names {name!r}, which is not defined under `methods:`")
     for name, ds in config["datasets"].items():
-        if ds["root"] is None and ds["generate"] is None:
-            errors.append(f"datasets.{name}: set `root` (a downloaded dataset) or `generate`")
+        if ds["root"] is None and not ds["generate"]["activate"]:
+            errors.append(
+                f"datasets.{name}: set `root` (the folder of a downloaded dataset) "
+                "or `generate: {activate: true}` (the built-in benchmark)"
+            )
     if errors:
         raise ValueError("config error:\n  " + "\n  ".join(errors))
 
@@ -43,6 +46,8 @@ wildcard_constraints:
     split="dev|eval",
     seed=r"\d+",
     phase=r"\d+",
+    shard=r"\d+",
+    n_shards=r"\d+",
 
 
 def n_phases(dataset):
@@ -51,7 +56,7 @@ def n_phases(dataset):
 
 def dataset_root(dataset):
     ds = config["datasets"][dataset]
-    return f"results/{dataset}/dataset" if ds["generate"] is not None else ds["root"]
+    return f"results/{dataset}/dataset" if ds["generate"]["activate"] else ds["root"]
 
 
 def run_outputs(dataset, norm, seed):
@@ -80,20 +85,43 @@ def get_final_output():
     return out
 
 
+def reader_params(dataset):
+    """How to open a dataset: its layout, folder and (AudioSet) file names."""
+    ds = config["datasets"][dataset]
+    return {"format": ds["format"], "root": dataset_root(dataset), "files": ds["files"]}
+
+
 def metadata_files(dataset):
-    """The dataset's ground-truth files (FSD50K layout)."""
-    gt = Path(dataset_root(dataset)) / "FSD50K.ground_truth"
-    return {
-        "vocabulary": str(gt / "vocabulary.csv"),
-        "dev": str(gt / "dev.csv"),
-        "eval": str(gt / "eval.csv"),
-    }
+    """The dataset's metadata files. For a downloaded dataset that is not there, stop at once
+    with the path and where the data comes from (a generated one is made by a rule)."""
+    from cilaudio.datasets import open_dataset
+
+    files = [str(p) for p in open_dataset(**reader_params(dataset)).metadata_files()]
+    if not config["datasets"][dataset]["generate"]["activate"]:
+        missing = [f for f in files if not Path(f).exists()]
+        if missing and dataset in requested_datasets():
+            where = {
+                "fsd50k": "FSD50K: Zenodo record 4060432 (https://zenodo.org/record/4060432)",
+                "audioset": "AudioSet strong labels: https://research.google.com/audioset/download_strong.html",
+            }[config["datasets"][dataset]["format"]]
+            raise FileNotFoundError(
+                f"dataset {dataset!r}: {len(missing)} metadata file(s) missing, e.g. {missing[0]}. "
+                f"Download {where} and set datasets.{dataset}.root (and files) in the config."
+            )
+    return files
+
+
+def requested_datasets():
+    """Datasets named by the command line targets, or by run.datasets when there are none."""
+    targets = [str(t) for t in workflow.targets] if hasattr(workflow, "targets") else []
+    named = {t.split("/")[1] for t in targets if t.startswith("results/") and t.count("/") >= 1}
+    return named or set(config["run"]["datasets"])
 
 
 def list_params(dataset):
     ds = config["datasets"][dataset]
     return {
-        "root": dataset_root(dataset),
+        **reader_params(dataset),
         "classes": ds["classes"],
         "phases": ds["phases"],
         "assignment": ds["assignment"],
@@ -103,7 +131,8 @@ def list_params(dataset):
 
 def get_generate_params(wildcards):
     ds = config["datasets"][wildcards.dataset]
-    return {**ds["generate"], "group_sizes": ds["phases"]}
+    settings = {k: v for k, v in ds["generate"].items() if k != "activate"}
+    return {**settings, "group_sizes": ds["phases"]}
 
 
 def get_dataset_root(wildcards):
@@ -114,9 +143,26 @@ def get_feature_params(wildcards):
     return config["datasets"][wildcards.dataset]["features"]
 
 
+def get_reader_params(wildcards):
+    ds = config["datasets"][wildcards.dataset]
+    return {**reader_params(wildcards.dataset), "on_bad_audio": ds["on_bad_audio"]}
+
+
+def get_n_shards(wildcards):
+    return config["datasets"][wildcards.dataset]["shards"]
+
+
+def get_feature_shards(wildcards):
+    n = config["datasets"][wildcards.dataset]["shards"]
+    return [
+        f"results/{wildcards.dataset}/features/{wildcards.split}/shard{i}of{n}.h5"
+        for i in range(n)
+    ]
+
+
 def get_audio_dirs(wildcards):
     """For a generated dataset the audio folders are outputs of `generate_synth`."""
-    if config["datasets"][wildcards.dataset]["generate"] is None:
+    if not config["datasets"][wildcards.dataset]["generate"]["activate"]:
         return []
     return [f"results/{wildcards.dataset}/dataset/FSD50K.{wildcards.split}_audio"]
 
@@ -159,7 +205,10 @@ def get_method_params(wildcards):
 
 
 def get_loader_params(wildcards):
-    return {k: config["training"][k] for k in ("num_workers", "in_memory")}
+    return {
+        k: config["training"][k]
+        for k in ("num_workers", "in_memory", "features_on_gpu", "precision")
+    }
 
 
 def get_run_checkpoint(wildcards):
@@ -196,3 +245,26 @@ def get_figures(wildcards):
         figures["cka_heatmaps"] = f"{prefix}/cka_heatmaps.png"
         figures["cka_diagonal"] = f"{prefix}/cka_diagonal.png"
     return figures
+
+
+def get_comparison_inputs(wildcards):
+    """Inputs of `compare_norms`: every configured norm's metrics table (`metrics_<norm>`) and,
+    with CKA on, its CKA files of the first seed and the final phase for every CKA method
+    (`cka_<norm>`, as `get_cka_files` but the final phase only)."""
+    dataset = wildcards.dataset
+    seed = config["run"]["seeds"][0]
+    final = n_phases(dataset) - 1
+    out = {}
+    for norm in config["run"]["norms"]:
+        out[f"metrics_{norm}"] = f"results/{dataset}/{norm}/metrics.tsv"
+        if config["cka"]["activate"] and final >= 1:
+            out[f"cka_{norm}"] = [
+                f"results/{dataset}/{norm}/{m}/seed{seed}/cka_phase{final}.npz"
+                for m in cka_methods()
+            ]
+    return out
+
+
+def get_comparison_outputs():
+    """One norms-side-by-side page per configured dataset (for `rule all`, if wanted)."""
+    return [f"results/{d}/comparison.html" for d in config["run"]["datasets"]]

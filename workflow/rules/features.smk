@@ -1,4 +1,5 @@
-# Log-mel features of every clip that a list names, one HDF5 file per split.
+# Log-mel features of every clip that a list names: one job per shard of a split (parallel
+# on a cluster), joined into one HDF5 file per split without copying (a virtual dataset).
 
 
 rule extract_features:
@@ -6,19 +7,32 @@ rule extract_features:
         clips="results/{dataset}/lists/clips_{split}.tsv",
         audio=get_audio_dirs,
     output:
-        "results/{dataset}/features/{split}.h5",
+        "results/{dataset}/features/{split}/shard{shard}of{n_shards}.h5",
     params:
         features=get_feature_params,
-        root=get_dataset_root,
+        reader=get_reader_params,
     threads: 2
     resources:
         mem_mb=4000,
         runtime=240,
     log:
-        "logs/{dataset}/extract_features_{split}.log",
+        "logs/{dataset}/extract_features_{split}_shard{shard}of{n_shards}.log",
     benchmark:
-        "benchmarks/{dataset}/extract_features_{split}.tsv"
+        "benchmarks/{dataset}/extract_features_{split}_shard{shard}of{n_shards}.tsv"
     conda:
         "../../envs/cilaudio.yaml"
     script:
         "../scripts/extract_features.py"
+
+
+rule join_features:
+    input:
+        get_feature_shards,
+    output:
+        "results/{dataset}/features/{split}.h5",
+    log:
+        "logs/{dataset}/join_features_{split}.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/join_features.py"

@@ -192,6 +192,24 @@ CAPTIONS = {
 }
 
 
+PAPERS = {"base": {"epochs": 120, "batch_size": 32, "lr": 0.01, "lr_min": 0.0001},
+          "incremental": {"epochs": 120, "batch_size": 32, "lr": 0.001, "lr_min": 0.0001}}
+
+
+def deviations(config: Mapping) -> list[str]:
+    """Where this run's training settings are not the papers' (said in the report)."""
+    notes = []
+    for stage, ref in PAPERS.items():
+        ours = config["training"][stage]
+        diff = [f"{k} {ours[k]} (papers: {v})" for k, v in ref.items() if ours.get(k) != v]
+        if diff:
+            name = "phase 0" if stage == "base" else "phases 1-4"
+            notes.append(f"This run's {name} differ from the papers' settings: {', '.join(diff)}.")
+    if config["model"]["width"] != 64:
+        notes.append(f"CNN14 width {config['model']['width']} (papers: 64).")
+    return notes
+
+
 def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str], config: Mapping,
                 dataset: str, norm: str, repo_dir: Path | None = None) -> None:
     import pandas as pd
@@ -214,7 +232,8 @@ def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str
     write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
                  table=pd.read_csv(table, sep="\t"),
                  figures={CAPTIONS.get(k, k): Path(v) for k, v in figures.items()},
-                 config=_plain(config), provenance=provenance(repo), notes=PROTOCOL_NOTES, setup=setup)
+                 config=_plain(config), provenance=provenance(repo),
+                 notes=PROTOCOL_NOTES + deviations(config), setup=setup)
 
 
 def _plain(obj: Any) -> Any:

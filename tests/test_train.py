@@ -143,3 +143,24 @@ def test_frozen_blocks_do_not_change(prepared, tmp_path):
             assert torch.equal(s0[k], s1[k]), k  # weights and running statistics
     assert not torch.equal(s0["block4.conv1.weight"], s1["block4.conv1.weight"])
     assert not torch.equal(s0["block3.norm1.running_mean"], s1["block3.norm1.running_mean"])
+
+
+def test_checkpoint_of_another_width_is_refused(prepared, tmp_path):
+    _base(prepared, tmp_path / "p0.pt")
+    with pytest.raises(ValueError, match="width=4 but the config says model.width=8"):
+        W.train_incremental(classes=str(prepared / "lists/classes.tsv"),
+                            train_lists=[str(prepared / "lists/train_phase1.tsv")],
+                            features=str(prepared / "dev.h5"), previous=str(tmp_path / "p0.pt"),
+                            out=str(tmp_path / "p1.pt"), phase=1, method_name="m", seed=0,
+                            method={"data": "current"}, optim=OPTIM, loader=LOADER,
+                            model={"width": 8, "dropout": 0.2})
+    assert not (tmp_path / "p1.pt").exists()
+
+
+def test_features_of_another_config_are_refused(prepared, tmp_path):
+    other = dict(sample_rate=16000, n_mels=64)
+    with pytest.raises(ValueError, match="sample_rate: file 8000 vs config 16000.*another configuration"):
+        W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
+                     features=str(prepared / "dev.h5"), out=str(tmp_path / "p0.pt"), norm="bn", seed=0,
+                     model=MODEL, optim=OPTIM0, loader=LOADER, feature_settings=other)
+    assert not (tmp_path / "p0.pt").exists()

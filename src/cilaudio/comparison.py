@@ -270,8 +270,9 @@ def comparison_findings(table: pd.DataFrame, *, cka: pd.DataFrame | None = None,
             best = ranked[0]
             others = ", ".join(f"{n} {_pm(m, s)}" for n, m, s in ranked[1:]) or "no other norm has a value"
             extra = _within_spread(best, ranked[1]) if len(ranked) > 1 else ""
+            rose = "; negative: base-class mAP rose" if best[1] < 0 else ""
             out.append(f"{method} forgets least with {norm_name(best[0])}: forgetting of base-class mAP after "
-                       f"phase {final} {_pm(best[1], best[2])} (vs {others}){extra}.")
+                       f"phase {final} {_pm(best[1], best[2])} (vs {others}){extra}{rose}.")
         bwt = {r.norm: (r.bwt_mean, r.bwt_std) for r in c.itertuples()}
         ranked = _ranked(bwt, higher_is_better=True)
         if ranked and not single:
@@ -298,15 +299,23 @@ def comparison_findings(table: pd.DataFrame, *, cka: pd.DataFrame | None = None,
             continue
         order = sorted(shares, key=lambda m: -shares[m])
         best = order[0]
-        overall.append((norm, best, shares[best]))
+        lo = float(c.loc[c["method"] == LOWER, "base_final_mean"].iloc[0])
+        hi = float(c.loc[c["method"] == UPPER, "base_final_mean"].iloc[0])
+        inverted = hi < lo
+        if not inverted:
+            overall.append((norm, best, shares[best]))
         others = "; ".join(f"{m} {_pct(shares[m])}" for m in order[1:])
         out.append(f"With {norm}, {best} closes the largest share of the finetune-to-joint gap in final "
-                   f"base-class mAP: {_pct(shares[best])}" + (f" (others: {others})." if others else
-                                                             " (the only method besides the bounds)."))
+                   f"base-class mAP: {_pct(shares[best])}" + (f" (others: {others})" if others else
+                                                             " (the only method besides the bounds)")
+                   + (f"; the bounds are inverted here (joint {_f(hi)} ends below finetune {_f(lo)}), so "
+                      "the share does not measure progress towards joint." if inverted else "."))
     if len(overall) > 1:
         norm, method, share = max(overall, key=lambda t: t[2])
+        skipped = [n for n in norm_list if n not in {t[0] for t in overall}]
         out.append(f"Over all norms, the largest share of the gap is closed by {method} with "
-                   f"{norm_name(norm)}: {_pct(share)}.")
+                   f"{norm_name(norm)}: {_pct(share)}"
+                   + (f" (not counting {', '.join(skipped)}: no valid gap)." if skipped else "."))
 
     if cka is not None and not cka.empty:
         out.extend(_cka_findings(cka))

@@ -341,7 +341,8 @@ def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) ->
 def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Path], features: Path,
                       previous: Path, out: Path, method_name: str, method: MethodSettings,
                       optim: OptimSettings, loader: LoaderSettings, seed: int, device: str = "auto",
-                      threads: int = 1, params: dict | None = None) -> None:
+                      threads: int = 1, params: dict | None = None,
+                      expected_model: dict[str, Any] | None = None) -> None:
     """Phase k >= 1 of ``method``: start from phase k-1's model, grow the classifier, train.
 
     ``train_lists`` ends with phase k's list; cumulative methods give every list up to k,
@@ -353,6 +354,12 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     seed_everything(s)
     model, state = load_checkpoint(previous, device=dev)
     check_previous(state, path=previous, split=split, phase=phase)
+    for key, value in (expected_model or {}).items():
+        if state["settings"].get(key) != value:
+            raise ValueError(
+                f"{previous} is a model with {key}={state['settings'].get(key)!r} but the config says "
+                f"model.{key}={value!r}: it comes from another configuration; delete it (and the "
+                "later phases) and rerun")
     n_old = model.settings.n_classes
     n_new = len(split.groups[phase])
     old_model = None

@@ -100,12 +100,30 @@ def join_features(shards: Sequence[str], out: str) -> None:
     log.info(f"joined {len(shards)} shard(s), {n} excerpts -> {out}")
 
 
+def check_features(h5_path: str, expected: Mapping[str, Any] | None) -> None:
+    """A feature file written under another configuration stops the job (a results folder
+    copied from elsewhere, or Snakemake metadata lost): say so and how to fix it."""
+    if not expected:
+        return
+    from .features import read_settings
+
+    found = read_settings(h5_path)
+    diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{h5_path} was extracted with other feature settings than the config ({detail}): the "
+            "results folder was written by another configuration. Delete its features folder "
+            "(or the whole results/<dataset>) and rerun.")
+
+
 def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,
                model: Mapping[str, Any], optim: Mapping[str, Any], loader: Mapping[str, Any],
-               device: str = "auto", threads: int = 1) -> None:
+               device: str = "auto", threads: int = 1, feature_settings: Mapping[str, Any] | None = None) -> None:
     from . import train as T
     from .features import read_settings
 
+    check_features(features, feature_settings)
     split = L.read_classes(classes)
     n_mels = int(read_settings(features)["n_mels"])
     T.train_base(split=split, train_list=Path(train_list), features=Path(features), out=Path(out),
@@ -117,11 +135,11 @@ def train_base(*, classes: str, train_list: str, features: str, out: str, norm: 
 def train_incremental(*, classes: str, train_lists: Sequence[str], features: str, previous: str,
                       out: str, phase: int, method_name: str, seed: int, method: Mapping[str, Any],
                       optim: Mapping[str, Any], loader: Mapping[str, Any], device: str = "auto",
-                      threads: int = 1) -> None:
+                      threads: int = 1, model: Mapping[str, Any] | None = None) -> None:
     from . import train as T
 
     split = L.read_classes(classes)
-    T.train_incremental(phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
+    T.train_incremental(expected_model=model, phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
                         features=Path(features), previous=Path(previous), out=Path(out),
                         method_name=method_name, method=T.MethodSettings.from_dict(dict(method)),
                         optim=T.OptimSettings(**optim), loader=T.LoaderSettings(**loader), seed=seed,

@@ -11,6 +11,7 @@ rule train_base:
         "results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
     params:
         model=config["model"],
+        features=get_feature_params,
         optim=config["training"]["base"],
         loader=get_loader_params,
         device=config["training"]["device"],
@@ -40,6 +41,7 @@ rule train_incremental:
         phase=r"[1-9]\d*",
     params:
         method=get_method_params,
+        model=config["model"],
         optim=config["training"]["incremental"],
         loader=get_loader_params,
         device=config["training"]["device"],

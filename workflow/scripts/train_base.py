@@ -10,6 +10,7 @@ train_base(
     norm=snakemake.wildcards.norm,
     seed=int(snakemake.wildcards.seed),
     model=snakemake.params.model,
+    feature_settings=snakemake.params.features,
     optim=snakemake.params.optim,
     loader=snakemake.params.loader,
     device=snakemake.params.device,

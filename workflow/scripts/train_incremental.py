@@ -12,6 +12,7 @@ train_incremental(
     method_name=snakemake.wildcards.method,
     seed=int(snakemake.wildcards.seed),
     method=snakemake.params.method,
+    model=snakemake.params.model,
     optim=snakemake.params.optim,
     loader=snakemake.params.loader,
     device=snakemake.params.device,

@@ -36,7 +36,6 @@ from cilaudio.report import (
     _f,
     _figure_html,
     _html_table,
-    _pct,
     _pm,
     provenance as _provenance,
 )
@@ -54,6 +53,13 @@ BWT_DEFINITION = (
     "of class group j (the classes introduced in phase j) measured after phase k and K is the final phase. "
     "It is computed per seed, then averaged; negative = the earlier groups lost accuracy after they were learnt."
 )
+
+
+def _pct(x: float) -> str:
+    """Share as a percentage with one decimal ("n/a" when not finite, never "-0.0 %")."""
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{round(100 * float(x), 1) + 0.0:.1f} %"
 
 
 def norm_name(norm: str) -> str:
@@ -310,7 +316,7 @@ def comparison_findings(table: pd.DataFrame, *, cka: pd.DataFrame | None = None,
                                                              " (the only method besides the bounds)")
                    + (f"; the bounds are inverted here (joint {_f(hi)} ends below finetune {_f(lo)}), so "
                       "the share does not measure progress towards joint." if inverted else "."))
-    if len(overall) > 1:
+    if len(norm_list) > 1 and overall:
         norm, method, share = max(overall, key=lambda t: t[2])
         skipped = [n for n in norm_list if n not in {t[0] for t in overall}]
         out.append(f"Over all norms, the largest share of the gap is closed by {method} with "
@@ -323,17 +329,14 @@ def comparison_findings(table: pd.DataFrame, *, cka: pd.DataFrame | None = None,
 
 
 def _cka_findings(cka: pd.DataFrame) -> list[str]:
+    """Counts over the (norm, method) runs and the norm whose norm layers drift most (the
+    per-run numbers are in the page's CKA table)."""
     out = []
-    for r in cka.itertuples():
-        late = (f"; {r.late_blocks} {_f(r.late)} vs {r.early_blocks} {_f(r.early)}"
-                if np.isfinite(r.late) and np.isfinite(r.early) else "")
-        out.append(f"CKA {r.norm}, {r.method} (phase 0 vs phase {r.phase}, mean diagonal): norm layers "
-                   f"{_f(r.norm_layers)} vs conv layers {_f(r.conv_layers)}{late}; lowest {r.lowest_layer} "
-                   f"({_f(r.lowest)}).")
     valid = cka[np.isfinite(cka["late"]) & np.isfinite(cka["early"])]
     if len(valid):
         n_late = int((valid["late"] < valid["early"]).sum())
-        out.append(f"Later blocks drift more than earlier ones (lower diagonal CKA) in {n_late} of {len(valid)} "
+        out.append(f"Later blocks ({valid['late_blocks'].iloc[0]}) drift more than earlier ones "
+                   f"({valid['early_blocks'].iloc[0]}; lower mean diagonal CKA) in {n_late} of {len(valid)} "
                    "(norm, method) runs.")
     valid = cka[np.isfinite(cka["norm_layers"]) & np.isfinite(cka["conv_layers"])]
     if len(valid):
@@ -409,8 +412,13 @@ def write_comparison(
     comp = comparison_table(table, norms=norms)
     order = [*norms, *(n for n in cka_files if n not in norms)]
     cka_files = {n: list(cka_files[n]) for n in order if len(cka_files.get(n, ()))}
-    cka = cka_layer_summary(cka_files) if cka_files else None
     methods = list(dict.fromkeys(table["method"]))
+    cka = cka_layer_summary(cka_files) if cka_files else None
+    if cka is not None and len(cka):
+        rank = {m: i for i, m in enumerate(methods)}
+        cka = (cka.assign(_n=cka["norm"].map({n: i for i, n in enumerate(norms)}),
+                          _m=cka["method"].map(lambda m: rank.get(m, len(rank))))
+               .sort_values(["_n", "_m"], kind="stable").drop(columns=["_n", "_m"]).reset_index(drop=True))
     final = int(table["phase"].max()) if len(table) else 0
 
     h: list[str] = [
@@ -424,9 +432,12 @@ def write_comparison(
         f"<dt>norms</dt><dd>{_e(', '.join(norm_name(n) for n in norms))}</dd>",
         f"<dt>methods</dt><dd>{_e(', '.join(methods))}</dd>",
     ]
-    for n in norms:
-        seeds = sorted(int(s) for s in table[table["norm"] == n]["seed"].unique())
-        h.append(f"<dt>seeds ({_e(n)})</dt><dd>{_e(', '.join(map(str, seeds)))}</dd>")
+    seeds = {n: ", ".join(str(s) for s in sorted(int(s) for s in table[table["norm"] == n]["seed"].unique()))
+             for n in norms}
+    if len(set(seeds.values())) <= 1:
+        h.append(f"<dt>seeds</dt><dd>{_e(next(iter(seeds.values()), ''))}</dd>")
+    else:
+        h.extend(f"<dt>seeds ({_e(n)})</dt><dd>{_e(v)}</dd>" for n, v in seeds.items())
     h.append(f"<dt>phases</dt><dd>0 to {final}</dd></dl>")
 
     h.append("<h2>Definitions</h2><dl>")

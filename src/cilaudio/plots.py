@@ -245,8 +245,9 @@ def plot_metric_by_norm(
         ax.grid(True, alpha=0.3)
     if not norms:
         axes[0].text(0.5, 0.5, "no data", ha="center", va="center", transform=axes[0].transAxes)
-    axes[0].set_ylabel(f"{_metric_label(metric)} - {subset} classes")
-    fig.suptitle(f"{_metric_label(metric)} on the {subset} classes after each phase, per norm "
+    what = {"base": "the base classes", "all": "all classes seen so far"}.get(subset, subset)
+    axes[0].set_ylabel(f"{_metric_label(metric)} - {what}")
+    fig.suptitle(f"{_metric_label(metric)} on {what} after each phase, per norm "
                  "(mean over seeds; band: min..max over seeds)")
     _save(fig, out_png)
 
@@ -258,9 +259,11 @@ def plot_cka_diagonal_by_norm(
     phase: int | None = None,
     methods: Sequence[str] | None = None,
 ) -> None:
-    """One panel per norm: CKA(layer i of phase 0, layer i of phase k) per layer, one line per method.
+    """One panel per norm (stacked, shared y axis): CKA(layer i of phase 0, layer i of phase k)
+    per layer, one line per method.
 
-    ``phase`` selects k (default: the last phase among each norm's files). Files of several
+    The y axis spans [lower, 1.02] for every panel, lower = the lowest value minus 0.05 rounded
+    down to a tenth (at least 0), so that small drifts stay visible. ``phase`` selects k (default: the last phase among each norm's files). Files of several
     seeds with the same method are averaged. Norm layers are shaded and drawn with squares.
     ``methods`` sets the order of the lines and of the colours (default: order of appearance).
     """
@@ -268,8 +271,9 @@ def plot_cka_diagonal_by_norm(
     recs_by_norm = {n: [_load_cka(p) for p in npz_by_norm[n]] for n in norms}
     colours = _method_colours([*(methods or []), *(r["method"] for rs in recs_by_norm.values() for r in rs)])
     n = max(1, len(norms))
-    fig = _new_figure(5.2 * n, 4.6)
-    axes = fig.subplots(1, n, squeeze=False, sharey=True).ravel()
+    fig = _new_figure(11.0, 3.6 * n)
+    axes = fig.subplots(n, 1, squeeze=False, sharey=True).ravel()
+    lowest = 1.0
     for ax, norm in zip(axes, norms):
         recs = recs_by_norm[norm]
         k = phase if phase is not None else max((r["phase"] for r in recs), default=None)
@@ -284,6 +288,8 @@ def plot_cka_diagonal_by_norm(
             if any(x["layers"] != layers for x in rs):
                 raise ValueError(f"CKA files of {norm}/{method} phase {k} have different layer lists")
             diag = np.mean([np.diag(x["matrix"]) for x in rs], axis=0)  # (layers,)
+            if np.isfinite(diag).any():
+                lowest = min(lowest, float(np.nanmin(diag)))
             x = np.arange(len(layers))
             is_norm = np.array([_is_norm(name) for name in layers])
             label = str(method) + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
@@ -292,7 +298,7 @@ def plot_cka_diagonal_by_norm(
             ax.plot(x[~is_norm], diag[~is_norm], "o", color=colours[method], markersize=3, fillstyle="none")
         if layers:
             ax.set_xticks(np.arange(len(layers)))
-            ax.set_xticklabels(layers, rotation=70, ha="right", fontsize=6)
+            ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
             for i, name in enumerate(layers):
                 if _is_norm(name):
                     ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
@@ -304,11 +310,11 @@ def plot_cka_diagonal_by_norm(
         else:
             ax.text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{norm}: phase 0 vs phase {k}" if k is not None else str(norm))
-        ax.set_ylim(0.0, 1.02)
-        ax.set_xlabel("layer")
+        ax.set_ylabel("CKA, same layer")
         ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylim(max(0.0, np.floor((lowest - 0.05) * 10) / 10), 1.02)
+    axes[-1].set_xlabel("layer")
     if not norms:
         axes[0].text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=axes[0].transAxes)
-    axes[0].set_ylabel("CKA(phase 0, phase k), same layer")
     fig.suptitle("Layer-wise similarity to the phase-0 model per norm (squares, shaded: norm layers)")
     _save(fig, out_png)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster for the tests (and for trying `snakemake --profile slurm`
 # by hand): munged, MariaDB, slurmdbd, slurmctld and slurmd on this machine, one partition,
-# one account, and one fake GPU (a generic resource backed by a character device).
+# one account, and fake GPUs (a generic resource backed by character devices).
 #
 #   tools/slurm/cluster.sh start    start what is not running yet, wait until the node is idle
 #   tools/slurm/cluster.sh status   what runs; exit 0 when the cluster takes jobs
@@ -19,8 +19,9 @@
 #
 # Settings (environment): CILAUDIO_SLURM_DIR, CILAUDIO_SLURM_PARTITION (gpu),
 # CILAUDIO_SLURM_ACCOUNT (cilaudio), CILAUDIO_SLURM_PORT (6817; slurmd uses +1, slurmdbd +2),
-# CILAUDIO_SLURM_DB_PORT (MariaDB, 3307), CILAUDIO_SLURM_TIMEOUT (seconds to wait for each
-# daemon, 60).
+# CILAUDIO_SLURM_DB_PORT (MariaDB, 3307), CILAUDIO_SLURM_GPUS (fake GPUs on the node, 2: as
+# many as its 2 cores can keep busy, so GPU jobs do not all queue behind one another),
+# CILAUDIO_SLURM_TIMEOUT (seconds to wait for each daemon, 60).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,6 +36,7 @@ DB_PORT=${CILAUDIO_SLURM_DB_PORT:-3307}
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 TIMEOUT=${CILAUDIO_SLURM_TIMEOUT:-60}
+GPUS=${CILAUDIO_SLURM_GPUS:-2}
 NODE=$(hostname -s)
 ETC=$STATE/etc
 RUN=$STATE/run
@@ -105,17 +107,25 @@ render() {  # render TEMPLATE OUTPUT MODE
         -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" -e "s|@DBD_PORT@|$DBD_PORT|g" \
         -e "s|@DB_PORT@|$DB_PORT|g" -e "s|@DB_NAME@|$DB_NAME|g" -e "s|@DB_USER@|$DB_USER|g" \
         -e "s|@DB_PASS@|$DB_PASS|g" -e "s|@GPU_DEVICE@|$GPU_DEVICE|g" \
-        -e "s|@NODE_LINE@|$NODE_LINE|g" "$1" >"$tmp"
+        -e "s|@GPUS@|$GPUS|g" -e "s|@NODE_LINE@|$NODE_LINE|g" "$1" >"$tmp"
     chmod "$3" "$tmp"
     mv -f "$tmp" "$2"
 }
 
 fake_gpu() {
-    # A character device for gres.conf's File= (a regular file gives jobs no
-    # CUDA_VISIBLE_DEVICES; a missing one kills slurmd): /dev/fakegpu0, else /dev/null.
-    if [ -c /dev/fakegpu0 ] || mknod -m 666 /dev/fakegpu0 c 1 3 2>/dev/null; then
+    # One character device per fake GPU for gres.conf's File= (a regular file gives jobs no
+    # CUDA_VISIBLE_DEVICES; a missing one kills slurmd): /dev/fakegpu<i>, copies of
+    # /dev/null's device (1,3). Where mknod is not allowed: one GPU on /dev/null itself.
+    local i ok=1
+    for ((i = 0; i < GPUS; i++)); do
+        [ -c "/dev/fakegpu$i" ] || mknod -m 666 "/dev/fakegpu$i" c 1 3 2>/dev/null || ok=0
+    done
+    if [ "$ok" -eq 1 ] && [ "$GPUS" -gt 1 ]; then
+        GPU_DEVICE="/dev/fakegpu[0-$((GPUS - 1))]"
+    elif [ "$ok" -eq 1 ]; then
         GPU_DEVICE=/dev/fakegpu0
     else
+        GPUS=1
         GPU_DEVICE=/dev/null
     fi
 }
@@ -153,7 +163,7 @@ start_munge() {
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
     chmod 755 /run/munge
     runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid \
-        --log-file=/var/log/munge/munged.log
+        --log-file=/var/log/munge/munged.log 9>&-
     wait_until "$TIMEOUT" munged munge_works
     tr -dc '0-9' </run/munge/munged.pid >"$RUN/munged.pid"
     say "started munged ($(pid_of munged))"
@@ -178,7 +188,7 @@ start_mariadb() {
             --socket="$DB_SOCKET" --pid-file="$RUN/mariadbd.pid" --port="$DB_PORT" \
             --bind-address=127.0.0.1 --skip-name-resolve --log-error="$LOG/mariadb.log" \
             --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 \
-            --innodb-log-file-size=64M </dev/null >>"$LOG/mariadb.out" 2>&1 &
+            --innodb-log-file-size=64M </dev/null >>"$LOG/mariadb.out" 2>&1 9>&- &
         local pid=$!
         wait_until "$TIMEOUT" "mariadbd (log: $LOG/mariadb.log)" \
             mariadb-admin --no-defaults --socket="$DB_SOCKET" -u root ping
@@ -204,7 +214,7 @@ start_slurmdbd() {
         say "slurmdbd runs ($(pid_of slurmdbd))"
     else
         # slurmdbd reads slurmdbd.conf beside $SLURM_CONF and puts itself in the background
-        slurmdbd || die "slurmdbd did not start, see $LOG/slurmdbd.log"
+        slurmdbd 9>&- || die "slurmdbd did not start, see $LOG/slurmdbd.log"
         wait_until "$TIMEOUT" "slurmdbd (log: $LOG/slurmdbd.log)" dbd_answers
         say "started slurmdbd ($(pid_of slurmdbd))"
     fi
@@ -218,7 +228,7 @@ start_slurmctld() {
         say "slurmctld runs ($(pid_of slurmctld))"
         return 0
     fi
-    slurmctld -f "$SLURM_CONF" || die "slurmctld did not start, see $LOG/slurmctld.log"
+    slurmctld -f "$SLURM_CONF" 9>&- || die "slurmctld did not start, see $LOG/slurmctld.log"
     wait_until "$TIMEOUT" "slurmctld (log: $LOG/slurmctld.log)" scontrol ping
     wait_until "$TIMEOUT" "slurmctld (log: $LOG/slurmctld.log)" running slurmctld
     say "started slurmctld ($(pid_of slurmctld))"
@@ -229,7 +239,7 @@ start_slurmd() {
         say "slurmd runs ($(pid_of slurmd))"
         return 0
     fi
-    slurmd -f "$SLURM_CONF" || die "slurmd did not start, see $LOG/slurmd.log"
+    slurmd -f "$SLURM_CONF" 9>&- || die "slurmd did not start, see $LOG/slurmd.log"
     wait_until "$TIMEOUT" "slurmd (log: $LOG/slurmd.log)" running slurmd
     say "started slurmd ($(pid_of slurmd))"
 }
@@ -315,6 +325,7 @@ cmd_start() {
     started=$(date +%s.%N)
     check_host
     mkdir -p "$STATE"
+    # one start or stop at a time; the daemons must not inherit this lock (9>&- below)
     exec 9>"$STATE/lock"
     flock 9
     write_config
@@ -326,7 +337,7 @@ cmd_start() {
     add_account
     wait_node
     link_system_conf
-    say "node $NODE is $(node_state); partition $PARTITION, account $ACCOUNT, gres gpu:1 ($GPU_DEVICE)"
+    say "node $NODE is $(node_state); partition $PARTITION, account $ACCOUNT, gres gpu:$GPUS ($GPU_DEVICE)"
     say "up in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s; state and logs in $STATE"
     say "use it with: export SLURM_CONF=$SLURM_CONF"
 }

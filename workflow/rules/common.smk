@@ -34,6 +34,18 @@ def _check_config():
 
 _check_config()
 
+
+def canonical(value):
+    """A params value with its mappings' keys sorted, recursively. Snakemake compares params
+    as text, so without this, reordering keys in a config file (or merging two config files)
+    would rerun every job."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
 DATASETS = list(config["datasets"])
 METHODS = list(config["methods"])
 
@@ -78,6 +90,7 @@ def get_final_output():
     intermediate file whose dependants are up to date), then everything that depends on it."""
     out = []
     for d in config["run"]["datasets"]:
+        out.append(f"results/{d}/comparison.html")
         for n in config["run"]["norms"]:
             out.append(f"results/{d}/{n}/report.html")
             for seed in config["run"]["seeds"]:
@@ -114,25 +127,27 @@ def metadata_files(dataset):
 def requested_datasets():
     """Datasets named by the command line targets, or by run.datasets when there are none."""
     targets = [str(t) for t in workflow.targets] if hasattr(workflow, "targets") else []
-    named = {t.split("/")[1] for t in targets if t.startswith("results/") and t.count("/") >= 1}
+    named = {Path(t).parts[1] for t in targets if Path(t).parts[:1] == ("results",) and len(Path(t).parts) > 1}
     return named or set(config["run"]["datasets"])
 
 
 def list_params(dataset):
     ds = config["datasets"][dataset]
-    return {
-        **reader_params(dataset),
-        "classes": ds["classes"],
-        "phases": ds["phases"],
-        "assignment": ds["assignment"],
-        "train_splits": ds["train_splits"],
-    }
+    return canonical(
+        {
+            **reader_params(dataset),
+            "classes": ds["classes"],
+            "phases": ds["phases"],
+            "assignment": ds["assignment"],
+            "train_splits": ds["train_splits"],
+        }
+    )
 
 
 def get_generate_params(wildcards):
     ds = config["datasets"][wildcards.dataset]
     settings = {k: v for k, v in ds["generate"].items() if k != "activate"}
-    return {**settings, "group_sizes": ds["phases"]}
+    return canonical({**settings, "group_sizes": ds["phases"]})
 
 
 def get_dataset_root(wildcards):
@@ -140,12 +155,12 @@ def get_dataset_root(wildcards):
 
 
 def get_feature_params(wildcards):
-    return config["datasets"][wildcards.dataset]["features"]
+    return canonical(config["datasets"][wildcards.dataset]["features"])
 
 
 def get_reader_params(wildcards):
     ds = config["datasets"][wildcards.dataset]
-    return {**reader_params(wildcards.dataset), "on_bad_audio": ds["on_bad_audio"]}
+    return canonical({**reader_params(wildcards.dataset), "on_bad_audio": ds["on_bad_audio"]})
 
 
 def get_n_shards(wildcards):
@@ -201,14 +216,32 @@ def get_method_params(wildcards):
     method = dict(config["methods"][wildcards.method])
     if method["output_distill"] != "none":
         method.update(config["distillation"])
-    return method
+    return canonical(method)
 
 
 def get_loader_params(wildcards):
-    return {
-        k: config["training"][k]
-        for k in ("num_workers", "in_memory", "features_on_gpu", "precision")
-    }
+    return canonical(
+        {
+            k: config["training"][k]
+            for k in ("num_workers", "in_memory", "features_on_gpu", "precision")
+        }
+    )
+
+
+def get_config_params(wildcards):
+    return canonical(config)
+
+
+def get_model_params(wildcards):
+    return canonical(config["model"])
+
+
+def get_base_optim_params(wildcards):
+    return canonical(config["training"]["base"])
+
+
+def get_incremental_optim_params(wildcards):
+    return canonical(config["training"]["incremental"])
 
 
 def get_run_checkpoint(wildcards):

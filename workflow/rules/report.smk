@@ -41,7 +41,7 @@ rule report:
     output:
         "results/{dataset}/{norm}/report.html",
     params:
-        config=config,
+        config=get_config_params,
     log:
         "logs/{dataset}/{norm}/report.log",
     conda:

@@ -10,9 +10,9 @@ rule train_base:
     output:
         "results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
     params:
-        model=config["model"],
+        model=get_model_params,
         features=get_feature_params,
-        optim=config["training"]["base"],
+        optim=get_base_optim_params,
         loader=get_loader_params,
         device=config["training"]["device"],
     threads: 1
@@ -41,8 +41,8 @@ rule train_incremental:
         phase=r"[1-9]\d*",
     params:
         method=get_method_params,
-        model=config["model"],
-        optim=config["training"]["incremental"],
+        model=get_model_params,
+        optim=get_incremental_optim_params,
         loader=get_loader_params,
         device=config["training"]["device"],
     threads: 1

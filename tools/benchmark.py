@@ -1,0 +1,743 @@
+#!/usr/bin/env python
+"""Throughput and memory benchmark of the data path and the training step (a script, not a test).
+
+Every figure is measured in one run on one machine, each measurement in its own child process,
+so that its peak RSS is the kernel's figure for that child alone (``os.wait4``'s ``ru_maxrss``;
+the child also reports its ``VmHWM`` and its RSS right after importing torch). Stages:
+
+1. dataset: the built-in generator (``cilaudio.synth.generate``) writes an FSD50K-layout set of
+   ``--clips`` 1-s development clips (44.1 kHz WAV, ``clips / 50`` per class) and a small eval
+   set into ``--workdir``; an existing set of the same size is reused.
+2. extraction: ``extract_to_hdf5`` (one process, one thread) on the small set (``--small``)
+   and on all clips: clips/s, multiple of real time per core, peak RSS and the ratio of the
+   two peaks (flat is the goal). Then the workflow's way: one shard per core in parallel, joined
+   with ``join_shards`` (a virtual dataset); training below reads the joined files.
+3. training memory: peak RSS of one epoch of width-8 CNN14 (``train._fit``, batch 32, streaming
+   from HDF5) on the small and on the full set; the epoch is capped at ``--max-steps`` updates,
+   the dataset is not.
+4. loader: FeatureDataset + DataLoader against a reference dataset that decodes, resamples
+   and computes log-mels in ``__getitem__`` every epoch; excerpts/s and their ratio.
+5. loading share of a CPU training step (width 8, batch 32, streaming, no loader workers).
+6. GPU: full-width CNN14 on 10-s inputs, fp32 and bf16 autocast (needs CUDA); on a CPU the
+   full-width model on 1-s inputs instead (a couple of steps).
+
+Usage (see docs/benchmark.md)::
+
+    .venv/bin/python tools/benchmark.py --quick      # 4,000 clips, a couple of minutes
+    .venv/bin/python tools/benchmark.py              # 20,000 clips, about 10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GROUP_SIZES = (30, 5, 5, 5, 5)
+N_CLASSES = sum(GROUP_SIZES)
+CLIP_SECONDS = 1.0
+SOURCE_RATE = 44100
+BATCH = 32
+NARROW = 8
+WIDE = 64
+RSS_FLAT = 1.10  # target for "memory does not grow with the number of clips": ratio of peaks
+LOADER_RATIO = 20.0
+SHARE_TARGET = 0.10
+
+# The default run's features (config/config.yaml) and the papers' (32 kHz, 1024 / 320), 1-s excerpts.
+FEATURES = {
+    "16k": dict(sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=64, f_min=20.0,
+                f_max=7000.0, excerpt_seconds=1.0, hop_seconds=1.0, min_last_seconds=0.5, dtype="float32"),
+    "papers": dict(sample_rate=32000, n_fft=1024, win_length=1024, hop_length=320, n_mels=64, f_min=20.0,
+                   f_max=14000.0, excerpt_seconds=1.0, hop_seconds=1.0, min_last_seconds=0.5,
+                   dtype="float32"),
+}
+RESULT_TAG = "BENCH_RESULT "
+
+
+# ------------------------------------------------------------------------------ child side
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _memory() -> dict:
+    return {"vmhwm_kb": _status_kb("VmHWM"), "vmrss_kb": _status_kb("VmRSS")}
+
+
+def _baseline() -> int:
+    """RSS right after the heavy imports (what every child pays before doing any work)."""
+    import h5py  # noqa: F401
+    import torch  # noqa: F401
+    import torchaudio  # noqa: F401
+
+    import cilaudio.data  # noqa: F401
+    import cilaudio.features  # noqa: F401
+    import cilaudio.train  # noqa: F401
+
+    return _status_kb("VmRSS")
+
+
+def child_probe(a: dict) -> dict:
+    import torch
+
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if out["cuda"]:
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def child_generate(a: dict) -> dict:
+    from cilaudio import synth
+
+    total = (a["dev_per_class"] + a["eval_per_class"]) * N_CLASSES
+    step = max(1, total // 10)
+    t0 = time.perf_counter()
+
+    def progress(done: int, n: int) -> None:
+        if done % step == 0 or done == n:
+            el = time.perf_counter() - t0
+            print(f"    generated {done}/{n} clips, {el:.0f} s, {done / el:.0f} clips/s",
+                  file=sys.stderr, flush=True)
+
+    synth.generate(Path(a["root"]), seed=a["seed"], group_sizes=GROUP_SIZES,
+                   dev_clips_per_class=a["dev_per_class"], eval_clips_per_class=a["eval_per_class"],
+                   sample_rate=SOURCE_RATE, min_seconds=CLIP_SECONDS, max_seconds=CLIP_SECONDS,
+                   progress=progress)
+    return {"seconds": time.perf_counter() - t0, "clips": total}
+
+
+def child_lists(a: dict) -> dict:
+    """One training list of every development clip (all 50 classes) and an evenly spread subset."""
+    import pandas as pd
+
+    from cilaudio import lists as L
+    from cilaudio.fsd50k import FSD50K
+
+    ds = FSD50K(Path(a["root"]))
+    vocab = ds.load_vocabulary()["label"].tolist()
+    dev = ds.load_split("dev")
+    labels = [L.join_labels(x) for x in dev["labels"]]
+    frame = pd.DataFrame({"fname": dev["fname"], "labels": labels, "all_labels": labels})
+    n, k = len(frame), a["small"]
+    pick = sorted({int(i * n / k) for i in range(k)})
+    out = Path(a["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    L.write_list(frame, out / "all.tsv")
+    L.write_list(frame.iloc[pick], out / "small.tsv")
+    (out / "classes.txt").write_text("\n".join(vocab) + "\n")
+    return {"all": n, "small": len(pick)}
+
+
+def child_extract(a: dict) -> dict:
+    from cilaudio.features import FeatureSettings, extract_to_hdf5, shard_of
+    from cilaudio.fsd50k import FSD50K
+    from cilaudio.lists import read_list
+
+    base = _baseline()
+    ds = FSD50K(Path(a["root"]))
+    names = read_list(a["list"])["fname"].tolist()
+    if a.get("n_shards", 1) > 1:
+        names = shard_of(names, a["shard"], a["n_shards"])
+    paths = [(n, ds.audio_path("dev", n)) for n in names]
+    start = time.time()
+    t0 = time.perf_counter()
+    n_ex = extract_to_hdf5(paths, a["out"], FeatureSettings(**a["features"]), threads=a["threads"])
+    dt = time.perf_counter() - t0
+    return {"clips": len(paths), "excerpts": n_ex, "seconds": dt, "start": start, "end": start + dt,
+            "threads": a["threads"], "baseline_kb": base, **_memory()}
+
+
+def child_join(a: dict) -> dict:
+    from cilaudio.features import join_shards
+
+    t0 = time.perf_counter()
+    n = join_shards(a["shards"], a["out"])
+    return {"excerpts": n, "seconds": time.perf_counter() - t0}
+
+
+def _table(a: dict):
+    """(classes, the list's excerpt table) for the list ``a['list']`` and features ``a['features']``."""
+    from cilaudio.data import excerpt_index, excerpts_of
+    from cilaudio.lists import read_list
+
+    classes = Path(a["classes"]).read_text().split("\n")
+    classes = [c for c in classes if c]
+    return classes, excerpts_of(read_list(a["list"]), classes, excerpt_index(a["features"]),
+                                source=a["list"], features=a["features"])
+
+
+def child_train_epoch(a: dict) -> dict:
+    import torch
+
+    from cilaudio.losses import bce_loss
+    from cilaudio.model import CNN14, ModelSettings
+    from cilaudio.phases import PhaseSplit
+    from cilaudio.train import LoaderSettings, OptimSettings, _fit, pos_weight_of, training_set
+
+    base = _baseline()
+    torch.set_num_threads(a["threads"])
+    torch.manual_seed(0)
+    classes = [c for c in Path(a["classes"]).read_text().split("\n") if c]
+    split = PhaseSplit.from_sizes(classes, [len(classes)])
+    loader = LoaderSettings(num_workers=0, in_memory=False)
+    t0 = time.perf_counter()
+    data = training_set(phase=0, split=split, lists=[Path(a["list"])], features=Path(a["features"]),
+                        cumulative=False, loader=loader)
+    t_set = time.perf_counter() - t0
+    after_set = _status_kb("VmRSS")
+    model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))
+    pos_weight = pos_weight_of(data.table.targets)
+
+    def step_loss(x, y):
+        logits, _ = model(x)
+        loss = bce_loss(logits, y, pos_weight)
+        return loss, {"bce": loss.item()}
+
+    steps = math.ceil(len(data) / BATCH)
+    if a["max_steps"]:
+        steps = min(steps, a["max_steps"])
+    epoch_size = min(len(data), steps * BATCH)
+    optim = OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4)
+    t0 = time.perf_counter()
+    _fit(model=model, data=data, optim=optim, loader=loader, seed=0, device=torch.device("cpu"),
+         step_loss=step_loss, what="benchmark", epoch_size=epoch_size)
+    dt = time.perf_counter() - t0
+    return {"excerpts": len(data), "steps": steps, "seconds": dt, "set_seconds": t_set,
+            "rss_after_set_kb": after_set, "baseline_kb": base, **_memory()}
+
+
+def _timed_batches(loader, n_batches: int) -> tuple[int, float]:
+    """Items and seconds of ``n_batches`` batches, after one untimed batch (worker start-up)."""
+    it = iter(loader)
+    next(it)
+    items, t0 = 0, time.perf_counter()
+    for _ in range(n_batches):
+        x, _ = next(it)
+        items += len(x)
+    return items, time.perf_counter() - t0
+
+
+def child_loader(a: dict) -> dict:
+    import h5py
+    import numpy as np
+    import soundfile as sf
+    import torch
+    import torchaudio
+    from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+    from cilaudio.data import FeatureDataset
+    from cilaudio.features import FeatureSettings, LogMel
+    from cilaudio.fsd50k import FSD50K
+
+    torch.set_num_threads(1)  # one core per loading process (workers get one thread anyway)
+    _, table = _table(a)
+    settings = FeatureSettings(**a["feature_settings"])
+
+    if a["kind"] == "hdf5":
+        dataset = FeatureDataset(a["features"], table, in_memory=False)
+    elif a["kind"] == "h5py":
+        path = a["features"]
+
+        class KeptHandle(Dataset):
+            """Diagnostic: FeatureDataset's reads, but the h5py dataset object is opened once
+            per process and kept (FeatureDataset looks ``features`` up in the file at every item)."""
+
+            def __init__(self) -> None:
+                self.file = self.features = None
+                self.pid = None
+
+            def __len__(self) -> int:
+                return len(table)
+
+            def __getitem__(self, i: int):
+                if self.features is None or self.pid != os.getpid():
+                    self.file, self.pid = h5py.File(path, "r"), os.getpid()
+                    self.features = self.file["features"]
+                x = self.features[table.rows[i]]  # (frames, mels)
+                return torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(table.targets[i])
+
+            def __getstate__(self) -> dict:
+                return {**self.__dict__, "file": None, "features": None}
+
+        dataset = KeptHandle()
+    else:
+        with h5py.File(a["features"], "r") as h5:
+            names = h5["fname"].asstr()[:][table.rows]
+            starts = h5["start"][:][table.rows]
+        ds = FSD50K(Path(a["root"]))
+
+        class ReferenceDataset(Dataset):
+            """Decode, resample and compute the log-mel of an excerpt at every access."""
+
+            def __init__(self) -> None:
+                self.paths = [str(ds.audio_path("dev", n)) for n in names]
+                self.logmel = LogMel(settings)
+
+            def __len__(self) -> int:
+                return len(self.paths)
+
+            def __getitem__(self, i: int):
+                data, rate = sf.read(self.paths[i], dtype="float32", always_2d=True)  # (samples, ch)
+                wave = torchaudio.functional.resample(torch.from_numpy(data.mean(axis=1)), rate,
+                                                      settings.sample_rate)
+                s = int(round(float(starts[i]) * settings.sample_rate))
+                piece = torch.zeros(settings.excerpt_samples)
+                seg = wave[s:s + settings.excerpt_samples]
+                piece[:len(seg)] = seg
+                with torch.inference_mode():
+                    x = self.logmel(piece)  # (frames, mels)
+                return x, torch.from_numpy(table.targets[i])
+
+        dataset = ReferenceDataset()
+    n = (a["batches"] + 1) * BATCH
+    sampler = RandomSampler(dataset, replacement=False, num_samples=n,
+                            generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=a["workers"])
+    items, dt = _timed_batches(loader, a["batches"])
+    x = dataset[0][0]
+    return {"items": items, "seconds": dt, "excerpts_per_s": items / dt, "shape": list(x.shape),
+            "workers": a["workers"], **_memory()}
+
+
+def child_share(a: dict) -> dict:
+    """Time waiting on the loader vs forward/backward/step of the narrow model, batch by batch."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from cilaudio.data import FeatureDataset
+    from cilaudio.losses import bce_loss
+    from cilaudio.model import CNN14, ModelSettings
+    from cilaudio.train import pos_weight_of
+
+    torch.set_num_threads(a["threads"])
+    torch.manual_seed(0)
+    classes, table = _table(a)
+    dataset = FeatureDataset(a["features"], table, in_memory=False)
+    n = (a["warmup"] + a["steps"]) * BATCH
+    sampler = RandomSampler(dataset, replacement=False, num_samples=n,
+                            generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=a["workers"])
+    model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    pos_weight = pos_weight_of(table.targets)
+    wait = compute = 0.0
+    it = iter(loader)
+    for i in range(a["warmup"] + a["steps"]):
+        t0 = time.perf_counter()
+        x, y = next(it)
+        t1 = time.perf_counter()
+        logits, _ = model(x)
+        loss = bce_loss(logits, y, pos_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+        t2 = time.perf_counter()
+        if i >= a["warmup"]:
+            wait += t1 - t0
+            compute += t2 - t1
+    return {"steps": a["steps"], "wait_s": wait, "compute_s": compute, "share": wait / (wait + compute),
+            "threads": torch.get_num_threads(), "workers": a["workers"], **_memory()}
+
+
+def child_model_speed(a: dict) -> dict:
+    """Training throughput of CNN14 on random inputs, per precision (fp32 / bf16 autocast)."""
+    import torch
+
+    from cilaudio.losses import bce_loss
+    from cilaudio.model import CNN14, ModelSettings
+    from cilaudio.train import autocast
+
+    dev = torch.device(a["device"])
+    if dev.type == "cpu":
+        torch.set_num_threads(a["threads"])
+    torch.manual_seed(0)
+    model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=N_CLASSES)).to(dev)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(a["batch"], a["frames"], 64, device=dev)  # (batch, frames, mels)
+    y = (torch.rand(a["batch"], N_CLASSES, device=dev) < 0.05).float()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    out = {"device": str(dev), "threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(dev)
+    for precision in a["precisions"]:
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        for i in range(a["warmup"] + a["steps"]):
+            if i == a["warmup"]:
+                sync()
+                t0 = time.perf_counter()
+            with autocast(dev, precision):
+                logits, _ = model(x)
+                loss = bce_loss(logits, y, 10.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync()
+        dt = time.perf_counter() - t0
+        out[precision] = {"clips_per_s": a["steps"] * a["batch"] / dt, "seconds": dt, "steps": a["steps"]}
+        if dev.type == "cuda":
+            out[precision]["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    out.update(_memory())
+    return out
+
+
+CHILDREN = {
+    "probe": child_probe, "generate": child_generate, "lists": child_lists, "extract": child_extract,
+    "join": child_join, "train_epoch": child_train_epoch, "loader": child_loader, "share": child_share,
+    "model_speed": child_model_speed,
+}
+
+
+def child_main(stage: str, args_json: str) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    result = CHILDREN[stage](json.loads(args_json))
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.t0 = time.perf_counter()
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def say(self, msg: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:7.1f} s] {msg}", flush=True)
+
+    def start(self, stage: str, args: dict, name: str, *, show_stderr: bool = False):
+        out = open(self.logs / f"{name}.out", "w")
+        err = None if show_stderr else open(self.logs / f"{name}.log", "w")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, json.dumps(args)]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        return proc, name, out, err
+
+    def finish(self, handle) -> dict:
+        """Wait for a child; its result with the kernel's peak RSS of that child (``maxrss_kb``)."""
+        proc, name, out, err = handle
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.close()
+        if err is not None:
+            err.close()
+        lines = [x for x in (self.logs / f"{name}.out").read_text().splitlines() if x.startswith(RESULT_TAG)]
+        if proc.returncode != 0 or not lines:
+            tail = ""
+            if (self.logs / f"{name}.log").exists():
+                tail = "\n".join((self.logs / f"{name}.log").read_text().splitlines()[-15:])
+            raise ChildFailed(f"{name} failed (exit {proc.returncode}); log {self.logs / name}.log:\n{tail}")
+        result = json.loads(lines[-1][len(RESULT_TAG):])
+        result["maxrss_kb"] = usage.ru_maxrss  # KiB on Linux
+        return result
+
+    def run(self, stage: str, args: dict, name: str, what: str, *, show_stderr: bool = False) -> dict:
+        self.say(f"{what} ...")
+        t = time.perf_counter()
+        result = self.finish(self.start(stage, args, name, show_stderr=show_stderr))
+        self.say(f"{what}: done in {time.perf_counter() - t:.1f} s")
+        return result
+
+
+def _mb(kb: float) -> float:
+    return kb / 1024.0
+
+
+class Figures:
+    """The summary table: (figure, value, unit, target, PASS/FAIL/-)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, figure: str, value, unit: str = "", *, target: str = "", ok: bool | None = None,
+            note: str = "") -> None:
+        status = "-" if ok is None else ("PASS" if ok else "FAIL")
+        self.rows.append({"figure": figure, "value": value, "unit": unit, "target": target,
+                          "status": status, "note": note})
+
+    def table(self) -> str:
+        def fmt(v) -> str:
+            if isinstance(v, float):
+                return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+            return str(v)
+
+        head = ("figure", "value", "target", "result")
+        body = [(r["figure"], f"{fmt(r['value'])} {r['unit']}".strip(), r["target"], r["status"])
+                for r in self.rows]
+        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+        return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    cores = len(os.sched_getaffinity(0))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/cilaudio-bench"),
+                   help="cache folder: generated datasets, features, logs")
+    p.add_argument("--clips", type=int, default=None, help="development clips of the large set "
+                   "(a multiple of 50; default 20,000, or 4,000 with --quick)")
+    p.add_argument("--small", type=int, default=2000, help="clips of the small set")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 4,000 clips, fewer batches and steps, no full-width CPU model")
+    p.add_argument("--papers", action="store_true",
+                   help="also time extraction at the papers' features (32 kHz, n_fft 1024, hop 320)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="cap of updates per training epoch in the memory stage (0: full epochs; "
+                        "default 100, 40 with --quick)")
+    p.add_argument("--workers", type=int, default=cores,
+                   help="loader workers and extraction shards of the parallel measurements")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the CPU training measurements (the workflow's training jobs "
+                        "use 1); loaders and extraction use 1 per process")
+    p.add_argument("--loader-batches", type=int, default=None,
+                   help="timed batches of the HDF5 loader (default 300, 100 with --quick; the "
+                        "reference loader gets a tenth, at least 10)")
+    p.add_argument("--share-steps", type=int, default=None,
+                   help="timed training steps of the loading-share stage (default 60, 25 with --quick)")
+    p.add_argument("--no-wide-cpu", action="store_true",
+                   help="on a CPU, skip the full-width model (1-s clips, a couple of steps)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed of the dataset")
+    p.add_argument("--out", type=Path, default=None, help="JSON results (default <workdir>/benchmark.json)")
+    a = p.parse_args(argv)
+    if a.clips is None:
+        a.clips = 4000 if a.quick else 20000
+    if a.max_steps is None:
+        a.max_steps = 40 if a.quick else 100
+    if a.loader_batches is None:
+        a.loader_batches = 100 if a.quick else 300
+    if a.share_steps is None:
+        a.share_steps = 25 if a.quick else 60
+    if a.quick:
+        a.no_wide_cpu = True
+    per_class = a.clips // N_CLASSES
+    if per_class < 1:
+        p.error(f"--clips must be at least {N_CLASSES}")
+    if per_class * N_CLASSES != a.clips:
+        print(f"--clips {a.clips} rounded down to {per_class * N_CLASSES} (a multiple of {N_CLASSES})")
+        a.clips = per_class * N_CLASSES
+    if not 1 <= a.small <= a.clips:
+        p.error("--small must be between 1 and --clips")
+    a.workers = max(1, a.workers)
+    a.threads = max(1, a.threads)
+    a.out = a.out or a.workdir / "benchmark.json"
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    b = Bench(a.workdir)
+    figs = Figures()
+    raw: dict = {}
+    cores = len(os.sched_getaffinity(0))
+    b.say(f"benchmark: {a.clips} clips (small set {a.small}), {cores} cores, workdir {a.workdir}")
+    raw["probe"] = probe = b.run("probe", {}, "probe", "probe torch")
+    b.say(f"torch {probe['torch']}, {probe['threads']} threads, CUDA: {probe.get('gpu', 'no')}")
+
+    # 1. dataset ------------------------------------------------------------------------------
+    root = a.workdir / f"synth-{a.clips}-seed{a.seed}"
+    dev_csv = root / "FSD50K.ground_truth" / "dev.csv"
+    have = dev_csv.exists() and sum(1 for _ in open(dev_csv)) - 1 == a.clips
+    if have:
+        b.say(f"dataset: reusing {root}")
+    else:
+        raw["generate"] = b.run("generate", {"root": str(root), "seed": a.seed, "dev_per_class": a.clips // N_CLASSES,
+                                             "eval_per_class": 2}, "generate",
+                                f"dataset: generating {a.clips} dev clips into {root}", show_stderr=True)
+        g = raw["generate"]
+        figs.add("synthetic clips generated / s (1 process)", g["clips"] / g["seconds"], "clips/s")
+    lists = a.workdir / f"lists-{a.clips}-{a.small}-seed{a.seed}"
+    raw["lists"] = b.run("lists", {"root": str(root), "small": a.small, "out": str(lists)}, "lists", "lists")
+    sets = {"small": (lists / "small.tsv", raw["lists"]["small"]), "all": (lists / "all.tsv", raw["lists"]["all"])}
+    n_small, n_all = sets["small"][1], sets["all"][1]
+    feats = a.workdir / f"features-{a.clips}-{a.small}-seed{a.seed}"
+    feats.mkdir(parents=True, exist_ok=True)
+
+    # 2. extraction ---------------------------------------------------------------------------
+    kinds = ["16k"] + (["papers"] if a.papers else [])
+    for kind in kinds:
+        peaks = {}
+        for which in ("small", "all"):
+            lst, n = sets[which]
+            r = b.run("extract", {"root": str(root), "list": str(lst), "out": str(feats / f"{kind}-{which}.h5"),
+                                  "features": FEATURES[kind], "threads": 1},
+                      f"extract-{kind}-{which}", f"extraction [{kind}] of {n} clips, 1 process, 1 thread")
+            raw[f"extract_{kind}_{which}"] = r
+            rate = r["clips"] / r["seconds"]
+            figs.add(f"extraction [{kind}] {n} clips: throughput", rate, "clips/s")
+            figs.add(f"extraction [{kind}] {n} clips: x real time per core",
+                     r["clips"] * CLIP_SECONDS / r["seconds"] / r["threads"], "x")
+            figs.add(f"extraction [{kind}] {n} clips: peak RSS", _mb(r["maxrss_kb"]), "MB",
+                     note=f"after imports {_mb(r['baseline_kb']):.0f} MB")
+            peaks[which] = r["maxrss_kb"]
+        ratio = peaks["all"] / peaks["small"]
+        figs.add(f"extraction [{kind}] peak RSS {n_all}/{n_small} clips", ratio, "",
+                 target=f"<= {RSS_FLAT:.2f} (flat)", ok=ratio <= RSS_FLAT)
+
+    # the workflow's way: one shard per core in parallel, joined into a virtual dataset
+    n_shards = a.workers
+    b.say(f"extraction [16k] of {n_all} clips in {n_shards} parallel shards ...")
+    t = time.perf_counter()
+    handles = [b.start("extract", {"root": str(root), "list": str(sets["all"][0]),
+                                   "out": str(feats / f"shard{i}of{n_shards}.h5"), "features": FEATURES["16k"],
+                                   "threads": 1, "shard": i, "n_shards": n_shards}, f"extract-shard{i}of{n_shards}")
+               for i in range(n_shards)]
+    shard_results = [b.finish(h) for h in handles]
+    b.say(f"sharded extraction: done in {time.perf_counter() - t:.1f} s")
+    raw["extract_shards"] = shard_results
+    wall = max(r["end"] for r in shard_results) - min(r["start"] for r in shard_results)
+    figs.add(f"extraction [16k] {n_all} clips, {n_shards} shards: throughput", n_all / wall, "clips/s",
+             note="wall time from the first shard's start to the last one's end")
+    figs.add(f"extraction [16k] {n_all} clips, {n_shards} shards: x real time per core",
+             n_all * CLIP_SECONDS / wall / n_shards, "x")
+    figs.add(f"extraction [16k] {n_shards} shards: largest peak RSS of a shard",
+             _mb(max(r["maxrss_kb"] for r in shard_results)), "MB")
+    # Training reads joined files, as in the workflow. The memory comparison joins each set's
+    # single-process file (same structure at both sizes); the loader stages read the sharded one.
+    joined = {"small": feats / "joined-small.h5", "all": feats / "joined-all.h5",
+              "sharded": feats / "joined-sharded.h5"}
+    for which, shards in (("small", [feats / "16k-small.h5"]), ("all", [feats / "16k-all.h5"]),
+                          ("sharded", [feats / f"shard{i}of{n_shards}.h5" for i in range(n_shards)])):
+        raw[f"join_{which}"] = b.run("join", {"shards": [str(x) for x in shards], "out": str(joined[which])},
+                                     f"join-{which}", f"join {joined[which].name} ({len(shards)} shard(s))")
+    classes = str(lists / "classes.txt")
+
+    # 3. training memory ----------------------------------------------------------------------
+    peaks = {}
+    for which in ("small", "all"):
+        lst, n = sets[which]
+        r = b.run("train_epoch", {"list": str(lst), "features": str(joined[which]), "classes": classes,
+                                  "width": NARROW, "max_steps": a.max_steps, "threads": a.threads},
+                  f"train-{which}", f"training epoch on {n} clips (width {NARROW}, batch {BATCH}, streaming"
+                  + (f", at most {a.max_steps} steps)" if a.max_steps else ")"))
+        raw[f"train_{which}"] = r
+        peaks[which] = r["maxrss_kb"]
+        figs.add(f"training epoch {n} clips ({r['steps']} steps): peak RSS", _mb(r["maxrss_kb"]), "MB",
+                 note=f"after imports {_mb(r['baseline_kb']):.0f} MB; training set built in {r['set_seconds']:.2f} s")
+        figs.add(f"training epoch {n} clips: time per step", 1000 * r["seconds"] / r["steps"], "ms",
+                 note=f"{a.threads} torch threads")
+    ratio = peaks["all"] / peaks["small"]
+    figs.add(f"training peak RSS {n_all}/{n_small} clips", ratio, "", target=f"<= {RSS_FLAT:.2f} (flat)",
+             ok=ratio <= RSS_FLAT)
+
+    # 4. loader throughput ----------------------------------------------------------------------
+    ref_batches = max(10, a.loader_batches // 10)
+    common = {"list": str(sets["all"][0]), "features": str(joined["sharded"]), "classes": classes,
+              "root": str(root), "feature_settings": FEATURES["16k"]}
+    for workers in sorted({0, a.workers}):
+        rates = {}
+        for kind, batches in (("hdf5", a.loader_batches), ("reference", ref_batches)):
+            r = b.run("loader", {**common, "kind": kind, "workers": workers, "batches": batches},
+                      f"loader-{kind}-w{workers}",
+                      f"loader [{kind}] {workers} workers, {batches} batches of {BATCH}")
+            raw[f"loader_{kind}_w{workers}"] = r
+            rates[kind] = r["excerpts_per_s"]
+            label = "HDF5 FeatureDataset" if kind == "hdf5" else "reference (decode+resample+log-mel)"
+            figs.add(f"loader {label}, {workers} workers", r["excerpts_per_s"], "excerpts/s")
+        ratio = rates["hdf5"] / rates["reference"]
+        figs.add(f"loader HDF5 / reference, {workers} workers", ratio, "x", target=f">= {LOADER_RATIO:.0f}x",
+                 ok=ratio >= LOADER_RATIO)
+    # diagnostic: the same reads with the h5py dataset object kept open (not the library's code)
+    r = b.run("loader", {**common, "kind": "h5py", "workers": 0, "batches": a.loader_batches},
+              "loader-h5py-w0", f"loader [h5py, handle kept; diagnostic] 0 workers, {a.loader_batches} batches")
+    raw["loader_h5py_w0"] = r
+    figs.add("loader diagnostic: same HDF5 reads, dataset handle kept, 0 workers", r["excerpts_per_s"],
+             "excerpts/s", note="not the library's FeatureDataset: the headroom of its per-item "
+             "h5py dataset look-up")
+
+    # 5. loading share of a CPU training step ---------------------------------------------------
+    r = b.run("share", {**common, "width": NARROW, "workers": 0, "warmup": 5, "steps": a.share_steps,
+                        "threads": a.threads},
+              "share", f"loading share of {a.share_steps} CPU training steps (width {NARROW}, batch {BATCH})")
+    raw["share"] = r
+    figs.add("CPU training step: waiting on the loader", 1000 * r["wait_s"] / r["steps"], "ms/step")
+    figs.add("CPU training step: forward/backward/step", 1000 * r["compute_s"] / r["steps"], "ms/step",
+             note=f"{r['threads']} torch threads")
+    figs.add("CPU training step: data loading share", 100 * r["share"], "%", target=f"< {100 * SHARE_TARGET:.0f} %",
+             ok=r["share"] < SHARE_TARGET)
+
+    # 6. full-width model -------------------------------------------------------------------------
+    if probe["cuda"]:
+        r = b.run("model_speed", {"device": "cuda", "width": WIDE, "frames": 1001, "batch": BATCH, "warmup": 5,
+                                  "steps": 20, "precisions": ["fp32", "bf16"]},
+                  "gpu", f"GPU training, width {WIDE}, 10-s clips (1001 x 64), batch {BATCH}")
+        raw["gpu"] = r
+        for prec in ("fp32", "bf16"):
+            figs.add(f"GPU width {WIDE}, 10-s clips, {prec}: training throughput", r[prec]["clips_per_s"],
+                     "clips/s", note=f"{r['gpu']}, peak {r[prec]['peak_gpu_mb']:.0f} MB")
+    else:
+        b.say("GPU training throughput (width 64, 10-s clips): needs CUDA, skipped")
+        figs.add(f"GPU width {WIDE}, 10-s clips: training throughput", "needs CUDA", target="", ok=None)
+        if not a.no_wide_cpu:
+            r = b.run("model_speed", {"device": "cpu", "width": WIDE, "frames": 101, "batch": BATCH, "warmup": 1,
+                                      "steps": 2, "precisions": ["fp32"], "threads": a.threads},
+                      "wide-cpu", f"CPU training, width {WIDE}, 1-s clips, batch {BATCH}, 2 steps")
+            raw["wide_cpu"] = r
+            figs.add(f"CPU width {WIDE}, 1-s clips, fp32: training throughput", r["fp32"]["clips_per_s"],
+                     "clips/s", note=f"{r['threads']} torch threads")
+
+    # summary ---------------------------------------------------------------------------------
+    b.say("done")
+    print()
+    print(figs.table())
+    notes = [f"  {r['figure']}: {r['note']}" for r in figs.rows if r["note"]]
+    if notes:
+        print("\nnotes:\n" + "\n".join(notes))
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cores": cores, "cpu": _cpu_name(), "python": platform.python_version(), **probe},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "figures": figs.rows,
+        "raw": raw,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults: {a.out}; child logs: {b.logs}")
+    return 1 if any(r["status"] == "FAIL" for r in figs.rows) else 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child_main(sys.argv[2], sys.argv[3])
+    else:
+        try:
+            sys.exit(main())
+        except ChildFailed as exc:
+            print(f"benchmark stopped: {exc}", file=sys.stderr)
+            sys.exit(2)

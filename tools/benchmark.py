@@ -566,6 +566,7 @@ def main(argv=None) -> int:
     have = dev_csv.exists() and sum(1 for _ in open(dev_csv)) - 1 == a.clips
     if have:
         b.say(f"dataset: reusing {root}")
+        figs.add("dataset", "reused", note=str(root))
     else:
         raw["generate"] = b.run("generate", {"root": str(root), "seed": a.seed, "dev_per_class": a.clips // N_CLASSES,
                                              "eval_per_class": 2}, "generate",
@@ -599,6 +600,8 @@ def main(argv=None) -> int:
         ratio = peaks["all"] / peaks["small"]
         figs.add(f"extraction [{kind}] peak RSS {n_all}/{n_small} clips", ratio, "",
                  target=f"<= {RSS_FLAT:.2f} (flat)", ok=ratio <= RSS_FLAT)
+        figs.add(f"extraction [{kind}] peak RSS {n_all} minus {n_small} clips",
+                 _mb(peaks["all"] - peaks["small"]), "MB")
 
     # the workflow's way: one shard per core in parallel, joined into a virtual dataset
     n_shards = a.workers
@@ -645,6 +648,7 @@ def main(argv=None) -> int:
     ratio = peaks["all"] / peaks["small"]
     figs.add(f"training peak RSS {n_all}/{n_small} clips", ratio, "", target=f"<= {RSS_FLAT:.2f} (flat)",
              ok=ratio <= RSS_FLAT)
+    figs.add(f"training peak RSS {n_all} minus {n_small} clips", _mb(peaks["all"] - peaks["small"]), "MB")
 
     # 4. loader throughput ----------------------------------------------------------------------
     ref_batches = max(10, a.loader_batches // 10)
@@ -711,7 +715,8 @@ def main(argv=None) -> int:
         print("\nnotes:\n" + "\n".join(notes))
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": cores, "cpu": _cpu_name(), "python": platform.python_version(), **probe},
+        "machine": {"cores": cores, "cpu": _cpu_name(), "python": platform.python_version(),
+                    **{k: v for k, v in probe.items() if k != "maxrss_kb"}},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "figures": figs.rows,
         "raw": raw,

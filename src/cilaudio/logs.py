@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import sys
 from pathlib import Path
+from typing import Iterator
 
 
 def setup_job_logging(log_path: str | Path) -> None:
@@ -19,3 +22,43 @@ def setup_job_logging(log_path: str | Path) -> None:
         handlers=[logging.StreamHandler(stream)],
         force=True,
     )
+
+
+# Errors that another attempt cannot fix: a missing or corrupt input, a config that does not
+# add up. Everything else (out of memory, a time limit, a lost node) is worth a retry.
+BAD_INPUT = (FileNotFoundError, ValueError, KeyError)
+
+
+def _job_fingerprint(smk) -> str:
+    """The job's identity for retries: its params and its inputs' names, sizes and times."""
+    h = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in smk.params.items())).encode())
+    for path in smk.input:
+        p = Path(path)
+        st = p.stat() if p.exists() else None
+        h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def job(smk) -> Iterator[None]:
+    """Run a Snakemake job's step: log to the rule's log file; when the step stops on bad
+    input, leave a marker beside the log, so that a retry of the same job (the SLURM profile
+    retries failed jobs once, with more memory and time) fails at once with the same message
+    instead of recomputing. Changing an input or a setting makes it a new job."""
+    setup_job_logging(smk.log[0])
+    marker = Path(str(smk.log[0]) + ".bad-input")
+    fingerprint = _job_fingerprint(smk)
+    if marker.exists():
+        previous = marker.read_text(encoding="utf-8").split("\n", 1)
+        if previous[0] == fingerprint:
+            logging.getLogger("cilaudio").error(
+                "not retried: this job stopped on bad input before, with the same inputs and "
+                "settings, which another attempt cannot fix:\n" + (previous[1] if len(previous) > 1 else ""))
+            sys.exit(1)
+        marker.unlink()
+    try:
+        yield
+    except BAD_INPUT as exc:
+        marker.write_text(f"{fingerprint}\n{type(exc).__name__}: {exc}", encoding="utf-8")
+        logging.getLogger("cilaudio").error(f"{type(exc).__name__}: {exc}")
+        raise

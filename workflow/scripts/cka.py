@@ -1,16 +1,16 @@
-from cilaudio.logs import setup_job_logging
+from cilaudio.logs import job
 from cilaudio.workflow_steps import cka
 
-setup_job_logging(snakemake.log[0])
-cka(
-    classes=snakemake.input.classes,
-    reference=snakemake.input.reference,
-    other=snakemake.input.other,
-    base_list=snakemake.input.base_list,
-    features=snakemake.input.features,
-    out=snakemake.output[0],
-    meta=dict(snakemake.wildcards.items()),
-    batch_size=snakemake.params.batch_size,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-)
+with job(snakemake):
+    cka(
+        classes=snakemake.input.classes,
+        reference=snakemake.input.reference,
+        other=snakemake.input.other,
+        base_list=snakemake.input.base_list,
+        features=snakemake.input.features,
+        out=snakemake.output[0],
+        meta=dict(snakemake.wildcards.items()),
+        batch_size=snakemake.params.batch_size,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+    )

@@ -1,16 +1,16 @@
 from cilaudio.comparison import make_comparison
-from cilaudio.logs import setup_job_logging
+from cilaudio.logs import job
 
 
 def _paths(v):
     return [v] if isinstance(v, str) else [str(p) for p in v]
 
 
-setup_job_logging(snakemake.log[0])
-inputs = dict(snakemake.input.items())
-make_comparison(
-    out=snakemake.output[0],
-    tables={k[len("metrics_"):]: str(v) for k, v in inputs.items() if k.startswith("metrics_")},
-    cka={k[len("cka_"):]: _paths(v) for k, v in inputs.items() if k.startswith("cka_")},
-    dataset=snakemake.wildcards.dataset,
-)
+with job(snakemake):
+    inputs = dict(snakemake.input.items())
+    make_comparison(
+        out=snakemake.output[0],
+        tables={k[len("metrics_"):]: str(v) for k, v in inputs.items() if k.startswith("metrics_")},
+        cka={k[len("cka_"):]: _paths(v) for k, v in inputs.items() if k.startswith("cka_")},
+        dataset=snakemake.wildcards.dataset,
+    )

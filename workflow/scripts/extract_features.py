@@ -1,14 +1,14 @@
-from cilaudio.logs import setup_job_logging
+from cilaudio.logs import job
 from cilaudio.workflow_steps import extract_features
 
-setup_job_logging(snakemake.log[0])
-extract_features(
-    clips=snakemake.input.clips,
-    split=snakemake.wildcards.split,
-    out=snakemake.output[0],
-    settings=snakemake.params.features,
-    shard=int(snakemake.wildcards.shard),
-    n_shards=int(snakemake.wildcards.n_shards),
-    threads=snakemake.threads,
-    **snakemake.params.reader,
-)
+with job(snakemake):
+    extract_features(
+        clips=snakemake.input.clips,
+        split=snakemake.wildcards.split,
+        out=snakemake.output[0],
+        settings=snakemake.params.features,
+        shard=int(snakemake.wildcards.shard),
+        n_shards=int(snakemake.wildcards.n_shards),
+        threads=snakemake.threads,
+        **snakemake.params.reader,
+    )

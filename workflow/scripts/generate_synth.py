@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cilaudio.logs import setup_job_logging
+from cilaudio.logs import job
 from cilaudio.synth import generate
 
-setup_job_logging(snakemake.log[0])
-generate(Path(snakemake.output.dev).parents[1], **snakemake.params.generate)
+with job(snakemake):
+    generate(Path(snakemake.output.dev).parents[1], **snakemake.params.generate)

@@ -1,5 +1,5 @@
-from cilaudio.logs import setup_job_logging
+from cilaudio.logs import job
 from cilaudio.workflow_steps import make_lists
 
-setup_job_logging(snakemake.log[0])
-make_lists(outputs=dict(snakemake.output.items()), **snakemake.params.lists)
+with job(snakemake):
+    make_lists(outputs=dict(snakemake.output.items()), **snakemake.params.lists)

@@ -1,20 +1,20 @@
-from cilaudio.logs import setup_job_logging
+from cilaudio.logs import job
 from cilaudio.workflow_steps import train_incremental
 
-setup_job_logging(snakemake.log[0])
-train_incremental(
-    classes=snakemake.input.classes,
-    train_lists=list(snakemake.input.train_lists),
-    features=snakemake.input.features,
-    previous=snakemake.input.previous,
-    out=snakemake.output[0],
-    phase=int(snakemake.wildcards.phase),
-    method_name=snakemake.wildcards.method,
-    seed=int(snakemake.wildcards.seed),
-    method=snakemake.params.method,
-    model=snakemake.params.model,
-    optim=snakemake.params.optim,
-    loader=snakemake.params.loader,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-)
+with job(snakemake):
+    train_incremental(
+        classes=snakemake.input.classes,
+        train_lists=list(snakemake.input.train_lists),
+        features=snakemake.input.features,
+        previous=snakemake.input.previous,
+        out=snakemake.output[0],
+        phase=int(snakemake.wildcards.phase),
+        method_name=snakemake.wildcards.method,
+        seed=int(snakemake.wildcards.seed),
+        method=snakemake.params.method,
+        model=snakemake.params.model,
+        optim=snakemake.params.optim,
+        loader=snakemake.params.loader,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+    )

@@ -318,3 +318,28 @@ def plot_cka_diagonal_by_norm(
         axes[0].text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=axes[0].transAxes)
     fig.suptitle("Layer-wise similarity to the phase-0 model per norm (squares, shaded: norm layers)")
     _save(fig, out_png)
+
+
+def plot_memory_histograms(table, out_png: str | os.PathLike) -> bool:
+    """Label histogram of each replay method's exemplar memory in the final phase (first
+    seed): one bar per old class. Returns False (and writes nothing) without replay methods."""
+    mem = table[(table["metric"] == "exemplars")]
+    if mem.empty:
+        return False
+    final = mem["phase"].max()
+    mem = mem[(mem["phase"] == final) & (mem["seed"] == mem["seed"].min())]
+    methods = list(dict.fromkeys(mem["method"]))
+    fig = _new_figure(10, 2.6 * len(methods))
+    for i, method in enumerate(methods, start=1):
+        ax = fig.add_subplot(len(methods), 1, i)
+        sub = mem[mem["method"] == method]
+        names = [c.removeprefix("class:") for c in sub["subset"]]
+        ax.bar(range(len(sub)), sub["value"].to_numpy(), color="tab:blue")
+        ax.set_xticks(range(len(sub)))
+        ax.set_xticklabels(names, rotation=90, fontsize=6)
+        ax.set_ylabel("clips")
+        ax.set_title(f"{method}: exemplar memory after phase {final - 1}, label count per old class "
+                     f"(std {sub['value'].std(ddof=0):.1f})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out_png)
+    return True

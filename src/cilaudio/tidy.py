@@ -67,6 +67,9 @@ def _rows(data: dict, method: str) -> list[tuple]:
             rows.append((*key, str(subset), str(metric), _value(v)))
     for name, ap in data["per_class_ap"].items():
         rows.append((*key, f"class:{name}", "ap", _value(ap)))
+    # replay methods: how many exemplar clips of the memory carry each old class
+    for name, count in (data.get("memory") or {}).get("label_counts", {}).items():
+        rows.append((*key, f"class:{name}", "exemplars", float(count)))
     return rows
 
 

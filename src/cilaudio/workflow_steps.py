@@ -229,7 +229,7 @@ def deviations(config: Mapping) -> list[str]:
 
 
 def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str], config: Mapping,
-                dataset: str, norm: str, repo_dir: Path | None = None) -> None:
+                dataset: str, norm: str, features: Sequence[str] = (), repo_dir: Path | None = None) -> None:
     import pandas as pd
 
     from .report import provenance, write_report
@@ -247,11 +247,30 @@ def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str
     for k, group in enumerate(split.groups):
         setup[f"phase {k} ({len(group)} classes)"] = ", ".join(group)
     repo = repo_dir or Path(__file__).resolve().parents[2]
+    frame = pd.read_csv(table, sep="\t")
+    figs = {CAPTIONS.get(k, k): Path(v) for k, v in figures.items()}
+    import tempfile
+
+    from .plots import plot_memory_histograms
+
+    tmp = Path(tempfile.mkdtemp())
+    if plot_memory_histograms(frame, tmp / "memory.png"):
+        figs["Label histogram of the exemplar memory of each replay method (final phase, first "
+             "seed); the title gives the spread (std) of the counts over the old classes."] = tmp / "memory.png"
+    notes = PROTOCOL_NOTES + deviations(config)
+    for path in features:
+        from .features import skipped_clips
+
+        skipped = skipped_clips(path)
+        if skipped:
+            first = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5])
+            notes.append(f"{len(skipped)} clip(s) were skipped at feature extraction ({path}, "
+                         f"on_bad_audio: skip), e.g. {first}")
     write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
-                 table=pd.read_csv(table, sep="\t"),
-                 figures={CAPTIONS.get(k, k): Path(v) for k, v in figures.items()},
+                 table=frame,
+                 figures=figs,
                  config=_plain(config), provenance=provenance(repo),
-                 notes=PROTOCOL_NOTES + deviations(config), setup=setup)
+                 notes=notes, setup=setup)
 
 
 def _plain(obj: Any) -> Any:

@@ -38,6 +38,7 @@ rule report:
         unpack(get_figures),
         table="results/{dataset}/{norm}/metrics.tsv",
         classes="results/{dataset}/lists/classes.tsv",
+        features=expand("results/{{dataset}}/features/{split}.h5", split=["dev", "eval"]),
     output:
         "results/{dataset}/{norm}/report.html",
     params:

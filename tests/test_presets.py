@@ -68,6 +68,7 @@ def test_full_paper_grid_plans_in_seconds(tmp_path):
     assert counts["train_incremental"] == 2 * 3 * 3 * 10 * 4
     assert counts["extract_features"] == 2 * 2 * 16  # 16 shards per split
     assert counts["report"] == 6 and counts["compare_norms"] == 2
+    assert counts["cka"] == 2 * 3 * 10 * 4  # first seed only
     print(f"full paper grid: {sum(v for k, v in counts.items() if k != 'total')} jobs planned in {seconds:.1f} s")
     assert seconds < 60  # the target is < 10 s on an idle machine (see the closing note); this bounds a hang
 

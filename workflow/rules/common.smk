@@ -79,7 +79,8 @@ def run_outputs(dataset, norm, seed):
         for k in range(1, n_phases(dataset)):
             out.append(f"{prefix}/{method}/seed{seed}/phase{k}.pt")
             out.append(f"{prefix}/{method}/seed{seed}/metrics_phase{k}.json")
-            if config["cka"]["activate"] and method in cka_methods():
+            # CKA is computed for the first seed (what the figures show)
+            if config["cka"]["activate"] and method in cka_methods() and seed == config["run"]["seeds"][0]:
                 out.append(f"{prefix}/{method}/seed{seed}/cka_phase{k}.npz")
     return out
 

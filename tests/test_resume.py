@@ -91,3 +91,39 @@ def test_kill_while_writing_leaves_no_final_file(prepared, uninterrupted, tmp_pa
         assert all(".tmp-" in p.name for p in leftovers)
     _run(prepared, out)
     assert _same(out, uninterrupted)
+
+
+def test_killed_feature_extraction_leaves_no_final_file(tmp_path):
+    """SIGKILL at several moments of an extraction: the final-named HDF5 appears only whole."""
+    import h5py
+    import numpy as np
+    import soundfile as sf
+
+    clips = []
+    for i in range(60):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, 0.1 * np.random.default_rng(i).standard_normal(16000), 16000, subtype="PCM_16")
+        clips.append((str(i), str(path)))
+    out = tmp_path / "dev.h5"
+    code = f"""
+from pathlib import Path
+from cilaudio.features import FeatureSettings, extract_to_hdf5
+s = FeatureSettings(sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=64, f_min=20.0,
+                    f_max=7000.0, excerpt_seconds=1.0, hop_seconds=1.0)
+extract_to_hdf5([(n, Path(p)) for n, p in {clips!r}], {str(out)!r}, s, chunk=4)
+"""
+    finished = 0
+    for delay in (0.3, 1.0, 2.0, 3.0, 4.5, 6.0):
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        if out.exists():  # it finished before the kill: then it is complete
+            with h5py.File(out, "r") as h5:
+                assert h5["features"].shape[0] == 60 and len(h5["fname"]) == 60
+            finished += 1
+            out.unlink()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out, "r") as h5:
+        assert h5["features"].shape[0] == 60

@@ -8,6 +8,7 @@ its plan with a dry run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -201,3 +202,37 @@ def test_bad_config_stops_with_a_clear_message(tmp_path, mutate, message):
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+def test_rerun_incomplete_after_snakemake_crash(tmp_path):
+    """Kill Snakemake itself (SIGKILL) while jobs run; --rerun-incomplete then plans only the
+    jobs that were running or not started, never a finished one."""
+    import signal
+    import time
+
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["run"]["methods"] = ["finetune"]
+    config["cka"] = {"activate": False}
+    write_config(tmp_path, config)
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = tmp_path / "results/synth/bn/base/seed0/phase0.pt"
+    deadline = time.monotonic() + 300
+    while not base.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert base.exists()
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job, as a crash would
+    proc.wait()
+    finished = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results").rglob("*")
+                if p.is_file() and ".tmp-" not in p.name}
+    jobs = planned(tmp_path, "--rerun-incomplete")
+    assert jobs, "something was left to do"
+    # at most the job that was running at the crash (its output written, its completion not
+    # yet recorded) is redone; every other finished output stays
+    assert len(set(jobs) & finished) <= 1, set(jobs) & finished
+    assert "results/synth/bn/base/seed0/phase0.pt" not in jobs
+    snakemake(tmp_path, "--unlock")  # the crashed run's lock, as the README says
+    snakemake(tmp_path, "--rerun-incomplete")
+    assert planned(tmp_path) == {}

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 started_cluster=0
 if [ -x tools/slurm/cluster.sh ] && [ "$(id -u)" -eq 0 ]; then
-    if tools/slurm/cluster.sh start; then
+    if tools/slurm/cluster.sh status >/dev/null 2>&1; then
+        echo "run-tests: using the SLURM test cluster that already runs (left running)" >&2
+    elif tools/slurm/cluster.sh start; then
         started_cluster=1
     else
         echo "run-tests: the SLURM test cluster did not start; its test will report why" >&2

@@ -1,14 +1,15 @@
 """`snakemake --profile slurm` against a real SLURM cluster: the users' profile, unchanged.
 
 The cluster is the single-node one of tools/slurm/cluster.sh (slurmctld, slurmd, slurmdbd on
-MariaDB, munge; one fake GPU as a generic resource), which tools/run-tests.sh starts before
-pytest. A copy of the repository's workflow (Snakefile, workflow/, config/, slurm/) runs in a
-temporary folder on the built-in benchmark with a tiny config; the command line overrides
+MariaDB, munge; fake GPUs as a generic resource), which tools/run-tests.sh starts before
+pytest. A copy of the repository's workflow (Snakefile, workflow/, config/, envs/, slurm/)
+runs in a temporary folder on the built-in benchmark with a tiny config; the command line overrides
 only what this node needs: partition and account, CPU and memory requests that fit 2 cores,
 short status intervals, kept SLURM logs and the number of jobs. Then:
 
 - sacct holds exactly one job per rule instance that a dry run plans, each COMPLETED;
 - the jobs of the rules the profile gives a GPU were allocated `gres/gpu`, the others not;
+- every job ran the venv's Python, with the venv first on its PATH;
 - each rule's log is in logs/ (README) and SLURM's log of each job in the profile's
   slurm-logdir (logs/slurm);
 - every metrics_phase*.json equals that of a local run (`snakemake --cores 2`, no profile)
@@ -214,8 +215,9 @@ class Runs:
     workdir: Path  # the SLURM run
     local: Path  # the local run
     planned: list[PlannedJob]
-    jobs: list[dict[str, str]]
-    output: str
+    jobs: list[dict[str, str]]  # sacct's rows
+    output: str  # snakemake's (--verbose)
+    env: dict[str, str]
 
 
 def _start_local_run(env: dict[str, str], targets: list[str], tmp_path_factory) -> tuple[Path, subprocess.Popen]:
@@ -268,7 +270,7 @@ def runs(cluster, tmp_path_factory) -> Runs:
     local_log = (local / "snakemake-local.log").read_text()
     assert local_proc.returncode == 0, f"the local run failed:\n{local_log[-5000:]}"
     print(f"snakemake --profile slurm: {len(jobs)} jobs in {seconds:.0f} s")
-    return Runs(workdir, local, planned, jobs, output)
+    return Runs(workdir, local, planned, jobs, output, env)
 
 
 def _tail(text: str, n: int = 6000) -> str:
@@ -318,12 +320,20 @@ def test_gpu_requests_follow_the_profile(runs):
 
 
 def test_jobs_ran_the_venv_python(runs):
-    """sbatch exports PATH (--export=ALL) and each job calls the venv's Python by path."""
+    """Each job calls the venv's Python by path, and sbatch exports the environment
+    (--export=ALL), so `python` and `snakemake` on a job's PATH are the venv's too."""
     calls = re.findall(r"sbatch call: (sbatch .*)", runs.output)
-    assert calls and all("--export=ALL" in call for call in calls)
+    assert len(calls) == len(runs.jobs) and all("--export=ALL" in call for call in calls)
     python = re.escape(str(VENV_BIN)) + r"/python3? -m snakemake "
     assert all(re.search(python, call) for call in calls), calls[0]
-    assert not re.search(r"command not found|No module named", runs.output)
+    for job in runs.jobs:
+        # the environment the job ran with, as slurmdbd stored it (AccountingStoreFlags=job_env)
+        out = subprocess.run(["sacct", "-j", job["JobID"], "--env-vars"], capture_output=True, text=True,
+                             env=runs.env, check=True).stdout
+        path = re.search(r"^PATH=(.*)$", out, flags=re.M)
+        assert path, f"no environment stored for job {job['JobID']}:\n{out}"
+        for tool in ("python", "snakemake"):
+            assert shutil.which(tool, path=path.group(1)) == str(VENV_BIN / tool), (tool, path.group(1))
 
 
 def test_logs_where_the_readme_says(runs):

@@ -9,7 +9,7 @@
 #   tools/slurm/cluster.sh env      the export line that points SLURM's commands at it
 #
 # Installs nothing: run tools/system-deps.sh first (root, Debian: slurmctld slurmd
-# slurm-client slurmdbd munge mariadb-server). Needs root and no systemd. Configuration, data,
+# slurm-client slurmdbd munge mariadb-server). Needs root, not systemd. Configuration, data,
 # logs and pidfiles live in one state folder, $CILAUDIO_SLURM_DIR (default
 # /tmp/cilaudio-slurm); the config files are rendered from the *.in templates beside this
 # script. SLURM's commands find the cluster through SLURM_CONF=$CILAUDIO_SLURM_DIR/etc/slurm.conf
@@ -22,7 +22,8 @@
 # CILAUDIO_SLURM_DB_PORT (MariaDB, 3307), CILAUDIO_SLURM_GPUS (fake GPUs on the node, 2: as
 # many as its 2 cores can keep busy, so GPU jobs do not all queue behind one another),
 # CILAUDIO_SLURM_TIMEOUT (seconds to wait for each daemon, 60).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "cluster: error: \"$BASH_COMMAND\" failed (line $LINENO of $0)" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${CILAUDIO_SLURM_DIR:-/tmp/cilaudio-slurm}
@@ -142,11 +143,16 @@ write_config() {
     [ -n "$NODE_LINE" ] || die "slurmd -C printed no NodeName line"
     NODE_LINE=$(echo "$NODE_LINE" | sed "s/^NodeName=[^ ]*/NodeName=$NODE/")
     fake_gpu
+    local before
+    before=$({ cat "$ETC/slurm.conf" "$ETC/gres.conf" 2>/dev/null || true; } | md5sum)
     render "$HERE/slurm.conf.in" "$ETC/slurm.conf" 644
     render "$HERE/gres.conf.in" "$ETC/gres.conf" 644
     render "$HERE/cgroup.conf.in" "$ETC/cgroup.conf" 644
     render "$HERE/slurmdbd.conf.in" "$ETC/slurmdbd.conf" 600
     : >"$ETC/plugstack.conf"  # no SPANK plugins (the system's plugstack.conf.d is not read)
+    if running slurmctld && [ "$before" != "$(cat "$ETC/slurm.conf" "$ETC/gres.conf" | md5sum)" ]; then
+        say "warning: the configuration changed while the cluster runs; apply it with stop, then start"
+    fi
 }
 
 # --- daemons -------------------------------------------------------------------------------
@@ -390,7 +396,7 @@ cmd_status() {
 case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
-    status) cmd_status ;;
+    status) cmd_status || exit 1 ;;
     env) echo "export SLURM_CONF=$SLURM_CONF" ;;
     *)
         echo "usage: $0 start|stop|status|env" >&2

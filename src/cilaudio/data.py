@@ -102,6 +102,7 @@ class FeatureDataset(Dataset):
         self.h5_path = str(h5_path)
         self.table = table
         self._h5: h5py.File | None = None
+        self._dset: h5py.Dataset | None = None
         self._pid: int | None = None
         self._cache: np.ndarray | None = None
         if in_memory and len(table.rows):
@@ -121,10 +122,13 @@ class FeatureDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(self._cache))
 
     def _features(self) -> h5py.Dataset:
-        if self._h5 is None or self._pid != os.getpid():
+        # one handle per process (DataLoader workers fork), and the dataset object kept: looking
+        # it up by name on every item costs more than reading the item
+        if self._dset is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.h5_path, "r")
+            self._dset = self._h5["features"]
             self._pid = os.getpid()
-        return self._h5["features"]
+        return self._dset
 
     def __len__(self) -> int:
         return len(self.table)
@@ -138,5 +142,5 @@ class FeatureDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_h5"] = None  # h5py handles do not pickle; workers open their own
+        state["_h5"] = state["_dset"] = None  # h5py handles do not pickle; workers open their own
         return state

@@ -12,6 +12,7 @@ extraction memory does not grow with the number of clips.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -94,6 +95,12 @@ class LogMel(torch.nn.Module):
         return torch.log(mel + self.eps).transpose(-1, -2)  # (..., frames, mels)
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
+    """One resampling filter per rate pair, built once (not once per clip)."""
+    return torchaudio.transforms.Resample(source_rate, target_rate)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Read a clip with soundfile, downmix to mono and resample to ``sample_rate``.
 
@@ -110,7 +117,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise ValueError(f"audio file {path} holds no samples")
     mono = data.mean(axis=1)
     if rate != sample_rate:
-        mono = torchaudio.functional.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
+        mono = _resampler(rate, sample_rate)(torch.from_numpy(mono)).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

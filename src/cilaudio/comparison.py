@@ -29,7 +29,7 @@ import pandas as pd
 
 from cilaudio.atomic import write_text
 from cilaudio.report import (
-    _STYLE,
+    html_head,
     LOWER,
     UPPER,
     _e,
@@ -422,11 +422,7 @@ def write_comparison(
     final = int(table["phase"].max()) if len(table) else 0
 
     h: list[str] = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(title)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
+        *html_head(title),
         "<h2>Setup</h2><dl>",
         f"<dt>dataset</dt><dd>{_e(dataset)}</dd>",
         f"<dt>norms</dt><dd>{_e(', '.join(norm_name(n) for n in norms))}</dd>",

@@ -278,6 +278,17 @@ def _figure_html(caption: str, path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- report
 
 
+def html_head(title: str) -> list[str]:
+    """The opening lines of a self-contained page (inline style), up to its <h1>."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+    ]
+
+
 def write_report(
     out_html: str | os.PathLike,
     *,
@@ -290,14 +301,7 @@ def write_report(
     setup: Mapping[str, str] = {},  # noqa: B006 (read only)
 ) -> None:
     """Write one self-contained HTML report (figures embedded as base64 PNG), atomically."""
-    h: list[str] = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(title)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        "<h2>Setup</h2>",
-    ]
+    h: list[str] = [*html_head(title), "<h2>Setup</h2>"]
     if setup:
         h.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in setup.items()) + "</dl>")
     else:

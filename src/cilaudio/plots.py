@@ -153,6 +153,21 @@ def _is_norm(layer: str) -> bool:
     return "norm" in layer.rsplit(".", 1)[-1] or layer.rsplit(".", 1)[-1].startswith(("bn", "gn", "cn"))
 
 
+def _mark_layers(ax, x, diag, is_norm, colour, *, size: float) -> None:
+    """Markers on a CKA diagonal: filled squares on norm layers, open circles elsewhere."""
+    ax.plot(x[is_norm], diag[is_norm], "s", color=colour, markersize=size)
+    ax.plot(x[~is_norm], diag[~is_norm], "o", color=colour, markersize=size - 2, fillstyle="none")
+
+
+def _layer_axis(ax, layers) -> None:
+    """Layer names on the x axis, norm layers shaded."""
+    ax.set_xticks(np.arange(len(layers)))
+    ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
+    for i, name in enumerate(layers):
+        if _is_norm(name):
+            ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
+
+
 def plot_cka_diagonal(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike) -> None:
     """Diagonal CKA(layer i of phase 0, layer i of phase k): one line per (method, phase).
 
@@ -175,14 +190,9 @@ def plot_cka_diagonal(npz_paths: Iterable[str | os.PathLike], out_png: str | os.
         is_norm = np.array([_is_norm(name) for name in layers])
         label = f"{method}, phase {phase}" + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
         (line,) = ax.plot(x, diag, "-", label=label)
-        ax.plot(x[is_norm], diag[is_norm], "s", color=line.get_color(), markersize=6)
-        ax.plot(x[~is_norm], diag[~is_norm], "o", color=line.get_color(), markersize=4, fillstyle="none")
+        _mark_layers(ax, x, diag, is_norm, line.get_color(), size=6)
     if layers:
-        ax.set_xticks(np.arange(len(layers)))
-        ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
-        for i, name in enumerate(layers):
-            if _is_norm(name):
-                ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
+        _layer_axis(ax, layers)
     else:
         ax.text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylim(0.0, 1.02)
@@ -294,14 +304,9 @@ def plot_cka_diagonal_by_norm(
             is_norm = np.array([_is_norm(name) for name in layers])
             label = str(method) + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
             ax.plot(x, diag, "-", color=colours[method], label=label)
-            ax.plot(x[is_norm], diag[is_norm], "s", color=colours[method], markersize=5)
-            ax.plot(x[~is_norm], diag[~is_norm], "o", color=colours[method], markersize=3, fillstyle="none")
+            _mark_layers(ax, x, diag, is_norm, colours[method], size=5)
         if layers:
-            ax.set_xticks(np.arange(len(layers)))
-            ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
-            for i, name in enumerate(layers):
-                if _is_norm(name):
-                    ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
+            _layer_axis(ax, layers)
             handles, _ = ax.get_legend_handles_labels()
             handles += [Line2D([], [], color="k", marker="s", linestyle="none", label="norm layer"),
                         Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none",

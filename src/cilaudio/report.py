@@ -278,6 +278,19 @@ def _figure_html(caption: str, path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- report
 
 
+def _metric_sections(groups, metrics) -> list[str]:
+    """Per-phase tables of ``metrics`` for all seen classes and for the base classes."""
+    h, multi = [], len(groups) > 1
+    for ds, norm, sub in groups:
+        if multi:
+            h.append(f"<h3>{_e(ds)} / {_e(norm)}</h3>")
+        for subset, what in (("all", "all classes seen so far"), ("base", "base classes")):
+            for metric, label in metrics:
+                h.append(f"<h4>{_e(label)} - {_e(what)}</h4>")
+                h.append(_phase_table(sub, subset, metric))
+    return h
+
+
 def html_head(title: str) -> list[str]:
     """The opening lines of a self-contained page (inline style), up to its <h1>."""
     return [
@@ -324,24 +337,12 @@ def write_report(
     h.append("<h2>Results per phase</h2>")
     h.append('<p class="note">Mean ± standard deviation over seeds. "all": every class seen so far, on that '
              'phase\'s cumulative test set; "base": the phase-0 classes on the phase-0 test clips.</p>')
-    for ds, norm, sub in groups:
-        if multi:
-            h.append(f"<h3>{_e(ds)} / {_e(norm)}</h3>")
-        for subset, what in (("all", "all classes seen so far"), ("base", "base classes")):
-            for metric, label in STANDARD:
-                h.append(f"<h4>{_e(label)} - {_e(what)}</h4>")
-                h.append(_phase_table(sub, subset, metric))
+    h.extend(_metric_sections(groups, STANDARD))
     h.append("<h2>Reference code's thresholded variants (NOT the standard metrics)</h2>")
     h.append('<p class="note">These reproduce the reference implementation\'s "mAP" and lwlrap, computed '
              "on 0/1 predictions at threshold 0.5 instead of on scores, only so that published numbers can be "
              "compared. Use the standard metrics above for conclusions.</p>")
-    for ds, norm, sub in groups:
-        if multi:
-            h.append(f"<h3>{_e(ds)} / {_e(norm)}</h3>")
-        for subset, what in (("all", "all classes seen so far"), ("base", "base classes")):
-            for metric, label in THRESHOLDED:
-                h.append(f"<h4>{_e(label)} - {_e(what)}</h4>")
-                h.append(_phase_table(sub, subset, metric))
+    h.extend(_metric_sections(groups, THRESHOLDED))
 
     h.append("<h2>Forgetting</h2>")
     h.append('<p class="note">Forgetting = (base-class value after phase 0) - (base-class value after phase k), '

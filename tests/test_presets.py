@@ -70,7 +70,9 @@ def test_full_paper_grid_plans_in_seconds(tmp_path):
     assert counts["report"] == 6 and counts["compare_norms"] == 2
     assert counts["cka"] == 2 * 3 * 10 * 4  # first seed only
     print(f"full paper grid: {sum(v for k, v in counts.items() if k != 'total')} jobs planned in {seconds:.1f} s")
-    assert seconds < 60  # the target is < 10 s on an idle machine (see the closing note); this bounds a hang
+    # the target is < 10 s (4.7 s measured on 2 idle cores, see the README); timing is not asserted
+    # here, since test machines are noisy: this only bounds a hang
+    assert seconds < 60
 
 
 @pytest.mark.parametrize("preset, hint", [("fsd50k", "Zenodo record 4060432"),

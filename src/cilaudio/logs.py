@@ -39,21 +39,33 @@ def _job_fingerprint(smk) -> str:
     return h.hexdigest()
 
 
+def _attempt(smk) -> int:
+    """The job's attempt (1, then 2 on Snakemake's retry), from the ``attempt`` resource that
+    the SLURM profile sets for every rule; 1 where it is not set."""
+    try:
+        return int(getattr(smk.resources, "attempt", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 @contextlib.contextmanager
 def job(smk) -> Iterator[None]:
     """Run a Snakemake job's step: log to the rule's log file; when the step stops on bad
-    input, leave a marker beside the log, so that a retry of the same job (the SLURM profile
-    retries failed jobs once, with more memory and time) fails at once with the same message
-    instead of recomputing. Changing an input or a setting makes it a new job."""
+    input, leave a marker beside the log, so that Snakemake's retry of the same job in the
+    same run (attempt 2: the SLURM profile retries failed jobs once, with more memory and time)
+    fails at once with the same message instead of recomputing. A new run (attempt 1) always
+    runs the job again: the user may have fixed the file in place, which no input of the job
+    shows; changing an input or a setting also makes it a new job."""
     setup_job_logging(smk.log[0])
     marker = Path(str(smk.log[0]) + ".bad-input")
     fingerprint = _job_fingerprint(smk)
     if marker.exists():
         previous = marker.read_text(encoding="utf-8").split("\n", 1)
-        if previous[0] == fingerprint:
+        if _attempt(smk) > 1 and previous[0] == fingerprint:
             logging.getLogger("cilaudio").error(
-                "not retried: this job stopped on bad input before, with the same inputs and "
-                "settings, which another attempt cannot fix:\n" + (previous[1] if len(previous) > 1 else ""))
+                "not retried: this job stopped on bad input in its previous attempt, with the same "
+                "inputs and settings, which another attempt cannot fix:\n"
+                + (previous[1] if len(previous) > 1 else ""))
             sys.exit(1)
         marker.unlink()
     try:

@@ -1,0 +1,197 @@
+"""The real workflow on a dataset in AudioSet's on-disk layout, written by the test: strong-label
+TSVs with overlapping events, events of non-target classes, ids starting with ``-`` and holding
+``_``, audio at several sample rates and channel counts, and clips that are missing, unreadable
+or empty.
+
+- ``on_bad_audio: skip``: the run goes through to the report, which counts and names the clips
+  left out; the clips of other rates and channel counts are used.
+- ``on_bad_audio: stop``: the run stops, the failed job's log names the file, the list it came
+  from and the fix; with ``--keep-going`` every job that does not need the failed one finishes
+  and keeps its output; once the files are fixed, only the failed job and what depends on it
+  run again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+# mid, display name; the first six are the run's classes, Squeak is not
+VOCAB = [("/m/09x0r", "Speech"), ("/m/0bt9lr", "Dog"), ("/m/04rlf", "Music"), ("/m/01yrx", "Cat"),
+         ("/m/0k4j", "Car"), ("/m/015p6", "Bird"), ("/m/07q6cd_", "Squeak")]
+CLASSES = [name for _, name in VOCAB[:6]]
+# audio formats the clips cycle through: (sample rate, channels)
+FORMATS = [(16000, 1), (44100, 2), (22050, 1), (48000, 2)]
+BAD = {"missing": "-bad_missing_0", "corrupt": "-bad_corrupt_0", "empty": "-bad_empty_0"}
+SECONDS = 2.0
+
+
+def _segment(i: int, split: str) -> tuple[str, str, int]:
+    """(segment id, YouTube id, start ms); ids start with '-' and hold '_' every third clip."""
+    yt = f"-x{split}_{i:03d}q" if i % 3 == 0 else f"{split}{i:04d}abcde"
+    start_ms = 1000 * (i % 7)
+    return f"{yt}_{start_ms}", yt, start_ms
+
+
+def _wave(rng: np.random.Generator, mids: list[str], rate: int, channels: int) -> np.ndarray:
+    """A tone per target class (its own frequency) over noise: learnable, and quick to make."""
+    t = np.arange(int(SECONDS * rate)) / rate
+    x = 0.05 * rng.standard_normal(len(t))
+    for mid in mids:
+        k = [m for m, _ in VOCAB].index(mid)
+        x += 0.3 * np.sin(2 * np.pi * (300 + 450 * k) * t)
+    return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
+
+
+def make_audioset(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    header = "segment_id\tstart_time_seconds\tend_time_seconds\tlabel\n"
+    (root / "mid_to_display_name.tsv").parent.mkdir(parents=True, exist_ok=True)
+    (root / "mid_to_display_name.tsv").write_text("".join(f"{m}\t{n}\n" for m, n in VOCAB))
+    mids = [m for m, _ in VOCAB[:6]]
+    for split, folder, per_class in (("train", "train", 5), ("eval", "eval", 3)):
+        rows, n = [], 0
+        (root / folder).mkdir(exist_ok=True)
+        for c in range(6):
+            for j in range(per_class):
+                seg, yt, start_ms = _segment(n, split)
+                events = [mids[c]] + ([mids[(c + 1) % 6]] if j % 2 else [])
+                # overlapping events; the same class twice in one segment
+                rows += [f"{seg}\t0.0\t{SECONDS * 0.7:.3f}\t{events[0]}\n",
+                         f"{seg}\t{SECONDS * 0.5:.3f}\t{SECONDS:.3f}\t{events[-1]}\n",
+                         f"{seg}\t{SECONDS * 0.8:.3f}\t{SECONDS:.3f}\t{events[0]}\n"]
+                if j == 0:
+                    rows.append(f"{seg}\t0.2\t0.4\t/m/07q6cd_\n")  # an event of a non-target class
+                rate, channels = FORMATS[n % len(FORMATS)]
+                sf.write(root / folder / f"Y{yt}_{start_ms}.wav", _wave(rng, events, rate, channels), rate,
+                         subtype="PCM_16")
+                n += 1
+        # a segment holding only a non-target class: in no list
+        seg, yt, start_ms = _segment(n, split)
+        rows.append(f"{seg}\t0.0\t{SECONDS}\t/m/07q6cd_\n")
+        sf.write(root / folder / f"Y{yt}_{start_ms}.wav", _wave(rng, [], 16000, 1), 16000, subtype="PCM_16")
+        if split == "train":
+            # bad clips, all Speech; the clip list is sorted by name, so they fall in shard 0
+            for seg in BAD.values():
+                rows.append(f"{seg}\t0.0\t{SECONDS}\t/m/09x0r\n")
+            (root / folder / f"Y{BAD['corrupt']}.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+            sf.write(root / folder / f"Y{BAD['empty']}.wav", np.zeros((0, 1)), 16000)
+        (root / f"audioset_{split}_strong.tsv").write_text(header + "".join(rows))
+
+
+def fix_bad_clips(root: Path) -> None:
+    rng = np.random.default_rng(1)
+    for seg in BAD.values():
+        sf.write(root / "train" / f"Y{seg}.wav", _wave(rng, ["/m/09x0r"], 16000, 1), 16000, subtype="PCM_16")
+
+
+def config(root: Path, on_bad_audio: str) -> dict:
+    return {
+        "run": {"datasets": ["audioset"], "norms": ["bn"], "methods": ["finetune", "indl_fd_od"], "seeds": [0]},
+        "datasets": {"audioset": {
+            "format": "audioset", "root": str(root), "classes": CLASSES, "phases": [2, 1, 1, 1, 1],
+            "train_splits": ["train"], "on_bad_audio": on_bad_audio, "shards": 2,
+            "features": {"sample_rate": 8000, "n_fft": 256, "win_length": 256, "hop_length": 80, "n_mels": 64,
+                         "f_min": 20.0, "f_max": 3900.0, "excerpt_seconds": SECONDS, "hop_seconds": SECONDS,
+                         "dtype": "float16"},
+        }},
+        "model": {"width": 4},
+        "training": {"in_memory": False,
+                     "base": {"epochs": 1, "batch_size": 8, "lr": 0.01, "lr_min": 0.0001},
+                     "incremental": {"epochs": 1, "batch_size": 8, "lr": 0.001, "lr_min": 0.0001}},
+        "methods": {"finetune": {"data": "current", "bce_on": "all"},
+                    "indl_fd_od": {"data": "current", "bce_on": "new", "feature_distill": 1.0,
+                                   "output_distill": "kl"}},
+        "cka": {"methods": ["indl_fd_od"], "batch_size": 8},
+    }
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "results/audioset/bn/report.html", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", *args, "--configfile", str(workdir / "config.yaml")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def _setup(tmp_path: Path, on_bad_audio: str) -> tuple[Path, Path]:
+    root, workdir = tmp_path / "AudioSet", tmp_path / "run"
+    make_audioset(root)
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config(root, on_bad_audio), sort_keys=False))
+    return root, workdir
+
+
+def test_skip_runs_to_the_report_and_counts_the_bad_clips(tmp_path):
+    root, workdir = _setup(tmp_path, "skip")
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = workdir / "results/audioset"
+
+    dev = pd.read_csv(res / "lists/clips_dev.tsv", sep="\t", dtype=str)
+    # the non-target-only segment is in no list; the bad ones are listed (the data says so)
+    assert len(dev) == 6 * 5 + len(BAD)
+    assert set(BAD.values()) <= set(dev["fname"].str.removeprefix("Y"))
+    assert any(f.startswith("Y-x") and f.count("_") >= 2 for f in dev["fname"])
+
+    report = (res / "bn/report.html").read_text()
+    assert f"{len(BAD)} clip(s) were skipped at feature extraction" in report
+    for seg in BAD.values():
+        assert seg in report
+    log = "".join(p.read_text() for p in (workdir / "logs/audioset").glob("extract_features_dev_shard*.log"))
+    for what, seg in BAD.items():
+        assert f"skipping clip 'Y{seg}'" in log, (what, log[-2000:])
+
+    metrics = pd.read_csv(res / "bn/metrics.tsv", sep="\t")
+    assert sorted(metrics["phase"].unique()) == [0, 1, 2, 3, 4]
+    assert set(metrics["method"]) == {"finetune", "indl_fd_od"}
+    # every good training clip was used: 30 excerpts (one per 2-s clip) of 6 classes, of 4 formats
+    import h5py
+
+    with h5py.File(res / "features/dev.h5", "r") as h5:
+        assert h5["features"].shape[0] == 6 * 5
+        assert h5["features"].dtype == np.float16
+        assert h5["features"].is_virtual
+
+
+def test_stop_names_the_file_keeps_finished_work_and_reruns_only_the_failed_part(tmp_path):
+    root, workdir = _setup(tmp_path, "stop")
+    # as the SLURM profile: one retry, and the attempt passed to the jobs as a resource
+    proc = snakemake(workdir, "--keep-going", "--retries", "1", "--default-resources", "attempt=attempt")
+    assert proc.returncode != 0
+    res = workdir / "results/audioset"
+    feats = res / "features"
+    # the bad clips sort first in the dev clip list: shard 0 of 2 fails, on the first of them
+    assert not (feats / "dev/shard0of2.h5").exists()
+    assert not list(feats.rglob("*.tmp*")), "a failed job left a partial file"
+    log = (workdir / "logs/audioset/extract_features_dev_shard0of2.log").read_text()
+    corrupt = root / "train" / f"Y{BAD['corrupt']}.wav"
+    assert f"cannot decode audio file {corrupt}" in log
+    # the retry stopped at once, repeating the message, instead of extracting the shard again
+    assert "not retried: this job stopped on bad input in its previous attempt" in log
+    assert "lists/clips_dev.tsv" in log and "on_bad_audio: skip" in log
+    # what did not need the failed job finished and is kept
+    kept = [res / "lists/clips_dev.tsv", feats / "dev/shard1of2.h5", feats / "eval.h5"]
+    for path in kept:
+        assert path.exists(), path
+    times = {p: os.stat(p).st_mtime_ns for p in kept}
+
+    fix_bad_clips(root)
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for path, t in times.items():
+        assert os.stat(path).st_mtime_ns == t, f"{path} was computed again"
+    import h5py
+
+    with h5py.File(feats / "dev.h5", "r") as h5:
+        assert h5["features"].shape[0] == 6 * 5 + len(BAD)
+    assert "were skipped at feature extraction" not in (res / "bn/report.html").read_text()

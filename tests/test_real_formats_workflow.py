@@ -54,8 +54,11 @@ def _wave(rng: np.random.Generator, mids: list[str], rate: int, channels: int) -
     return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
 
 
-def make_audioset(root: Path) -> None:
+def make_audioset(root: Path) -> dict[str, dict[str, set[str]]]:
+    """Writes the dataset; returns split -> audio file stem -> target classes of the good clips."""
     rng = np.random.default_rng(0)
+    truth: dict[str, dict[str, set[str]]] = {"train": {}, "eval": {}}
+    name_of = dict(VOCAB)
     header = "segment_id\tstart_time_seconds\tend_time_seconds\tlabel\n"
     (root / "mid_to_display_name.tsv").parent.mkdir(parents=True, exist_ok=True)
     (root / "mid_to_display_name.tsv").write_text("".join(f"{m}\t{n}\n" for m, n in VOCAB))
@@ -76,6 +79,7 @@ def make_audioset(root: Path) -> None:
                 rate, channels = FORMATS[n % len(FORMATS)]
                 sf.write(root / folder / f"Y{yt}_{start_ms}.wav", _wave(rng, events, rate, channels), rate,
                          subtype="PCM_16")
+                truth[split][f"Y{yt}_{start_ms}"] = {name_of[m] for m in events}
                 n += 1
         # a segment holding only a non-target class: in no list
         seg, yt, start_ms = _segment(n, split)
@@ -88,6 +92,7 @@ def make_audioset(root: Path) -> None:
             (root / folder / f"Y{BAD['corrupt']}.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
             sf.write(root / folder / f"Y{BAD['empty']}.wav", np.zeros((0, 1)), 16000)
         (root / f"audioset_{split}_strong.tsv").write_text(header + "".join(rows))
+    return truth
 
 
 def fix_bad_clips(root: Path) -> None:
@@ -195,3 +200,75 @@ def test_stop_names_the_file_keeps_finished_work_and_reruns_only_the_failed_part
     with h5py.File(feats / "dev.h5", "r") as h5:
         assert h5["features"].shape[0] == 6 * 5 + len(BAD)
     assert "were skipped at feature extraction" not in (res / "bn/report.html").read_text()
+
+
+def _papers_record(path: str, vector: list[int]) -> str:
+    """A record as the papers' code prints it: numpy's float array, wrapped after 3 entries."""
+    entries = [f"{v}." for v in vector]
+    lines = [" ".join(entries[i:i + 3]) for i in range(0, len(entries), 3)]
+    return f"{path}_[" + "\n ".join(lines) + "]"
+
+
+def write_papers_lists(folder: Path, truth: dict[str, dict[str, set[str]]], groups: list[list[str]]) -> None:
+    """The papers' list files of a split made independently of the library: phase k trains on
+    the clips holding a class of group k (vector over group k); the test list after phase k
+    holds the eval clips with a seen class (vector over every seen class)."""
+    folder.mkdir()
+    seen: list[str] = []
+    for k, group in enumerate(groups):
+        seen += group
+        train = [_papers_record(f"/data/Audioset/train/{f}.wav", [int(c in labels) for c in group])
+                 for f, labels in truth["train"].items() if labels & set(group)]
+        test = [_papers_record(f"/scratch/eval/{f}.wav", [int(c in labels) for c in seen])
+                for f, labels in truth["eval"].items() if labels & set(seen)]
+        (folder / f"train_phase_{k}.txt").write_text("\n".join(train) + "\n")
+        (folder / ("test_phase_" + "_".join(map(str, range(k + 1))) + ".txt")).write_text("\n".join(test) + "\n")
+
+
+def test_imported_papers_lists_run_without_the_metadata(tmp_path):
+    root, workdir = tmp_path / "AudioSet", tmp_path / "run"
+    truth = make_audioset(root)
+    groups = [CLASSES[:2]] + [[c] for c in CLASSES[2:]]
+    write_papers_lists(tmp_path / "papers", truth, groups)
+    # the published split and the audio are enough: the label TSVs are not needed
+    for tsv in ("audioset_train_strong.tsv", "audioset_eval_strong.tsv"):
+        (root / tsv).unlink()
+    cfg = config(root, "stop")
+    cfg["datasets"]["audioset"]["papers_lists"] = str(tmp_path / "papers")
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    # a papers' list file missing: the run stops at once, naming it and the key
+    moved = tmp_path / "papers/test_phase_0_1.txt"
+    moved.rename(tmp_path / "aside.txt")
+    proc = snakemake(workdir, "-n")
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert str(moved) in text and "datasets.audioset.papers_lists" in text
+    (tmp_path / "aside.txt").rename(moved)
+
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lists = workdir / "results/audioset/lists"
+    seen: list[str] = []
+    for k, group in enumerate(groups):
+        seen += group
+        train = pd.read_csv(lists / f"train_phase{k}.tsv", sep="\t", dtype=str, keep_default_na=False)
+        expected = {f: sorted(labels & set(group)) for f, labels in truth["train"].items() if labels & set(group)}
+        assert dict(zip(train["fname"], train["labels"].str.split("|").map(sorted))) == expected
+        test = pd.read_csv(lists / f"test_phase{k}.tsv", sep="\t", dtype=str, keep_default_na=False)
+        expected = {f: sorted(labels & set(seen)) for f, labels in truth["eval"].items() if labels & set(seen)}
+        assert dict(zip(test["fname"], test["labels"].str.split("|").map(sorted))) == expected
+    report = (workdir / "results/audioset/bn/report.html").read_text()
+    assert f"imported from the papers&#x27; list files in {tmp_path / 'papers'}" in report or \
+        f"imported from the papers' list files in {tmp_path / 'papers'}" in report
+    metrics = pd.read_csv(workdir / "results/audioset/bn/metrics.tsv", sep="\t")
+    assert sorted(metrics["phase"].unique()) == [0, 1, 2, 3, 4]
+
+    # editing a papers' list (its first record dropped) makes the lists, and what they feed, run again
+    path = tmp_path / "papers/train_phase_4.txt"
+    path.write_text("\n".join(path.read_text().split("\n")[1:]))
+    proc = snakemake(workdir, "-n", "--quiet", "rules")
+    assert proc.returncode == 0
+    assert "make_lists_audioset" in proc.stdout and "train_incremental" in proc.stdout
+

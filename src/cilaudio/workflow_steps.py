@@ -49,13 +49,17 @@ def read_class_list(classes: Sequence[str] | str | None, vocabulary: Sequence[st
 
 def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequence[int],
                assignment: str, train_splits: Sequence[str], format: str = "fsd50k",
-               files: Mapping[str, Any] | None = None) -> None:
-    """Phase lists of a dataset: classes.tsv, train/test lists, clips per split."""
+               files: Mapping[str, Any] | None = None, papers_lists: str | None = None) -> None:
+    """Phase lists of a dataset: classes.tsv, train/test lists, clips per split. Made from the
+    dataset's metadata, or imported from the papers' list files in ``papers_lists``."""
     import pandas as pd
 
     from .datasets import open_dataset
 
     ds = open_dataset(format, root, files)
+    if papers_lists:
+        import_lists(outputs=outputs, ds=ds, classes=classes, phases=phases, folder=papers_lists)
+        return
     vocab = ds.load_vocabulary()["label"].tolist()
     names, source = read_class_list(classes, vocab)
     split = PhaseSplit.from_sizes(match_classes(names, vocab, source=source), phases)
@@ -75,6 +79,27 @@ def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequen
     L.write_list(pd.DataFrame({"fname": eval_clips, "labels": "", "all_labels": ""}), outputs["clips_eval"])
     for k, (tr, te) in enumerate(zip(train_lists, test_lists)):
         log.info(f"phase {k}: {len(split.groups[k])} classes, {len(tr)} training clips, {len(te)} test clips")
+
+
+def import_lists(*, outputs: Mapping[str, Any], ds, classes, phases: Sequence[int], folder: str) -> None:
+    """The lists of a published split: the papers' list files in ``folder``, read in the class
+    order ``classes`` (the order of their label vectors). The names are checked against the
+    dataset's vocabulary when its metadata is there (the audio alone is enough to run)."""
+    from .paper_lists import import_paper_lists
+
+    names, source = read_class_list(classes, [])
+    if all(Path(p).exists() for p in ds.metadata_files()):
+        names = match_classes(names, ds.load_vocabulary()["label"].tolist(), source=source)
+    else:
+        log.info(f"the dataset's metadata is not there: class names taken as given in {source}")
+    split = PhaseSplit.from_sizes(names, phases)
+    written = import_paper_lists(folder, Path(outputs["classes"]).parent, split)
+    expected = {"classes": outputs["classes"], "clips_dev": outputs["clips_dev"],
+                "clips_eval": outputs["clips_eval"], "train": list(outputs["train"]), "test": list(outputs["test"])}
+    got = {k: ([str(p) for p in v] if isinstance(v, list) else str(v)) for k, v in written.items()}
+    if got != {k: ([str(p) for p in v] if isinstance(v, list) else str(v)) for k, v in expected.items()}:
+        raise RuntimeError(f"imported lists were written as {got}, the workflow expects {expected}")
+    log.info(f"imported {split.n_phases} training and {split.n_phases} test lists from {folder}")
 
 
 def extract_features(*, clips: str, root: str, split: str, out: str, settings: Mapping[str, Any],
@@ -244,6 +269,9 @@ def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str
         "seeds": ", ".join(str(s) for s in run["seeds"]),
         "clip assignment": f"{ds['assignment']}: {L.ASSIGNMENTS[ds['assignment']]}",
     }
+    if ds.get("papers_lists"):
+        del setup["clip assignment"]
+        setup["lists"] = f"imported from the papers' list files in {ds['papers_lists']}"
     for k, group in enumerate(split.groups):
         setup[f"phase {k} ({len(group)} classes)"] = ", ".join(group)
     repo = repo_dir or Path(__file__).resolve().parents[2]

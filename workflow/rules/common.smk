@@ -28,6 +28,11 @@ def _check_config():
                 f"datasets.{name}: set `root` (the folder of a downloaded dataset) "
                 "or `generate: {activate: true}` (the built-in benchmark)"
             )
+        if ds["papers_lists"] and ds["classes"] is None:
+            errors.append(
+                f"datasets.{name}.papers_lists needs datasets.{name}.classes: the class names in "
+                "the order of the lists' label vectors (a list, or a file with one name per line)"
+            )
     if errors:
         raise ValueError("config error:\n  " + "\n  ".join(errors))
 
@@ -125,6 +130,31 @@ def metadata_files(dataset):
     return files
 
 
+def papers_list_files(dataset):
+    """The papers' list files in `datasets.<dataset>.papers_lists`; stops at once, naming the
+    key and the expected names, when one is missing."""
+    from cilaudio.paper_lists import paper_list_names
+
+    folder = Path(config["datasets"][dataset]["papers_lists"])
+    names = [n for pair in paper_list_names(n_phases(dataset)) for n in pair]
+    missing = [str(folder / n) for n in names if not (folder / n).is_file()]
+    if missing and dataset in requested_datasets():
+        raise FileNotFoundError(
+            f"dataset {dataset!r}: {len(missing)} of the papers' list files are missing, e.g. "
+            f"{missing[0]}. datasets.{dataset}.papers_lists must name the folder holding "
+            f"{', '.join(names)}; set it to null to make the lists from the dataset's metadata."
+        )
+    return [str(folder / n) for n in names]
+
+
+def list_sources(dataset):
+    """What a dataset's lists are made from: the papers' list files when they are imported,
+    else the dataset's metadata."""
+    if config["datasets"][dataset]["papers_lists"]:
+        return papers_list_files(dataset)
+    return metadata_files(dataset)
+
+
 def requested_datasets():
     """Datasets named by the command line targets, or by run.datasets when there are none."""
     targets = [str(t) for t in workflow.targets] if hasattr(workflow, "targets") else []
@@ -141,6 +171,8 @@ def list_params(dataset):
             "phases": ds["phases"],
             "assignment": ds["assignment"],
             "train_splits": ds["train_splits"],
+            # only when set: adding the key would change every existing run's params
+            **({"papers_lists": ds["papers_lists"]} if ds["papers_lists"] else {}),
         }
     )
 

@@ -29,7 +29,7 @@ for _dataset in DATASETS:
         name:
             f"make_lists_{_dataset}"
         input:
-            metadata_files(_dataset),
+            list_sources(_dataset),
         output:
             classes=f"results/{_dataset}/lists/classes.tsv",
             clips_dev=f"results/{_dataset}/lists/clips_dev.tsv",

@@ -164,3 +164,30 @@ def test_features_of_another_config_are_refused(prepared, tmp_path):
                      features=str(prepared / "dev.h5"), out=str(tmp_path / "p0.pt"), norm="bn", seed=0,
                      model=MODEL, optim=OPTIM0, loader=LOADER, feature_settings=other)
     assert not (tmp_path / "p0.pt").exists()
+
+
+def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
+    """features_on_gpu holds the phase's features on the GPU when they take at most half of its
+    free memory, and streams them otherwise (checked without a GPU: the free memory is faked
+    and only the loader's kind is looked at, no batch is made)."""
+    import h5py
+
+    from cilaudio import train as T
+
+    split = read_classes(prepared / "lists/classes.tsv")
+    data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+                        features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings())
+    with h5py.File(prepared / "dev.h5", "r") as h5:
+        need = h5["features"][np.sort(data.table.rows)].nbytes  # the rows this phase trains on
+    cuda = torch.device("cuda")
+    made = []
+    monkeypatch.setattr(T, "DeviceBatches", lambda *a, **k: made.append("gpu") or "gpu")
+    settings = LoaderSettings(features_on_gpu=True)
+    for free, expected in ((2 * need, "gpu"), (2 * need - 1, "stream")):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 4 * free))
+        assert T.features_fit_on_gpu(data, cuda) == (expected == "gpu")
+        loader = T._loader(data, 8, settings, 0, cuda, len(data))
+        assert (loader == "gpu") == (expected == "gpu")
+        if expected == "stream":
+            assert isinstance(loader, torch.utils.data.DataLoader)
+    assert made == ["gpu"]

@@ -143,11 +143,32 @@ class DeviceBatches:
             yield self.x[i].float(), self.y[i]
 
 
+GPU_FEATURE_SHARE = 0.5  # features_on_gpu: at most this share of the GPU's free memory
+
+
+def features_fit_on_gpu(dataset: FeatureDataset, device: torch.device) -> bool:
+    """Whether ``dataset``'s features (in their stored dtype) take at most GPU_FEATURE_SHARE of
+    the free memory of ``device``, leaving the rest to the model, activations and optimiser.
+    Says so in the log either way."""
+    import h5py
+
+    with h5py.File(dataset.h5_path, "r") as h5:
+        feats = h5["features"]
+        need = len(dataset) * int(np.prod(feats.shape[1:])) * feats.dtype.itemsize
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = need <= GPU_FEATURE_SHARE * free
+    log.log(logging.INFO if fits else logging.WARNING,
+            f"features_on_gpu: the phase's features need {need / 2**30:.2f} GiB, the GPU has "
+            f"{free / 2**30:.2f} GiB free: " + ("held on the GPU" if fits else
+                                                f"more than {GPU_FEATURE_SHARE:.0%} of it, streamed instead"))
+    return fits
+
+
 def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, seed: int,
             device: torch.device, epoch_size: int) -> DataLoader | DeviceBatches:
     gen = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=False, num_samples=epoch_size, generator=gen)
-    if loader.features_on_gpu and device.type == "cuda":
+    if loader.features_on_gpu and device.type == "cuda" and features_fit_on_gpu(dataset, device):
         return DeviceBatches(dataset, sampler, batch_size, device)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=False,

@@ -389,10 +389,77 @@ def child_model_speed(a: dict) -> dict:
     return out
 
 
+def _ten_second_features(path: Path, n: int) -> None:
+    """``n`` random 10-s excerpts (1001 x 64 float16) in the workflow's HDF5 layout; the content
+    does not matter for speed. Kept for the next run of the same size."""
+    import h5py
+    import numpy as np
+
+    if path.exists():
+        return
+    rng = np.random.default_rng(0)
+    tmp = path.with_name(path.name + ".part")
+    with h5py.File(tmp, "w") as h5:
+        feats = h5.create_dataset("features", shape=(n, 1001, 64), dtype="float16", chunks=(1, 1001, 64))
+        for i in range(0, n, 256):
+            m = min(256, n - i)
+            feats[i:i + m] = rng.standard_normal((m, 1001, 64), dtype=np.float32).astype(np.float16)
+        h5.create_dataset("fname", data=np.array([f"c{i}" for i in range(n)], dtype=object),
+                          dtype=h5py.string_dtype())
+        h5.create_dataset("start", data=np.zeros(n, dtype="float32"))
+    tmp.rename(path)
+
+
+def child_fit_speed(a: dict) -> dict:
+    """The workflow's training loop end to end: ``train._fit`` streaming 10-s float16 excerpts
+    from HDF5 through the DataLoader (workers, pinned memory and non-blocking copies on CUDA),
+    one epoch of ``steps`` updates, start-up included."""
+    import numpy as np
+    import torch
+
+    from cilaudio.data import ExcerptTable, FeatureDataset
+    from cilaudio.losses import bce_loss
+    from cilaudio.model import CNN14, ModelSettings
+    from cilaudio.train import LoaderSettings, OptimSettings, _fit
+
+    path = Path(a["features"])
+    _ten_second_features(path, a["clips"])
+    dev = torch.device(a["device"])
+    torch.set_num_threads(a["threads"])
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n = a["clips"]
+    table = ExcerptTable(rows=np.arange(n), targets=(rng.random((n, N_CLASSES)) < 0.05).astype(np.float32),
+                         clip=np.arange(n))
+    data = FeatureDataset(path, table)
+    model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=N_CLASSES)).to(dev)
+
+    def step_loss(x, y):
+        logits, _ = model(x)
+        loss = bce_loss(logits, y, 10.0)
+        return loss, {"bce": loss.item()}
+
+    out = {"device": str(dev), "workers": a["workers"], "width": a["width"], "threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(dev)
+    for precision in a["precisions"]:
+        loader = LoaderSettings(num_workers=a["workers"], in_memory=False, precision=precision)
+        t0 = time.perf_counter()
+        _fit(model=model, data=data, optim=OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4),
+             loader=loader, seed=0, device=dev, step_loss=step_loss, what="benchmark",
+             epoch_size=a["steps"] * BATCH)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        out[precision] = {"clips_per_s": a["steps"] * BATCH / dt, "seconds": dt, "steps": a["steps"]}
+    out.update(_memory())
+    return out
+
+
 CHILDREN = {
     "probe": child_probe, "generate": child_generate, "lists": child_lists, "extract": child_extract,
     "join": child_join, "train_epoch": child_train_epoch, "loader": child_loader, "share": child_share,
-    "model_speed": child_model_speed,
+    "model_speed": child_model_speed, "fit_speed": child_fit_speed,
 }
 
 
@@ -514,6 +581,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "reference loader gets a tenth, at least 10)")
     p.add_argument("--share-steps", type=int, default=None,
                    help="timed training steps of the loading-share stage (default 60, 25 with --quick)")
+    p.add_argument("--fit-clips", type=int, default=2000,
+                   help="10-s excerpts of the end-to-end training-loop file (random float16, kept in --workdir)")
+    p.add_argument("--fit-steps", type=int, default=60, help="updates of the end-to-end GPU measurement")
+    p.add_argument("--gpu-workers", type=int, default=min(8, cores),
+                   help="loader workers of the end-to-end GPU measurement (the presets use 8)")
     p.add_argument("--no-wide-cpu", action="store_true",
                    help="on a CPU, skip the full-width model (1-s clips, a couple of steps)")
     p.add_argument("--seed", type=int, default=0, help="generator seed of the dataset")
@@ -689,7 +761,19 @@ def main(argv=None) -> int:
         raw["gpu"] = r
         for prec in ("fp32", "bf16"):
             figs.add(f"GPU width {WIDE}, 10-s clips, {prec}: training throughput", r[prec]["clips_per_s"],
-                     "clips/s", note=f"{r['gpu']}, peak {r[prec]['peak_gpu_mb']:.0f} MB")
+                     "clips/s", note=f"{r['gpu']}, peak {r[prec]['peak_gpu_mb']:.0f} MB; inputs already on the GPU")
+        fit = b.run("fit_speed", {"device": "cuda", "width": WIDE, "clips": a.fit_clips, "steps": a.fit_steps,
+                                  "workers": a.gpu_workers, "threads": 1, "precisions": ["fp32", "bf16"],
+                                  "features": str(a.workdir / f"features-10s-{a.fit_clips}.h5")},
+                    "gpu-fit", f"GPU training loop end to end, width {WIDE}, 10-s float16 excerpts streamed "
+                    f"from HDF5, {a.gpu_workers} loader workers, {a.fit_steps} steps")
+        raw["gpu_fit"] = fit
+        for prec in ("fp32", "bf16"):
+            rate = fit[prec]["clips_per_s"]
+            figs.add(f"GPU width {WIDE}, 10-s clips, {prec}, streamed from HDF5: training throughput", rate,
+                     "clips/s", note=f"{a.gpu_workers} workers; start-up included")
+            figs.add(f"GPU {prec}: streamed / inputs on the GPU", rate / r[prec]["clips_per_s"], "",
+                     note="near 1: the loader keeps the GPU busy")
     else:
         b.say("GPU training throughput (width 64, 10-s clips): needs CUDA, skipped")
         figs.add(f"GPU width {WIDE}, 10-s clips: training throughput", "needs CUDA", target="", ok=None)
@@ -700,6 +784,17 @@ def main(argv=None) -> int:
             raw["wide_cpu"] = r
             figs.add(f"CPU width {WIDE}, 1-s clips, fp32: training throughput", r["fp32"]["clips_per_s"],
                      "clips/s", note=f"{r['threads']} torch threads")
+
+    if not probe["cuda"] and not a.quick:
+        # the same end-to-end loop on the CPU at the narrow width: checks the path a GPU run takes
+        fit = b.run("fit_speed", {"device": "cpu", "width": NARROW, "clips": a.fit_clips, "steps": 10,
+                                  "workers": 0, "threads": a.threads, "precisions": ["fp32"],
+                                  "features": str(a.workdir / f"features-10s-{a.fit_clips}.h5")},
+                    "cpu-fit", f"CPU training loop end to end, width {NARROW}, 10-s float16 excerpts streamed "
+                    "from HDF5, 10 steps")
+        raw["cpu_fit"] = fit
+        figs.add(f"CPU width {NARROW}, 10-s clips, streamed from HDF5: training throughput",
+                 fit["fp32"]["clips_per_s"], "clips/s", note=f"{fit['threads']} torch threads; start-up included")
 
     # summary ---------------------------------------------------------------------------------
     b.say("done")

@@ -94,11 +94,12 @@ def import_lists(*, outputs: Mapping[str, Any], ds, classes, phases: Sequence[in
         log.info(f"the dataset's metadata is not there: class names taken as given in {source}")
     split = PhaseSplit.from_sizes(names, phases)
     written = import_paper_lists(folder, Path(outputs["classes"]).parent, split)
-    expected = {"classes": outputs["classes"], "clips_dev": outputs["clips_dev"],
-                "clips_eval": outputs["clips_eval"], "train": list(outputs["train"]), "test": list(outputs["test"])}
-    got = {k: ([str(p) for p in v] if isinstance(v, list) else str(v)) for k, v in written.items()}
-    if got != {k: ([str(p) for p in v] if isinstance(v, list) else str(v)) for k, v in expected.items()}:
-        raise RuntimeError(f"imported lists were written as {got}, the workflow expects {expected}")
+
+    def paths(files: Mapping[str, Any]) -> list[str]:
+        return sorted(str(p) for v in files.values() for p in (v if isinstance(v, list) else [v]))
+
+    if paths(written) != paths(outputs):  # the importer's file names are the rule's outputs
+        raise RuntimeError(f"imported lists were written as {paths(written)}, the rule declares {paths(outputs)}")
     log.info(f"imported {split.n_phases} training and {split.n_phases} test lists from {folder}")
 
 

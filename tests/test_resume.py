@@ -19,7 +19,7 @@ from cilaudio.train import resume_path
 EPOCHS = 4
 
 
-def _command(root: Path, out: Path) -> list[str]:
+def _command(root: Path, out: Path, workers: int = 0) -> list[str]:
     code = f"""
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -27,13 +27,13 @@ from cilaudio import workflow_steps as W
 W.train_base(classes={str(root / 'lists/classes.tsv')!r}, train_list={str(root / 'lists/train_phase0.tsv')!r},
              features={str(root / 'dev.h5')!r}, out={str(out)!r}, norm="bn", seed=5,
              model=dict(width=4), optim=dict(epochs={EPOCHS}, batch_size=4, lr=0.01, lr_min=1e-4),
-             loader=dict(num_workers=0, in_memory=False))
+             loader=dict(num_workers={workers}, in_memory=False))
 """
     return [sys.executable, "-c", code]
 
 
-def _run(root: Path, out: Path) -> str:
-    proc = subprocess.run(_command(root, out), capture_output=True, text=True, timeout=300)
+def _run(root: Path, out: Path, workers: int = 0) -> str:
+    proc = subprocess.run(_command(root, out, workers), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 
@@ -52,11 +52,13 @@ def uninterrupted(prepared, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("sig, after_epochs", [(signal.SIGKILL, 1), (signal.SIGTERM, 2)])
-def test_killed_training_resumes_from_last_epoch(prepared, uninterrupted, tmp_path, sig, after_epochs):
+# the uninterrupted run has no loader workers: with 2, the resumed run must still end the same
+@pytest.mark.parametrize("sig, after_epochs, workers", [(signal.SIGKILL, 1, 0), (signal.SIGTERM, 2, 0),
+                                                        (signal.SIGKILL, 2, 2)])
+def test_killed_training_resumes_from_last_epoch(prepared, uninterrupted, tmp_path, sig, after_epochs, workers):
     out = tmp_path / "phase0.pt"
     state = resume_path(out)
-    proc = subprocess.Popen(_command(prepared, out), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command(prepared, out, workers), stderr=subprocess.PIPE, text=True)
     seen = 0
     deadline = time.monotonic() + 120
     while seen < after_epochs and time.monotonic() < deadline:
@@ -68,7 +70,7 @@ def test_killed_training_resumes_from_last_epoch(prepared, uninterrupted, tmp_pa
     proc.wait(timeout=60)
     assert not out.exists()
     assert state.exists()
-    log = _run(prepared, out)
+    log = _run(prepared, out, workers)
     assert f"resuming after epoch {after_epochs} of {EPOCHS}" in log
     assert f"epoch 1/{EPOCHS}" not in log  # the finished epochs were not trained again
     assert _same(out, uninterrupted)

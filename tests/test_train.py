@@ -20,10 +20,10 @@ LOADER = dict(num_workers=0, in_memory=False)
 MODEL = dict(width=4, dropout=0.2)
 
 
-def _base(root: Path, out: Path, seed: int = 0) -> None:
+def _base(root: Path, out: Path, seed: int = 0, loader: dict = LOADER) -> None:
     W.train_base(classes=str(root / "lists/classes.tsv"), train_list=str(root / "lists/train_phase0.tsv"),
                  features=str(root / "dev.h5"), out=str(out), norm="bn", seed=seed, model=MODEL,
-                 optim=OPTIM0, loader=LOADER)
+                 optim=OPTIM0, loader=loader)
 
 
 def _incremental(root: Path, previous: Path, out: Path, method: dict, phase: int = 1, lists=None) -> None:
@@ -191,3 +191,38 @@ def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
         if expected == "stream":
             assert isinstance(loader, torch.utils.data.DataLoader)
     assert made == ["gpu"]
+
+
+def test_loader_workers_give_the_same_batches_as_the_main_process(prepared):
+    """With workers, batches are handed over in groups and cut back (GroupedBatches): the
+    batches, the last partial one included, are those of a plain DataLoader on the same seed."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from cilaudio import train as T
+
+    split = read_classes(prepared / "lists/classes.tsv")
+    data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+                        features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings())
+    epoch = len(data) - 3  # not a multiple of the batch nor of the group
+    assert epoch % 8 and epoch % (8 * T.TRANSFER_GROUP)
+    plain = DataLoader(data, batch_size=8, sampler=RandomSampler(
+        data, num_samples=epoch, generator=torch.Generator().manual_seed(5)))
+    grouped = T._loader(data, 8, LoaderSettings(num_workers=2), 5, torch.device("cpu"), epoch)
+    assert isinstance(grouped, T.GroupedBatches)
+    for _ in range(2):  # two epochs: the persistent workers go on with the sampler's generator
+        expected = list(plain)
+        got = list(grouped)
+        assert [len(x) for x, _ in got] == [len(x) for x, _ in expected]
+        assert len(got[-1][0]) == epoch % 8
+        for (x, y), (xe, ye) in zip(got, expected):
+            assert torch.equal(x, xe) and torch.equal(y, ye)
+
+
+def test_loader_workers_train_the_same_model(prepared, tmp_path):
+    """Two epochs streamed through 2 loader workers give the same weights as without workers."""
+    _base(prepared, tmp_path / "w0.pt")
+    _base(prepared, tmp_path / "w2.pt", loader=dict(LOADER, num_workers=2))
+    (m0, _), (m2, _) = (load_checkpoint(tmp_path / f"{n}.pt") for n in ("w0", "w2"))
+    s0, s2 = m0.state_dict(), m2.state_dict()
+    assert all(torch.equal(s0[k], s2[k]) for k in s0)
+

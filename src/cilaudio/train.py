@@ -143,6 +143,26 @@ class DeviceBatches:
             yield self.x[i].float(), self.y[i]
 
 
+class GroupedBatches:
+    """Loader workers hand over ``group`` batches at once (one DataLoader batch of
+    ``group * batch_size`` items), cut back into batches of ``batch_size`` here. Handing a batch
+    from a worker to the training process (shared memory, a file descriptor sent over a socket)
+    costs as much as reading a batch of 1-s excerpts from HDF5; grouping pays it once per
+    ``group`` batches. The sampler's order is kept, so the batches are the same as those of a
+    DataLoader of ``batch_size`` (the last, partial one included)."""
+
+    def __init__(self, dataset, sampler: RandomSampler, batch_size: int, group: int, **kwargs) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+        self.loader = DataLoader(dataset, batch_size=batch_size * group, sampler=sampler, drop_last=False,
+                                 **kwargs)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            for i in range(0, len(x), self.batch_size):
+                yield x[i:i + self.batch_size], y[i:i + self.batch_size]
+
+
+TRANSFER_GROUP = 4  # batches per hand-over from a loader worker (see GroupedBatches)
 GPU_FEATURE_SHARE = 0.5  # features_on_gpu: at most this share of the GPU's free memory
 
 
@@ -165,16 +185,20 @@ def features_fit_on_gpu(dataset: FeatureDataset, device: torch.device) -> bool:
 
 
 def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, seed: int,
-            device: torch.device, epoch_size: int) -> DataLoader | DeviceBatches:
+            device: torch.device, epoch_size: int) -> DataLoader | GroupedBatches | DeviceBatches:
     gen = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=False, num_samples=epoch_size, generator=gen)
     if loader.features_on_gpu and device.type == "cuda" and features_fit_on_gpu(dataset, device):
         return DeviceBatches(dataset, sampler, batch_size, device)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=False,
-        num_workers=loader.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=loader.num_workers > 0,
-    )
+    # The DataLoader draws its workers' base seed from this generator, not from the global RNG
+    # (which it would touch at every epoch without workers and only once with persistent ones):
+    # the model's randomness (dropout) is then the same with and without workers, and on resume.
+    workers_gen = torch.Generator().manual_seed(seed)
+    if loader.num_workers > 0:
+        return GroupedBatches(dataset, sampler, batch_size, TRANSFER_GROUP, num_workers=loader.num_workers,
+                              pin_memory=device.type == "cuda", persistent_workers=True, generator=workers_gen)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False,
+                      pin_memory=device.type == "cuda", generator=workers_gen)
 
 
 def autocast(device: torch.device, precision: str):

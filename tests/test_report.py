@@ -118,6 +118,13 @@ def test_findings_method_between():
     assert "25.0 %" in indl  # (0.405 - 0.305) / 0.4
 
 
+def test_findings_warn_when_there_is_one_seed():
+    one = findings(make_table({"finetune": 0.3, "joint": 0.7, "indl_fd_od": 0.4}, seeds=(0,)))
+    two = findings(make_table({"finetune": 0.3, "joint": 0.7, "indl_fd_od": 0.4}, seeds=(0, 1)))
+    assert any("ONE seed" in s for s in one)
+    assert not any("ONE seed" in s for s in two)
+
+
 def test_findings_only_present_methods():
     f = findings(make_table({"indl_fd_od": 0.4}))
     text = " ".join(f)

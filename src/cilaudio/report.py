@@ -144,7 +144,16 @@ def findings(table: pd.DataFrame) -> list[str]:
                            f"the upper bound ({detail}).")
             else:
                 out.append(f"{prefix}{m} lands between finetune and joint ({detail}).")
+    if not table.empty and int(table.groupby(["dataset", "norm", "method"])["seed"].nunique().max()) == 1:
+        out.append(SINGLE_SEED)
     return out
+
+
+SINGLE_SEED = (
+    "Every figure here comes from ONE seed, so no spread was measured. On the built-in "
+    "benchmark, a change of the dropout masks alone moved a method's share of the gap by more "
+    "than 20 percentage points, so do not rank methods or norms on small differences. Add "
+    "seeds (run.seeds) to get the bands over seeds.")
 
 
 # ----------------------------------------------------------------------------- HTML helpers

@@ -37,6 +37,7 @@ from cilaudio.report import (
     _figure_html,
     _html_table,
     _pm,
+    _provenance_html,
     provenance as _provenance,
 )
 from cilaudio.tidy import summary_table
@@ -491,13 +492,7 @@ def write_comparison(
 
     if provenance:
         h.append("<h2>Provenance</h2>")
-        rows = []
-        for k, v in provenance.items():
-            if isinstance(v, Mapping):
-                rows.extend([f"{k}: {kk}", vv] for kk, vv in v.items())
-            else:
-                rows.append([k, v])
-        h.append(_html_table(["item", "value"], rows))
+        h.append(_provenance_html(provenance))
     h.append("</body></html>")
     write_text(out_html, "\n".join(h) + "\n")
 

@@ -35,7 +35,7 @@ import pandas as pd
 from . import lists as L
 from .phases import PhaseSplit
 
-__all__ = ["parse_paper_list", "to_list_frame", "import_paper_lists", "paper_list_names", "clip_stem"]
+__all__ = ["parse_paper_list", "to_list_frame", "import_paper_lists", "paper_list_names", "missing_paper_lists", "clip_stem"]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,13 @@ def paper_list_names(n_phases: int) -> list[tuple[str, str]]:
             for k in range(n_phases)]
 
 
+def missing_paper_lists(folder: str | os.PathLike, n_phases: int) -> tuple[list[str], list[Path]]:
+    """The standard file names of ``n_phases`` phases in one flat list, and the paths of those
+    that ``folder`` lacks."""
+    names = [n for pair in paper_list_names(n_phases) for n in pair]
+    return names, [Path(folder) / n for n in names if not (Path(folder) / n).is_file()]
+
+
 def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike, split: PhaseSplit, *,
                        classes: Sequence[str] | None = None) -> dict[str, list[Path] | Path]:
     """Convert ``folder``'s papers' lists into our lists in ``out_folder``.
@@ -214,11 +221,11 @@ def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike,
     folder, out_folder = Path(folder), Path(out_folder)
     classes = list(split.classes if classes is None else classes)
     names = paper_list_names(split.n_phases)
-    missing = [folder / n for pair in names for n in pair if not (folder / n).is_file()]
+    expected, missing = missing_paper_lists(folder, split.n_phases)
     if missing:
         raise FileNotFoundError(
             f"papers' list file(s) missing in {folder}: {', '.join(str(p) for p in missing)} "
-            f"(expected {', '.join(n for pair in names for n in pair)})"
+            f"(expected {', '.join(expected)})"
         )
     parsed = {kind: [parse_paper_list(folder / pair[i]) for pair in names]
               for i, kind in enumerate(KINDS)}

@@ -133,11 +133,10 @@ def metadata_files(dataset):
 def papers_list_files(dataset):
     """The papers' list files in `datasets.<dataset>.papers_lists`; stops at once, naming the
     key and the expected names, when one is missing."""
-    from cilaudio.paper_lists import paper_list_names
+    from cilaudio.paper_lists import missing_paper_lists
 
     folder = Path(config["datasets"][dataset]["papers_lists"])
-    names = [n for pair in paper_list_names(n_phases(dataset)) for n in pair]
-    missing = [str(folder / n) for n in names if not (folder / n).is_file()]
+    names, missing = missing_paper_lists(folder, n_phases(dataset))
     if missing and dataset in requested_datasets():
         raise FileNotFoundError(
             f"dataset {dataset!r}: {len(missing)} of the papers' list files are missing, e.g. "

@@ -31,7 +31,8 @@ import pytest
 from cilaudio.comparison import make_comparison
 from cilaudio.plots import plot_cka_diagonal, plot_cka_heatmaps, plot_metric_curves
 from cilaudio.report import write_report
-from cilaudio.tidy import COLUMNS, write_tsv
+from cilaudio.tidy import write_tsv
+from metric_tables import metric_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"block{b}.{k}" for b in range(1, 7) for k in ("conv1", "norm1", "conv2", "norm2")] + ["classifier"]
@@ -174,21 +175,9 @@ def assert_not_blank(img: np.ndarray) -> None:
 
 
 def make_table(norm: str, final: dict[str, float], *, seeds=(0, 1), phases=3) -> pd.DataFrame:
-    rows = []
-    for m, fin in final.items():
-        for s in seeds:
-            for k in range(phases):
-                base = 0.8 + (fin - 0.8) * k / (phases - 1) + 0.01 * s
-                for subset, v in (("all", base - 0.1), ("base", base)):
-                    for metric in ("map", "f1_micro", "f1_macro", "lwlrap", "map_thresholded_ref",
-                                   "lwlrap_thresholded_ref"):
-                        rows.append(("synth", norm, m, s, k, subset, metric, v))
-                for metric in ("map", "lwlrap", "f1_micro", "f1_macro"):
-                    rows.append(("synth", norm, m, s, k, "base", f"forgetting_{metric}", 0.8 + 0.01 * s - base))
-                for g in range(k + 1):
-                    rows.append(("synth", norm, m, s, k, f"group{g}", "map", 0.7 - 0.1 * (k - g) * (1 - fin)))
-                rows.append(("synth", norm, m, s, k, "class:Dog <b>", "ap", 0.5))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    """Group mAP decays with the phases since the group was learnt; a class name with markup."""
+    return metric_table(final, norm=norm, seeds=seeds, phases=phases,
+                        group_map=lambda k, g, fin: 0.7 - 0.1 * (k - g) * (1 - fin), class_name="class:Dog <b>")
 
 
 def write_cka(path: Path, method: str, phase: int, drift: float) -> Path:

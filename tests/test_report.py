@@ -13,29 +13,15 @@ import pytest
 
 from cilaudio.plots import plot_cka_diagonal, plot_cka_heatmaps, plot_metric_curves
 from cilaudio.report import findings, provenance, write_report
-from cilaudio.tidy import COLUMNS
+from metric_tables import metric_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"block{b}.{k}" for b in range(1, 7) for k in ("conv1", "norm1", "conv2", "norm2")] + ["classifier"]
 
 
 def make_table(final_base: dict[str, float], *, seeds=(0, 1), phases=3) -> pd.DataFrame:
-    """Long table: base mAP falls linearly from 0.8 (phase 0) to final_base[m] (last phase)."""
-    rows = []
-    for m, fin in final_base.items():
-        for s in seeds:
-            for k in range(phases):
-                base = 0.8 + (fin - 0.8) * k / (phases - 1) + 0.01 * s
-                for subset, v in (("all", base - 0.1), ("base", base)):
-                    for metric in ("map", "f1_micro", "f1_macro", "lwlrap", "map_thresholded_ref",
-                                   "lwlrap_thresholded_ref"):
-                        rows.append(("synth", "bn", m, s, k, subset, metric, v))
-                for metric in ("map", "lwlrap", "f1_micro", "f1_macro"):
-                    rows.append(("synth", "bn", m, s, k, "base", f"forgetting_{metric}", 0.8 + 0.01 * s - base))
-                for g in range(k + 1):
-                    rows.append(("synth", "bn", m, s, k, f"group{g}", "map", 0.5 + 0.1 * g))
-                rows.append(("synth", "bn", m, s, k, "class:Dog", "ap", 0.5))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    """Base mAP falls linearly from 0.8 (phase 0) to final_base[m] (last phase)."""
+    return metric_table(final_base, seeds=seeds, phases=phases)
 
 
 def write_cka(path: Path, method: str, phase: int, seed: int = 0) -> Path:

@@ -305,21 +305,18 @@ def child_loader(a: dict) -> dict:
 def child_share(a: dict) -> dict:
     """Time waiting on the loader vs forward/backward/step of the narrow model, batch by batch."""
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
 
     from cilaudio.data import FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
-    from cilaudio.train import pos_weight_of
+    from cilaudio.train import LoaderSettings, _loader, pos_weight_of
 
     torch.set_num_threads(a["threads"])
     torch.manual_seed(0)
     classes, table = _table(a)
     dataset = FeatureDataset(a["features"], table, in_memory=False)
-    n = (a["warmup"] + a["steps"]) * BATCH
-    sampler = RandomSampler(dataset, replacement=False, num_samples=n,
-                            generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=a["workers"])
+    loader = _loader(dataset, BATCH, LoaderSettings(num_workers=a["workers"]), 0, torch.device("cpu"),
+                     (a["warmup"] + a["steps"]) * BATCH)  # the training loop's own loader
     model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

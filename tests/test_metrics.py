@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score
 
 from cilaudio.metrics import (
     average_precision_per_class,
+    classes_without_positives,
     compute_metrics,
     f1_micro_macro,
     lwlrap,
@@ -33,6 +36,53 @@ def _brute_lwlrap(y: np.ndarray, ranking_key) -> float:
             above = sum(1 for d in positives if rank[d] <= rank[c])
             precisions.append(above / rank[c])
     return float(np.mean(precisions)) if precisions else float("nan")
+
+
+def _reference_sample_precisions(scores_row: np.ndarray, truth_row: np.ndarray):
+    """Transcription of the DCASE 2019 task 2 per-sample lwlrap step, as the reference runs it."""
+    num_classes = scores_row.shape[0]
+    pos_class_indices = np.flatnonzero(truth_row > 0)
+    if not len(pos_class_indices):
+        return pos_class_indices, np.zeros(0)
+    retrieved_classes = np.argsort(scores_row)[::-1]  # default (unstable) argsort, reversed
+    class_rankings = np.zeros(num_classes, dtype=int)
+    class_rankings[retrieved_classes] = range(num_classes)
+    retrieved_class_true = np.zeros(num_classes, dtype=bool)
+    retrieved_class_true[class_rankings[pos_class_indices]] = True
+    retrieved_cumulative_hits = np.cumsum(retrieved_class_true)
+    precision_at_hits = (retrieved_cumulative_hits[class_rankings[pos_class_indices]]
+                         / (1 + class_rankings[pos_class_indices].astype(float)))
+    return pos_class_indices, precision_at_hits
+
+
+def _reference_lwlrap(truth: np.ndarray, y_predicted: np.ndarray) -> float:
+    """Transcription of the reference's per-class lwlrap on ``Y_predicted`` (one matrix, summed)."""
+    num_samples, num_classes = y_predicted.shape
+    precisions = np.zeros((num_samples, num_classes))
+    for i in range(num_samples):
+        pos, prec = _reference_sample_precisions(y_predicted[i, :], truth[i, :])
+        precisions[i, pos] = prec
+    labels_per_class = np.sum(truth > 0, axis=0)
+    weight_per_class = labels_per_class / float(np.sum(labels_per_class))
+    per_class_lwlrap = np.sum(precisions, axis=0) / np.maximum(1, labels_per_class)
+    return float(np.sum(per_class_lwlrap * weight_per_class))
+
+
+def _reference_map(y: np.ndarray, y_predicted: np.ndarray) -> float:
+    """The reference's "mAP": mean over every column of scikit-learn's AP of the 0/1 predictions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(np.mean(average_precision_score(y, y_predicted, average=None)))
+
+
+def _tied_case(seed: int, n_clips: int = 60, n_classes: int = 40):
+    """Random 0/1 labels and scores from a few values around 0.5 (exactly 0.5 included): many ties."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n_clips, n_classes)) < 0.3).astype(int)
+    y[:4] = 0  # clips without any label
+    y[:, rng.choice(n_classes, size=3, replace=False)] = 0  # classes without a positive clip
+    scores = rng.choice([0.1, 0.3, 0.49, 0.5, 0.51, 0.7, 0.9], size=(n_clips, n_classes))
+    return y, scores
 
 
 def _random_case(seed: int, n_clips: int = 40, n_classes: int = 12):
@@ -93,41 +143,110 @@ def test_map_ignores_all_negative_class():
 def test_f1_hand_counted():
     y = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 0]])
     s = np.array([[0.6, 0.4, 0.2, 0.1], [0.7, 0.5, 0.9, 0.1], [0.5, 0.1, 0.0, 0.1]])
-    # predictions (>= 0.5): [[1,0,0,0],[1,1,1,0],[1,0,0,0]]
-    # class 0: TP 2, FP 1, FN 0 -> 4/5 ; class 1: TP 1 -> 1 ; class 2: TP 1, FN 1 -> 2/3
-    # class 3: no positives and no predictions -> 0 (zero_division=0)
-    # micro: TP 4, FP 1, FN 1 -> 8/10
+    # predictions (> 0.5, the two 0.5 scores are negative): [[1,0,0,0],[1,0,1,0],[0,0,0,0]]
+    # class 0: TP 1, FP 1, FN 1 -> 2/4 ; class 1: TP 0, FN 1 -> 0 ; class 2: TP 1, FN 1 -> 2/3
+    # class 3: no positive clip -> left out of the macro mean
+    # micro: TP 2, FP 1, FN 3 -> 4/8
     micro, macro = f1_micro_macro(y, s)
-    assert micro == pytest.approx(0.8)
-    assert macro == pytest.approx((4 / 5 + 1 + 2 / 3 + 0) / 4)
-    # a higher threshold keeps only the 0.7 and 0.9 predictions
+    assert micro == pytest.approx(0.5)
+    assert macro == pytest.approx((1 / 2 + 0 + 2 / 3) / 3)
+    # predictions (> 0.65): [[0,0,0,0],[1,0,1,0],[0,0,0,0]] -> TP 1, FP 1, FN 4 -> 2/(2+1+4)
     micro_hi, _ = f1_micro_macro(y, s, threshold=0.65)
-    # predictions (>= 0.65): [[0,0,0,0],[1,0,1,0],[0,0,0,0]] -> TP 1, FP 1, FN 4 -> 2/(2+1+4)
     assert micro_hi == pytest.approx(2 / 7)
+    # predictions (> 0.7): only the 0.9 -> TP 1, FP 0, FN 4 -> 2/(2+0+4) (">=" would keep the 0.7)
+    micro_07, _ = f1_micro_macro(y, s, threshold=0.7)
+    assert micro_07 == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lwlrap_thresholded_matches_brute_force(seed):
-    y, s = _random_case(seed)
-    pred = (s >= 0.5).astype(int)
-    expected = _brute_lwlrap(y, lambda i, c: (-pred[i, c], c))
-    assert lwlrap_thresholded_reference(y, s) == pytest.approx(expected, abs=1e-12)
-    # a different threshold changes the predictions and the brute force alike
-    pred3 = (s >= 0.3).astype(int)
-    expected3 = _brute_lwlrap(y, lambda i, c: (-pred3[i, c], c))
-    assert lwlrap_thresholded_reference(y, s, threshold=0.3) == pytest.approx(expected3, abs=1e-12)
+def test_f1_score_at_threshold_is_a_negative_prediction():
+    y = np.array([[1, 0], [0, 1]])
+    s = np.array([[0.5, 0.0], [0.0, 0.5000001]])
+    # predictions [[0,0],[0,1]]: class 0 TP 0 FN 1 -> 0 ; class 1 TP 1 -> 1 ; micro TP 1 FN 1 -> 2/3
+    micro, macro = f1_micro_macro(y, s)
+    assert micro == pytest.approx(2 / 3)
+    assert macro == pytest.approx(0.5)
+
+
+def test_macro_f1_leaves_out_classes_without_positives():
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    s = np.array([[0.9, 0.1, 0.8], [0.2, 0.7, 0.1], [0.3, 0.6, 0.2], [0.8, 0.1, 0.3]])
+    # predictions: class 0 [1,0,0,1] vs labels [1,0,1,0]: TP 1, FP 1, FN 1 -> 1/2
+    #              class 1 [0,1,1,0] vs labels [0,1,1,0]: TP 2 -> 1
+    #              class 2 [1,0,0,0], no positive clip: left out of the macro mean
+    # micro over every column: TP 3, FP 2 (one of them on class 2), FN 1 -> 6/9
+    micro, macro = f1_micro_macro(y, s)
+    assert macro == pytest.approx((1 / 2 + 1) / 2)
+    assert micro == pytest.approx(6 / 9)
+    assert classes_without_positives(y) == 1
+    m = compute_metrics(y, s)
+    assert m["classes_without_positives"] == 1
+    assert m["f1_macro"] == pytest.approx(3 / 4)
+    # mAP leaves the same class out: class 0 sorted 0.9(+) 0.8(-) 0.3(+) 0.2(-) -> (1 + 2/3)/2, class 1 -> 1
+    assert m["map"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert math.isnan(f1_micro_macro(np.zeros((2, 3), dtype=int), np.full((2, 3), 0.9))[1])
+
+
+def test_f1_of_a_one_class_subset():
+    # one column: TP 1 (0.9), FP 1 (0.7), FN 0 -> 2/3, micro and macro alike
+    y = np.array([[1], [0], [0], [0]])
+    s = np.array([[0.9], [0.1], [0.2], [0.7]])
+    micro, macro = f1_micro_macro(y, s)
+    assert micro == pytest.approx(2 / 3)
+    assert macro == pytest.approx(2 / 3)
+
+
+def test_classes_without_positives_counts_columns():
+    y = np.array([[0, 1, 0, 0, 1], [0, 0, 0, 0, 1]])
+    assert classes_without_positives(y) == 3
+    assert classes_without_positives(np.zeros((0, 4), dtype=int)) == 4
+    with pytest.raises(ValueError, match="2-D"):
+        classes_without_positives(np.zeros(3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lwlrap_thresholded_equals_reference_transcription(seed):
+    y, s = _tied_case(seed, n_classes=20 + 8 * seed)  # 20..60 classes: numpy's quicksort, not only insertion
+    assert (s == 0.5).any()
+    expected = _reference_lwlrap(y, s > 0.5)
+    assert lwlrap_thresholded_reference(y, s) == expected
+    # another threshold moves the predictions of the reference and of the variant alike
+    assert lwlrap_thresholded_reference(y, s, threshold=0.3) == _reference_lwlrap(y, s > 0.3)
+
+
+@pytest.mark.parametrize("n_classes", [3, 12, 17, 33])
+def test_lwlrap_thresholded_equals_reference_transcription_few_ties(n_classes):
+    y, s = _random_case(n_classes, n_clips=30, n_classes=n_classes)
+    assert lwlrap_thresholded_reference(y, s) == _reference_lwlrap(y, s > 0.5)
 
 
 def test_lwlrap_thresholded_hand_computed():
-    # predictions [1,0,1,1] -> order c0, c2, c3, c1; c2 at rank 2 -> 1/2, c1 at rank 4 -> 2/4
+    # predictions [1,0,1,1]: numpy sorts [T,F,T,T] to c1, c0, c2, c3, reversed c3, c2, c0, c1
+    # c2 at rank 2 -> 1/2, c1 at rank 4 -> 2/4; per class 1/2 and 1/2, weights 1/2 each
     y = np.array([[0, 1, 1, 0]])
     s = np.array([[0.9, 0.2, 0.6, 0.7]])
     assert lwlrap_thresholded_reference(y, s) == pytest.approx(0.5)
-    # ties broken by class index: all predictions 0, so the lower class index ranks first
-    assert lwlrap_thresholded_reference(np.array([[1, 0]]), np.array([[0.1, 0.2]])) == pytest.approx(1.0)
-    assert lwlrap_thresholded_reference(np.array([[0, 1]]), np.array([[0.2, 0.1]])) == pytest.approx(0.5)
-    # while the standard lwlrap on the scores ranks the positive second in the first case
+    # ties among the predictions: the higher class index ranks first (short rows)
+    assert lwlrap_thresholded_reference(np.array([[1, 0]]), np.array([[0.1, 0.2]])) == pytest.approx(0.5)
+    assert lwlrap_thresholded_reference(np.array([[0, 1]]), np.array([[0.2, 0.1]])) == pytest.approx(1.0)
+    # predictions [1,0,0]: order c0, c2, c1; c0 -> 1/1, c1 at rank 3 -> 2/3; per class 1 and 2/3, weights 1/2
+    assert lwlrap_thresholded_reference(np.array([[1, 1, 0]]), np.array([[0.9, 0.1, 0.2]])) == pytest.approx(5 / 6)
+    # the standard lwlrap on the scores ranks the positive second in the first tied case too
     assert lwlrap(np.array([[1, 0]]), np.array([[0.1, 0.2]])) == pytest.approx(0.5)
+    # per-class weighting over two clips: clip 0 predictions [1,0,0] -> c0 1/1, c1 at rank 3 -> 2/3;
+    # clip 1 predictions [0,0,0] -> order c2, c1, c0 -> c0 at rank 3 -> 1/3
+    # c0: (1 + 1/3)/2 with weight 2/3, c1: 2/3 with weight 1/3 -> 4/9 + 2/9
+    y2 = np.array([[1, 1, 0], [1, 0, 0]])
+    s2 = np.array([[0.9, 0.1, 0.2], [0.1, 0.1, 0.1]])
+    assert lwlrap_thresholded_reference(y2, s2) == pytest.approx(2 / 3)
+    # no label at all: NaN (the reference divides 0 by 0)
+    assert math.isnan(lwlrap_thresholded_reference(np.zeros((3, 4), dtype=int), np.full((3, 4), 0.7)))
+
+
+def test_lwlrap_thresholded_score_at_threshold_is_negative():
+    # 0.5 is not above 0.5: every prediction is 0, order c2, c1, c0 -> c0 at rank 3 -> 1/3
+    assert lwlrap_thresholded_reference(np.array([[1, 0, 0]]), np.array([[0.5, 0.0, 0.0]])) == pytest.approx(1 / 3)
+    # just above: c0 predicted, first -> 1
+    assert lwlrap_thresholded_reference(np.array([[1, 0, 0]]), np.array([[0.5001, 0.0, 0.0]])) == pytest.approx(1.0)
 
 
 def test_map_thresholded_hand_computed():
@@ -141,14 +260,37 @@ def test_map_thresholded_hand_computed():
     assert mean_average_precision(y, s) == pytest.approx(((1 + 2 / 3) / 2 + 1.0) / 2)
 
 
+def test_map_thresholded_strict_threshold_and_class_without_positive():
+    # class 0: labels [1,0,1,0], scores [0.5,0.9,0.6,0.1] -> predictions [0,1,1,0] (0.5 is negative)
+    # at prediction 1: precision 1/2, recall 1/2; at 0: precision 2/4, recall 1 -> AP 1/2
+    # class 1: no positive clip: scikit-learn (>= 1.1) gives AP 0.0, and the reference's mean keeps it
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    s = np.array([[0.5, 0.9], [0.9, 0.1], [0.6, 0.1], [0.1, 0.1]])
+    assert map_thresholded_reference(y, s) == pytest.approx((0.5 + 0.0) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the scikit-learn warning is silenced inside
+        map_thresholded_reference(y, s)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_map_thresholded_equals_reference_expression(seed):
+    y, s = _tied_case(seed, n_classes=20 + 12 * seed)
+    assert map_thresholded_reference(y, s) == _reference_map(y, s > 0.5)
+    assert map_thresholded_reference(y, s, threshold=0.3) == _reference_map(y, s > 0.3)
+
+
 def test_compute_metrics_keys_and_values():
     y, s = _random_case(4)
+    y[:, 3] = 0  # a class without any positive clip
     m = compute_metrics(y, s, threshold=0.4)
-    assert set(m) == {"f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref"}
-    assert all(isinstance(v, float) for v in m.values())
+    assert set(m) == {"f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref",
+                      "classes_without_positives"}
+    assert m["classes_without_positives"] == 1 and isinstance(m["classes_without_positives"], int)
+    assert all(isinstance(v, float) for k, v in m.items() if k != "classes_without_positives")
     assert m["lwlrap"] == pytest.approx(_brute_lwlrap(y, lambda i, c: -s[i, c]))
-    pred = (s >= 0.4).astype(int)
-    assert m["lwlrap_thresholded_ref"] == pytest.approx(_brute_lwlrap(y, lambda i, c: (-pred[i, c], c)))
+    assert m["lwlrap_thresholded_ref"] == _reference_lwlrap(y, s > 0.4)
+    assert m["map_thresholded_ref"] == _reference_map(y, s > 0.4)
+    pred = (s > 0.4).astype(int)
     tp = int((pred & y).sum())
     fp = int((pred & (1 - y)).sum())
     fn = int(((1 - pred) & y).sum())

@@ -11,16 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cilaudio.evaluate import _clean, subset_metrics
 from cilaudio.tidy import COLUMNS, metrics_table, summary_table, write_tsv
 
 METRICS = ("f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
+COUNT = "classes_without_positives"
 CLASSES = ["Dog", "Speech, male", "Rain", "Car", "Bell"]  # 3 base classes, then 1 per phase
 GROUPS = [["Dog", "Speech, male", "Rain"], ["Car"], ["Bell"]]
 
 
 def _subset(v: float) -> dict:
-    """Six metrics: map = v, the others offset by fixed amounts."""
-    return {m: round(v + 0.01 * i, 6) for i, m in enumerate(METRICS[::-1])} | {"map": v}
+    """Six metrics: map = v, the others offset by fixed amounts; and one class without positives."""
+    return {m: round(v + 0.01 * i, 6) for i, m in enumerate(METRICS[::-1])} | {"map": v, COUNT: 1}
 
 
 def write_json(root: Path, method: str, seed: int, phase: int, base_map: float, all_map: float) -> Path:
@@ -61,8 +63,9 @@ def build(root: Path, methods=METHODS) -> list[Path]:
 def test_columns_and_row_counts(tmp_path):
     t = metrics_table(build(tmp_path), methods=METHODS)
     assert list(t.columns) == COLUMNS
-    # per (method, seed, phase k): (2 + (k+1) groups) subsets x 6 metrics + (3+k) class APs + 4 forgetting
-    per_phase = {k: (3 + k) * 6 + (3 + k) + 4 for k in range(3)}
+    # per (method, seed, phase k): (2 + (k+1) groups) subsets x (6 metrics + 1 count) + (3+k) class APs
+    # + 4 forgetting
+    per_phase = {k: (3 + k) * 7 + (3 + k) + 4 for k in range(3)}
     expected = len(METHODS) * 2 * sum(per_phase.values())
     assert len(t) == expected
     assert set(t["method"]) == set(METHODS)
@@ -170,3 +173,46 @@ def test_summary_gap_nan_when_gap_zero(tmp_path):
         (t["method"] == "finetune") & (t["phase"] == 2), "value"].to_numpy()
     s = summary_table(t).set_index("method")
     assert np.isnan(s.loc["indl_fd_od", "gap_closed"])
+
+
+def _evaluated_json(root: Path, method: str, phase: int, y: np.ndarray, s: np.ndarray, in_base: np.ndarray,
+                    groups: list[list[str]]) -> Path:
+    """A metrics JSON whose subsets come from cilaudio.evaluate.subset_metrics, as evaluate writes them."""
+    sizes = [len(g) for g in groups]
+    names = [c for g in groups for c in g]
+    subsets = subset_metrics(y, s, in_base=in_base, group_sizes=sizes)
+    data = {"dataset": "synth", "norm": "bn", "method": method, "seed": 0, "phase": phase, "classes": names,
+            "groups": groups, "subsets": {k: _clean(v) for k, v in subsets.items()},
+            "per_class_ap": {c: 0.5 for c in names}}
+    p = root / method / f"metrics_phase{phase}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data))
+    return p
+
+
+def test_classes_without_positives_rows_and_no_forgetting(tmp_path):
+    # excerpts 0-1 are the phase-0 (base) clips; classes Dog, Speech, Rain in phase 0, Car, Bell in phase 1
+    y = np.array([[1, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 1]])
+    s = np.full(y.shape, 0.7)
+    in_base = np.array([True, True, False, False])
+    groups = [["Dog", "Speech, male", "Rain"], ["Car", "Bell"]]
+    p0 = _evaluated_json(tmp_path, "base", 0, y[in_base, :3], s[in_base, :3], np.ones(2, dtype=bool), groups[:1])
+    p1 = _evaluated_json(tmp_path, "finetune", 1, y, s, in_base, groups)
+    t = metrics_table([p0, p1], methods=["finetune"])
+    got = t[t["metric"] == COUNT].set_index(["phase", "subset"])["value"].to_dict()
+    # phase 0 (excerpts 0-1, classes 0-2): Speech and Rain have no positive, in every subset
+    # phase 1: all -> Rain; base (excerpts 0-1, classes 0-2) -> Speech, Rain; group0 -> Rain; group1 -> none
+    assert got == {(0, "all"): 2, (0, "base"): 2, (0, "group0"): 2,
+                   (1, "all"): 1, (1, "base"): 2, (1, "group0"): 1, (1, "group1"): 0}
+    forgetting = set(t.loc[t["metric"].str.startswith("forgetting_"), "metric"])
+    assert forgetting == {"forgetting_map", "forgetting_lwlrap", "forgetting_f1_micro", "forgetting_f1_macro"}
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, None, "2", True, float("nan")])
+def test_count_that_is_not_a_whole_number_is_refused(tmp_path, bad):
+    p = write_json(tmp_path, "base", 0, 0, 0.8, 0.9)
+    data = json.loads(p.read_text())
+    data["subsets"]["base"][COUNT] = bad
+    p.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"metrics_phase0\.json.*classes_without_positives"):
+        metrics_table([p], methods=["finetune"])

@@ -39,9 +39,40 @@ def predict(model: torch.nn.Module, data: FeatureDataset, *, batch_size: int,
     return np.concatenate(out)
 
 
-def _clean(d: dict[str, float]) -> dict[str, float | None]:
-    return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+def _clean(d: dict[str, float | int]) -> dict[str, float | int | None]:
+    """JSON-ready metrics: NaN -> ``None``, counts (ints) stay ints, other values floats."""
+    return {k: (None if v is None or (isinstance(v, float) and math.isnan(v))
+                else int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else float(v))
             for k, v in d.items()}
+
+
+def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, group_sizes: list[int],
+                   threshold: float = 0.5) -> dict[str, dict[str, float | int]]:
+    """:func:`compute_metrics` of each evaluated subset of one phase's test excerpts.
+
+    ``y``, ``scores``: ``(n_excerpts, n_seen_classes)``, the classes in phase order;
+    ``in_base``: boolean ``(n_excerpts,)``, the excerpts of phase-0 test clips; ``group_sizes``:
+    the number of classes of phases 0..k. Keys: ``all`` (every excerpt and class), ``base``
+    (the base classes, ``group_sizes[0]`` columns, on the ``in_base`` excerpts) and
+    ``group{j}`` (phase j's classes on every excerpt). Each value counts, under
+    ``classes_without_positives``, the classes of that subset without a positive excerpt.
+    """
+    in_base = np.asarray(in_base, dtype=bool)
+    if sum(group_sizes) != y.shape[1]:
+        raise ValueError(f"group sizes {list(group_sizes)} add up to {sum(group_sizes)}, "
+                         f"not to the {y.shape[1]} classes of the scores")
+    if in_base.shape != (y.shape[0],):
+        raise ValueError(f"in_base must have one entry per excerpt ({y.shape[0]}); got shape {in_base.shape}")
+    n_base = group_sizes[0]
+    subsets = {
+        "all": compute_metrics(y, scores, threshold),
+        "base": compute_metrics(y[in_base, :n_base], scores[in_base, :n_base], threshold),
+    }
+    start = 0
+    for j, size in enumerate(group_sizes):
+        subsets[f"group{j}"] = compute_metrics(y[:, start:start + size], scores[:, start:start + size], threshold)
+        start += size
+    return subsets
 
 
 def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
@@ -52,6 +83,9 @@ def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base
     ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
     classes on the phase-0 test clips, the same clips after every phase, so that forgetting
     compares like with like. ``group{j}``: phase j's classes on this phase's test clips.
+    Each subset holds the keys of :func:`cilaudio.metrics.compute_metrics`, among them
+    ``classes_without_positives``: how many of its classes have no positive test clip and are
+    left out of its ``map`` and ``f1_macro``.
     """
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
@@ -65,21 +99,12 @@ def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base
     test = excerpts_of(read_list(test_list), seen, index, source=str(test_list), features=str(features))
     scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=dev)
     y = test.targets
-    base = list(split.groups[0])
     base_frame = read_list(base_list)
     base_clips = set(base_frame["fname"])
     test_frame = read_list(test_list)
-    in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip])
-    n_base = len(base)
-    subsets = {
-        "all": compute_metrics(y, scores, threshold),
-        "base": compute_metrics(y[in_base, :n_base], scores[in_base, :n_base], threshold),
-    }
-    start = 0
-    for j in range(phase + 1):
-        size = len(split.groups[j])
-        subsets[f"group{j}"] = compute_metrics(y[:, start:start + size], scores[:, start:start + size], threshold)
-        start += size
+    in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip], dtype=bool)
+    subsets = subset_metrics(y, scores, in_base=in_base,
+                             group_sizes=[len(split.groups[j]) for j in range(phase + 1)], threshold=threshold)
     ap = average_precision_per_class(y, scores)
     result = {
         **meta,

@@ -1,24 +1,40 @@
 """Multi-label evaluation metrics: F1, mAP, lwlrap, and the reference code's defective variants.
 
 All functions take ``y_true``, an ``(n_clips, n_classes)`` array of 0/1 labels, and ``scores``,
-an ``(n_clips, n_classes)`` float array of sigmoid probabilities.
+an ``(n_clips, n_classes)`` float array of sigmoid probabilities. A class is predicted for a clip
+when its score is strictly above the threshold (``scores > threshold``, as the reference's
+``sigmoid(out) > 0.5``): a score exactly at the threshold is a negative prediction.
 
-The correct metrics use the continuous scores. The reference implementation computed "mAP" and
-lwlrap on thresholded 0/1 predictions (lwlrap then breaks ties by class index); those variants
-are offered as :func:`map_thresholded_reference` and :func:`lwlrap_thresholded_reference` so that
-published numbers can be compared, and must not be reported as mAP / lwlrap.
+The correct metrics use the continuous scores (F1 uses the predictions). Classes without any
+positive clip in the evaluated subset are treated one way by every standard metric: they are
+left out of mAP and macro F1 (their AP, recall and F1 are undefined); lwlrap averages over
+positive labels only, so it never averages over them (they still rank as negatives); micro F1
+stays the standard pooled count over every column, so predictions on such classes still count
+as false positives. :func:`classes_without_positives` gives how many classes were left out.
+(The reference's macro F1, scikit-learn's, counts such classes as 0, so published macro F1
+values differ from ``f1_macro`` wherever a subset has a class without positives.)
+
+The reference implementation (mulimani/CIL-ML-Audio, ``evaluate_bin``) computed "mAP" and
+lwlrap on thresholded 0/1 predictions; those variants are offered as
+:func:`map_thresholded_reference` and :func:`lwlrap_thresholded_reference` so that published
+numbers can be compared, and must not be reported as mAP / lwlrap. They reproduce the
+reference's computation exactly, including its handling of classes without positives, except
+for its alias defect that zeroes the first test clip's labels, which is not reproduced.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score
+from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 
 __all__ = [
     "average_precision_per_class",
     "mean_average_precision",
     "lwlrap",
     "f1_micro_macro",
+    "classes_without_positives",
     "map_thresholded_reference",
     "lwlrap_thresholded_reference",
     "compute_metrics",
@@ -77,57 +93,132 @@ def lwlrap(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(label_ranking_average_precision_score(y[keep], s[keep], sample_weight=n_pos[keep]))
 
 
+def classes_without_positives(y_true: np.ndarray) -> int:
+    """How many classes (columns) of ``y_true`` have no positive clip.
+
+    These are the classes that mAP and macro F1 leave out.
+    """
+    y = np.asarray(y_true)
+    if y.ndim != 2:
+        raise ValueError(f"y_true must be 2-D (n_clips, n_classes); got shape {y.shape}")
+    return int(np.sum(~(y != 0).any(axis=0)))
+
+
+def _predict(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean predictions ``scores > threshold`` (strict, as the reference's ``sigmoid > 0.5``)."""
+    return scores > threshold
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 = 2 TP / (2 TP + FP + FN), element-wise; 0 where the denominator is 0."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)
+
+
 def f1_micro_macro(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
-    """Micro and macro F1 of the predictions ``scores >= threshold`` (zero_division=0)."""
+    """Micro and macro F1 of the predictions ``scores > threshold`` (strictly above).
+
+    Micro F1 is the standard pooled F1 over every column: predictions on a class without any
+    positive clip count as false positives; 0 when there is no positive and no prediction.
+    Macro F1 is the mean of the per-class F1 over the classes with at least one positive clip
+    (the others, counted by :func:`classes_without_positives`, are left out, as in mAP); NaN
+    if no class has a positive clip. Counted directly, so that a one-column subset is scored as
+    one class (scikit-learn would treat it as a binary problem over labels 0 and 1).
+    """
     y, s = _check(y_true, scores)
-    pred = (s >= threshold).astype(np.int64)
-    micro = f1_score(y, pred, average="micro", zero_division=0)
-    macro = f1_score(y, pred, average="macro", zero_division=0)
-    return float(micro), float(macro)
+    pred = _predict(s, threshold)
+    truth = y.astype(bool)
+    tp = np.sum(pred & truth, axis=0)
+    fp = np.sum(pred & ~truth, axis=0)
+    fn = np.sum(~pred & truth, axis=0)
+    micro = float(_f1(tp.sum(), fp.sum(), fn.sum()))
+    has_pos = truth.any(axis=0)
+    macro = float(_f1(tp, fp, fn)[has_pos].mean()) if has_pos.any() else float("nan")
+    return micro, macro
 
 
 def map_thresholded_reference(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
-    """DEFECTIVE reference variant: "mAP" computed on 0/1 predictions ``scores >= threshold``.
+    """DEFECTIVE reference variant: "mAP" computed on 0/1 predictions ``scores > threshold``.
 
-    Kept only to compare with published numbers; not the standard mAP.
+    Kept only to compare with published numbers; not the standard mAP. Exactly the reference's
+    ``np.mean(average_precision_score(Y_ref, Y_predicted, average=None))`` with the boolean
+    predictions ``Y_predicted = scores > threshold``: the mean runs over EVERY column, whatever
+    scikit-learn gives a class without any positive clip: since scikit-learn 1.1 (this project
+    requires >= 1.3) that is 0.0, with a "No positive class found in y_true" warning, silenced
+    here, so such a class pulls the mean down; before 1.1 it was NaN, making the mean NaN.
+    This differs on purpose from :func:`mean_average_precision`, which leaves such classes out.
+    The reference's alias defect that zeroes the first test clip's labels before its base-class
+    metrics is NOT reproduced. Raises scikit-learn's ``ValueError`` on zero clips.
     """
     y, s = _check(y_true, scores)
-    return mean_average_precision(y, (s >= threshold).astype(np.float64))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No positive class found in y_true", category=UserWarning)
+        ap = average_precision_score(y, _predict(s, threshold), average=None)
+    return float(np.mean(ap))
+
+
+def _reference_clip_precisions(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One clip of the DCASE 2019 lwlrap code (``_one_sample_positive_class_precisions``).
+
+    ``pred``: boolean predictions of the clip, ``truth``: its 0/1 labels. The classes are
+    ranked by ``np.argsort(pred)[::-1]``: numpy's default (not stable) argsort of the BOOLEAN
+    row, reversed, exactly as the reference, so the order of tied classes is whatever numpy
+    leaves, reversed (for up to 16 classes numpy's insertion sort keeps ties in index order,
+    so the higher class index ranks first). Returns the indices of the positive classes and
+    the precision at each: positives ranked at or above it / its 1-based rank.
+    """
+    positives = np.flatnonzero(truth > 0)
+    if not len(positives):
+        return positives, np.zeros(0)
+    n_classes = pred.shape[0]
+    retrieved = np.argsort(pred)[::-1]
+    rankings = np.zeros(n_classes, dtype=int)
+    rankings[retrieved] = range(n_classes)
+    retrieved_true = np.zeros(n_classes, dtype=bool)
+    retrieved_true[rankings[positives]] = True
+    cumulative_hits = np.cumsum(retrieved_true)
+    return positives, cumulative_hits[rankings[positives]] / (1 + rankings[positives].astype(float))
 
 
 def lwlrap_thresholded_reference(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
-    """DEFECTIVE reference variant: lwlrap on 0/1 predictions, ties broken by class index.
+    """DEFECTIVE reference variant: lwlrap on the boolean predictions ``scores > threshold``.
 
-    Kept only to compare with published numbers; not the standard lwlrap.
-
-    Per clip (DCASE 2019 per-sample formulation): the classes are ordered by a stable argsort
-    of ``-pred`` with ``pred = scores >= threshold``, so all predicted-positive classes come
-    first and, among equal predictions, the lower class index ranks higher. For each positive
-    label at 1-based position ``r`` in that order, precision = (number of positive labels at
-    positions <= r) / r. The result is the mean over every (clip, positive label) pair; clips
-    without a positive label are excluded; NaN if no clip has a label.
+    Kept only to compare with published numbers; not the standard lwlrap. Exactly the
+    reference's ``calculate_per_class_lwlrap(Y_ref, Y_predicted)`` (the DCASE 2019 task 2
+    code) followed by ``np.sum(per_class_lwlrap * weight_per_class)``: per clip with a positive
+    label, see :func:`_reference_clip_precisions` (ties of the 0/1 predictions are broken by
+    numpy's unstable argsort, reversed); per class, the sum of its precisions over the clips
+    divided by ``max(1, its number of positive labels)``; weighted by its share of all positive
+    labels and summed. Classes and clips without positives contribute nothing, as in the
+    reference. The reference's alias defect that zeroes the first test clip's labels before
+    this computation is NOT reproduced. NaN if no clip has a label (the reference gives NaN
+    with a division warning).
     """
     y, s = _check(y_true, scores)
-    pred = (s >= threshold).astype(np.float64)  # (n_clips, n_classes)
-    total = 0.0
-    n_pairs = 0
-    for truth, p in zip(y, pred):
-        if not truth.any():
-            continue
-        order = np.argsort(-p, kind="stable")  # class indices, best first
-        hits = truth[order].astype(bool)  # (n_classes,) positive at each position
-        positions = np.flatnonzero(hits) + 1  # 1-based positions of the positive labels
-        cum_hits = np.cumsum(hits)[hits]  # positives at or above each positive label
-        total += float(np.sum(cum_hits / positions))
-        n_pairs += int(hits.sum())
-    return total / n_pairs if n_pairs else float("nan")
+    pred = _predict(s, threshold)  # (n_clips, n_classes) bool, like the reference's Y_predicted
+    labels_per_class = np.sum(y > 0, axis=0)
+    n_labels = np.sum(labels_per_class)
+    if n_labels == 0:
+        return float("nan")
+    # the same (clip, class) matrix and the same sums as the reference, so that even the
+    # floating-point rounding is the same
+    precisions = np.zeros(y.shape)
+    for i, (truth, p) in enumerate(zip(y, pred)):
+        positives, clip_precisions = _reference_clip_precisions(p, truth)
+        precisions[i, positives] = clip_precisions
+    weight_per_class = labels_per_class / float(n_labels)
+    per_class = np.sum(precisions, axis=0) / np.maximum(1, labels_per_class)
+    return float(np.sum(per_class * weight_per_class))
 
 
-def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | int]:
     """All metrics in one dict.
 
-    Keys: ``f1_micro``, ``f1_macro``, ``map``, ``lwlrap`` (standard, on scores) and
-    ``map_thresholded_ref``, ``lwlrap_thresholded_ref`` (the reference's defective variants).
+    Keys: ``f1_micro``, ``f1_macro``, ``map``, ``lwlrap`` (standard; F1 on ``scores >
+    threshold``, the others on the scores), ``map_thresholded_ref``, ``lwlrap_thresholded_ref``
+    (the reference's defective variants) and ``classes_without_positives`` (an int: how many
+    classes have no positive clip and are left out of ``map`` and ``f1_macro``).
     """
     y, s = _check(y_true, scores)
     f1_micro, f1_macro = f1_micro_macro(y, s, threshold=threshold)
@@ -138,4 +229,5 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0
         "lwlrap": lwlrap(y, s),
         "map_thresholded_ref": map_thresholded_reference(y, s, threshold=threshold),
         "lwlrap_thresholded_ref": lwlrap_thresholded_reference(y, s, threshold=threshold),
+        "classes_without_positives": classes_without_positives(y),
     }

@@ -5,6 +5,11 @@ by every method, so its rows (method ``"base"`` in the JSON) are repeated once p
 method: every method's curve then starts at phase 0. Forgetting is added as rows of subset
 ``base`` with metric ``forgetting_<m>`` = (base-class value after phase 0) - (base-class value
 after phase k), on the same phase-0 test clips, for the same dataset, norm and seed.
+
+Besides the scores, each subset has a row of metric ``classes_without_positives``: how many of
+the subset's classes had no positive test excerpt and were left out of its ``map`` and
+``f1_macro`` (a count, not a score: no forgetting row is made for it). Metrics JSON files
+written before this count existed simply lack those rows.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["dataset", "norm", "method", "seed", "phase", "subset", "metric", "value"]
 METRICS = ("f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
-FORGETTING_METRICS = ("map", "lwlrap", "f1_micro", "f1_macro")
+COUNT_METRICS = ("classes_without_positives",)
+FORGETTING_METRICS = ("map", "lwlrap", "f1_micro", "f1_macro")  # scores only, never COUNT_METRICS
 BASE_METHOD = "base"
 _REQUIRED = ("dataset", "norm", "method", "seed", "phase", "subsets", "per_class_ap")
 
@@ -56,7 +62,18 @@ def _load(path: Path) -> dict:
     for name, vals in data["subsets"].items():
         if not isinstance(vals, dict):
             raise ValueError(f"{path}: subsets[{name!r}] must be a JSON object")
+        for metric in COUNT_METRICS:
+            if metric in vals and not _is_count(vals[metric]):
+                raise ValueError(f"{path}: subsets[{name!r}][{metric!r}] must be a count "
+                                 f"(a whole number >= 0); got {vals[metric]!r}")
     return data
+
+
+def _is_count(x: Any) -> bool:
+    """True for a whole number >= 0 (an int, or a float such as ``2.0``); False otherwise."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    return math.isfinite(x) and x >= 0 and float(x).is_integer()
 
 
 def _rows(data: dict, method: str) -> list[tuple]:

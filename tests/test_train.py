@@ -112,7 +112,7 @@ def test_replay_memory_is_chosen_from_old_clips_and_carried_on(prepared, tmp_pat
     lists = [str(prepared / "lists/train_phase1.tsv"), str(prepared / "lists/train_phase2.tsv")]
     _incremental(prepared, tmp_path / "p1.pt", tmp_path / "p2.pt", method, phase=2, lists=lists)
     _, state2 = load_checkpoint(tmp_path / "p2.pt")
-    pool = candidates(mem1, read_list(prepared / "lists/train_phase1.tsv"))
+    pool = candidates(mem1, read_list(prepared / "lists/train_phase1.tsv"), 1)
     assert {m["fname"] for m in state2["memory"]} <= set(pool["fname"])
     result = _evaluate(prepared, tmp_path / "p2.pt", tmp_path / "p2.json", 2)
     assert result["memory"]["n_clips"] == 5
@@ -121,7 +121,7 @@ def test_replay_memory_is_chosen_from_old_clips_and_carried_on(prepared, tmp_pat
 
 def test_replay_targets_mark_unknown_entries(prepared):
     split = read_classes(prepared / "lists/classes.tsv")
-    memory = read_list(prepared / "lists/train_phase0.tsv").head(3)
+    memory = read_list(prepared / "lists/train_phase0.tsv").head(3).assign(phases="0")
     data = training_set(phase=1, split=split, lists=[prepared / "lists/train_phase1.tsv"],
                         features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings(),
                         bce_on="new", memory=memory)

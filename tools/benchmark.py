@@ -186,7 +186,7 @@ def child_train_epoch(a: dict) -> dict:
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
     from cilaudio.phases import PhaseSplit
-    from cilaudio.train import LoaderSettings, OptimSettings, _fit, pos_weight_of, training_set
+    from cilaudio.train import LoaderSettings, OptimSettings, _fit, pos_weights_of, training_set
 
     base = _baseline()
     torch.set_num_threads(a["threads"])
@@ -200,12 +200,12 @@ def child_train_epoch(a: dict) -> dict:
     t_set = time.perf_counter() - t0
     after_set = _status_kb("VmRSS")
     model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))
-    pos_weight = pos_weight_of(data.table.targets)
+    pos_weight = pos_weights_of(data.table.targets, 0)
 
     def step_loss(x, y):
         logits, _ = model(x)
         loss = bce_loss(logits, y, pos_weight)
-        return loss, {"bce": loss.item()}
+        return loss, {"bce": loss.detach()}
 
     steps = math.ceil(len(data) / BATCH)
     if a["max_steps"]:
@@ -309,7 +309,7 @@ def child_share(a: dict) -> dict:
     from cilaudio.data import FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
-    from cilaudio.train import LoaderSettings, _loader, pos_weight_of
+    from cilaudio.train import LoaderSettings, _loader, pos_weights_of
 
     torch.set_num_threads(a["threads"])
     torch.manual_seed(0)
@@ -320,7 +320,7 @@ def child_share(a: dict) -> dict:
     model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    pos_weight = pos_weight_of(table.targets)
+    pos_weight = pos_weights_of(table.targets, 0)
     wait = compute = 0.0
     it = iter(loader)
     for i in range(a["warmup"] + a["steps"]):
@@ -437,7 +437,7 @@ def child_fit_speed(a: dict) -> dict:
     def step_loss(x, y):
         logits, _ = model(x)
         loss = bce_loss(logits, y, 10.0)
-        return loss, {"bce": loss.item()}
+        return loss, {"bce": loss.detach()}
 
     out = {"device": str(dev), "workers": a["workers"], "width": a["width"], "threads": torch.get_num_threads()}
     if dev.type == "cuda":

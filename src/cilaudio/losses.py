@@ -3,7 +3,8 @@
 Every reduction is written out explicitly (``reduction="mean"`` or a hand-written sum/mean), never
 left to a framework default.
 
-- :func:`bce_loss`: BCE-with-logits with one scalar ``pos_weight``, mean over all elements.
+- :func:`bce_loss`: BCE-with-logits with a ``pos_weight``, mean over all elements.
+- :func:`masked_bce_loss`: the same over each clip's known entries, then over clips.
 - :func:`feature_distillation_loss`: ``1 - cos`` between whole-batch flattened embeddings.
 - :func:`output_distillation_kl`: the reference's KL with softmax across classes, averaged over
   every element (batch x classes), times ``T**2``.
@@ -15,6 +16,7 @@ left to a framework default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,8 @@ __all__ = [
     "incremental_loss",
     "output_distillation_bce",
     "output_distillation_kl",
+    "masked_bce_loss",
+    "pos_weight_by_group",
     "pos_weight_from_labels",
 ]
 
@@ -45,35 +49,79 @@ def pos_weight_from_labels(labels: Tensor) -> Tensor:
     return torch.tensor(n_neg / n_pos, dtype=torch.float32)
 
 
+def pos_weight_by_group(targets: Tensor, groups: Sequence[slice]) -> Tensor:
+    """One ``pos_weight`` per column group, spread over its columns: ``(n_classes,)``.
+
+    ``targets``: ``(n_clips, n_classes)`` with 0/1 where a clip is labelled for a class and any
+    other value (the training code's ``UNKNOWN``, -1) where it is not (no BCE term). For each group of columns (e.g. the old classes
+    and the new ones), the weight is ``#negative / #positive`` over that group's KNOWN entries,
+    so it means the same whatever other columns a method trains: phase 0 (one group) and the
+    new classes of independent learning get exactly the reference's value (its phase's own
+    training labels). A group with no positive entry gets 1: it has no positive term for the
+    weight to multiply (e.g. finetune's old columns, all 0).
+    """
+    if targets.dim() != 2:
+        raise ValueError(f"targets must be (n_clips, n_classes), got shape {tuple(targets.shape)}")
+    weights = torch.ones(targets.shape[1], dtype=torch.float32)
+    covered = torch.zeros(targets.shape[1], dtype=torch.bool)
+    for group in groups:
+        block = targets[:, group]
+        if covered[group].any():
+            raise ValueError(f"column groups overlap at {group}")
+        covered[group] = True
+        n_pos = int((block == 1).sum())
+        n_neg = int((block == 0).sum())
+        if n_pos:
+            weights[group] = n_neg / n_pos
+    if not bool(covered.all()):
+        raise ValueError("the column groups must cover every column")
+    return weights
+
+
 def bce_loss(logits: Tensor, targets: Tensor, pos_weight: Tensor | float) -> Tensor:
-    """BCE-with-logits with a scalar ``pos_weight``, mean over all elements.
+    """BCE-with-logits with a ``pos_weight`` (a scalar, or one per class), mean over all elements.
 
     ``logits`` and ``targets``: ``(batch, n_classes)``.
     """
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
-    pw = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-    if pw.numel() != 1:
-        raise ValueError(f"pos_weight must be a scalar, got shape {tuple(pw.shape)}")
     return F.binary_cross_entropy_with_logits(
-        logits, targets.to(logits.dtype), pos_weight=pw.reshape(()), reduction="mean"
+        logits, targets.to(logits.dtype), pos_weight=_pos_weight(pos_weight, logits), reduction="mean"
     )
 
 
+def _pos_weight(pos_weight: Tensor | float, logits: Tensor) -> Tensor:
+    """``pos_weight`` as a 0-d tensor or a ``(n_classes,)`` one on the logits' device."""
+    pw = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    if pw.numel() == 1:
+        return pw.reshape(())
+    if pw.dim() != 1 or pw.numel() != logits.shape[1]:
+        raise ValueError(f"pos_weight must be a scalar or ({logits.shape[1]},), got shape {tuple(pw.shape)}")
+    return pw
+
+
 def masked_bce_loss(logits: Tensor, targets: Tensor, mask: Tensor, pos_weight: Tensor | float) -> Tensor:
-    """BCE-with-logits with a scalar ``pos_weight``, averaged over the entries where ``mask`` is 1.
+    """BCE-with-logits over the entries where ``mask`` is 1: the mean over each clip's known
+    entries, then the mean over the clips that have any.
 
     Entries outside the mask (labels a clip does not have in this phase: old classes under
-    independent learning, new classes of a replayed exemplar) get no gradient.
+    independent learning, classes of other phases for a replayed exemplar) get no gradient.
+    Every clip weighs the same whatever number of classes it is labelled for (an exemplar of
+    phase 0, labelled for 30 classes, and a new clip, labelled for 5). With every entry known
+    it is the plain mean over all elements. ``pos_weight``: a scalar or one value per class
+    ``(n_classes,)``.
     """
     if not (logits.shape == targets.shape == mask.shape):
         raise ValueError(f"logits {tuple(logits.shape)}, targets {tuple(targets.shape)} and mask "
                          f"{tuple(mask.shape)} differ")
-    pw = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device).reshape(())
     elementwise = F.binary_cross_entropy_with_logits(
-        logits, targets.to(logits.dtype), pos_weight=pw, reduction="none")
+        logits, targets.to(logits.dtype), pos_weight=_pos_weight(pos_weight, logits),
+        reduction="none")  # (batch, n_classes)
     m = mask.to(logits.dtype)
-    return (elementwise * m).sum() / m.sum().clamp(min=1.0)
+    per_clip_known = m.sum(dim=1)  # (batch,)
+    per_clip = (elementwise * m).sum(dim=1) / per_clip_known.clamp(min=1.0)  # (batch,)
+    has_known = (per_clip_known > 0).to(logits.dtype)
+    return (per_clip * has_known).sum() / has_known.sum().clamp(min=1.0)
 
 
 def feature_distillation_loss(old_embedding: Tensor, new_embedding: Tensor) -> Tensor:
@@ -180,24 +228,24 @@ def incremental_loss(
     old_embedding: Tensor | None = None,
     new_embedding: Tensor | None = None,
     mask: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Total loss of an incremental phase and its parts (floats, for logging).
+) -> tuple[Tensor, dict[str, Tensor | float]]:
+    """Total loss of an incremental phase and its parts, for logging (detached tensors, so that
+    reading them does not make the CPU wait for the GPU at every step; ``lambda`` is a float).
 
     ``total = BCE + feature_distill * L_FD + lambda * kd_weight * L_OD`` with
     ``lambda = adaptive_weight(n_seen=n_classes, n_new=n_classes - n_old)``.
 
     Args:
         logits: new model's logits ``(batch, n_classes)`` (old classes first).
-        targets: ``(batch, n_classes)`` 0/1 labels (columns of classes not labelled in this
-            phase are ignored when ``bce_on == "new"``).
+        targets: ``(batch, n_classes)`` 0/1 labels (entries outside ``mask`` are ignored).
         n_old: number of classes of earlier phases (0 <= n_old < n_classes).
-        pos_weight: scalar BCE ``pos_weight``.
+        pos_weight: BCE ``pos_weight``, a scalar or one per class ``(n_classes,)``.
         old_logits: frozen old model's logits ``(batch, n_old)`` (needed for output distillation).
         old_embedding, new_embedding: last-block embeddings (needed when ``feature_distill > 0``).
             The old model's tensors are detached here: the teacher gets no gradient.
-        mask: optional ``(batch, n_classes)`` 0/1 map of the target entries that count in the
-            BCE (overrides ``bce_on``; used when replayed exemplars and new clips are labelled
-            for different classes).
+        mask: ``(batch, n_classes)`` 0/1 map of the target entries that count in the BCE
+            (:func:`masked_bce_loss`: mean over each clip's known entries, then over clips).
+            Without it: every entry, or the new classes' only when ``bce_on == "new"``.
     """
     if logits.dim() != 2 or targets.shape != logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must be equal 2-D")
@@ -205,21 +253,20 @@ def incremental_loss(
     if not 0 <= n_old < n_classes:
         raise ValueError(f"need 0 <= n_old < n_classes, got n_old={n_old}, n_classes={n_classes}")
 
-    if mask is not None:
-        l_bce = masked_bce_loss(logits, targets, mask, pos_weight)
-    elif settings.bce_on == "new":
-        l_bce = bce_loss(logits[:, n_old:], targets[:, n_old:], pos_weight)
-    else:
-        l_bce = bce_loss(logits, targets, pos_weight)
+    if mask is None:
+        mask = torch.ones_like(logits)
+        if settings.bce_on == "new":
+            mask[:, :n_old] = 0
+    l_bce = masked_bce_loss(logits, targets, mask, pos_weight)
     total = l_bce
-    parts: dict[str, float] = {"bce": float(l_bce.detach())}
+    parts: dict[str, Tensor | float] = {"bce": l_bce.detach()}
 
     if settings.feature_distill > 0:
         if old_embedding is None or new_embedding is None:
             raise ValueError("feature distillation needs old_embedding and new_embedding")
         l_fd = feature_distillation_loss(old_embedding.detach(), new_embedding)
         total = total + settings.feature_distill * l_fd
-        parts["feature_distill"] = float(l_fd.detach())
+        parts["feature_distill"] = l_fd.detach()
 
     if settings.output_distill != "none":
         if n_old == 0:
@@ -237,8 +284,8 @@ def incremental_loss(
             exponent=settings.lambda_exponent,
         )
         total = total + lam * settings.kd_weight * l_od
-        parts["output_distill"] = float(l_od.detach())
+        parts["output_distill"] = l_od.detach()
         parts["lambda"] = lam
 
-    parts["total"] = float(total.detach())
+    parts["total"] = total.detach()
     return total, parts

@@ -18,18 +18,42 @@ from .lists import LIST_COLUMNS, label_matrix
 STRATEGIES = ("random", "annealing")
 
 
-def candidates(previous_memory: Sequence[dict] | None, previous_list: pd.DataFrame) -> pd.DataFrame:
+#: Columns of a memory record: a list row plus the phases whose classes it is labelled for.
+MEMORY_COLUMNS = [*LIST_COLUMNS, "phases"]
+
+
+def candidates(previous_memory: Sequence[dict] | None, previous_list: pd.DataFrame,
+               previous_phase: int) -> pd.DataFrame:
     """Old clips available at the start of a phase: the previous memory plus the previous
-    phase's training list (a clip in both keeps the union of its labels)."""
-    frames = [previous_list[LIST_COLUMNS]]
+    phase's training list (``previous_phase``'s clips, labelled for that phase's classes).
+
+    Each candidate records in ``phases`` ("|"-joined) the phases whose classes it is labelled
+    for: those are its known classes when it is replayed, every other class is unknown. A clip
+    in both keeps the union of its labels and of its phases.
+    """
+    listed = previous_list[LIST_COLUMNS].assign(phases=str(previous_phase))
+    frames = [listed]
     if previous_memory:
-        frames.insert(0, pd.DataFrame(list(previous_memory), columns=LIST_COLUMNS))
+        old = pd.DataFrame(list(previous_memory))
+        if "phases" not in old.columns:
+            raise ValueError(
+                "the previous checkpoint's exemplar memory does not record which phases' classes each "
+                "exemplar is labelled for (it was written by an older cilaudio): delete this replay "
+                "method's checkpoints (results/<dataset>/<norm>/<method>/) and rerun")
+        frames.insert(0, old[MEMORY_COLUMNS])
     pool = pd.concat(frames, ignore_index=True)
+
+    def union(values) -> str:
+        return "|".join(dict.fromkeys(x for v in values for x in str(v).split("|") if x))
+
     merged = pool.groupby("fname", sort=True).agg(
-        labels=("labels", lambda v: "|".join(dict.fromkeys(x for f in v for x in f.split("|") if x))),
-        all_labels=("all_labels", "first"),
-    )
-    return merged.reset_index()[LIST_COLUMNS]
+        labels=("labels", union), all_labels=("all_labels", "first"), phases=("phases", union))
+    return merged.reset_index()[MEMORY_COLUMNS]
+
+
+def known_phases(memory: pd.DataFrame) -> list[list[int]]:
+    """The phases each exemplar is labelled for, from the ``phases`` column."""
+    return [[int(p) for p in str(v).split("|") if p] for v in memory["phases"]]
 
 
 def select(pool: pd.DataFrame, old_classes: Sequence[str], *, budget: int, strategy: str,

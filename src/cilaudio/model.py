@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "BLOCK_MULTIPLIERS",
+    "EMBEDDING_POINTS",
     "N_BLOCKS",
     "NORM_LAYERS",
     "CNN14",
@@ -50,6 +51,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 N_BLOCKS = 6
+#: Where :meth:`CNN14.forward` takes the embedding (the last block's pooled output).
+EMBEDDING_POINTS: tuple[str, ...] = ("before_dropout", "after_dropout")
 #: Channel multipliers of the six conv blocks relative to ``ModelSettings.width``.
 BLOCK_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 
@@ -228,11 +231,15 @@ class CNN14(nn.Module):
     def n_classes(self) -> int:
         return self.classifier.out_features
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, *, embedding: str = "before_dropout") -> tuple[Tensor, Tensor]:
         """Return ``(logits (batch, n_classes), embedding (batch, C6, T', F'))``.
 
-        The embedding is the last block's output after pooling and before dropout.
+        The embedding is the last block's output after pooling, taken ``before_dropout`` or
+        ``after_dropout`` (the reference model's point: in training it then carries the dropout
+        mask that the classifier sees; in eval mode the two are equal). See ``EMBEDDING_POINTS``.
         """
+        if embedding not in EMBEDDING_POINTS:
+            raise ValueError(f"unknown embedding point {embedding!r}; allowed: {list(EMBEDDING_POINTS)}")
         if x.dim() != 3 or x.shape[2] != self.settings.n_mels:
             raise ValueError(f"expected input (batch, time, {self.settings.n_mels}), got {tuple(x.shape)}")
         min_len = 2**N_BLOCKS
@@ -240,16 +247,19 @@ class CNN14(nn.Module):
             raise ValueError(f"input needs at least {min_len} frames and mel bins, got {tuple(x.shape)}")
         x = x.unsqueeze(1)  # (batch, 1, time, mel)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # BN over mel bins: (batch, mel, time, 1)
-        embedding = x
+        emb = x
         for i, block in enumerate(self.blocks()):
             x = block(x)  # (batch, C_b, T_b, F_b)
-            if i == N_BLOCKS - 1:
-                embedding = x  # (batch, C6, T', F')
+            last = i == N_BLOCKS - 1
+            if last and embedding == "before_dropout":
+                emb = x  # (batch, C6, T', F')
             x = F.dropout(x, p=self.settings.dropout, training=self.training)
+            if last and embedding == "after_dropout":
+                emb = x  # (batch, C6, T', F'), what the pooling and classifier see
         x = x.mean(dim=3)  # (batch, C6, T')
         x = x.max(dim=2).values + x.mean(dim=2)  # (batch, C6)
         logits = self.classifier(x)  # (batch, n_classes)
-        return logits, embedding
+        return logits, emb
 
     def grow_classifier(self, n_new: int) -> None:
         """Append ``n_new`` output rows; old rows and biases are copied exactly.

@@ -50,6 +50,12 @@ class PhaseSplit:
         self._check(phase)
         return tuple(c for g in self.groups[: phase + 1] for c in g)
 
+    def columns(self, phase: int) -> slice:
+        """The output columns of ``phase``'s classes (after phase ``phase`` or later)."""
+        self._check(phase)
+        start = sum(len(g) for g in self.groups[:phase])
+        return slice(start, start + len(self.groups[phase]))
+
     def phase_of(self, name: str) -> int:
         for k, group in enumerate(self.groups):
             if name in group:

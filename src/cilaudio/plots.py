@@ -348,3 +348,48 @@ def plot_memory_histograms(table, out_png: str | os.PathLike) -> bool:
     fig.tight_layout()
     _save(fig, out_png)
     return True
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def plot_training_curves(table: pd.DataFrame, out_png: str | os.PathLike, *, term: str = "total") -> None:
+    """Small multiples of the training loss: one panel per method (phase 0, shared by every
+    method, in its own panel ``base``), x = epoch, one line per phase in a sequential colour
+    map (later phases darker), the mean over seeds with a min..max band when there are several.
+
+    ``table``: the collected per-epoch table (:mod:`cilaudio.training_history`).
+    """
+    from matplotlib import colormaps
+
+    methods = list(dict.fromkeys(table["method"]))
+    if "base" in methods:
+        methods.remove("base")
+        methods.insert(0, "base")
+    n = max(1, len(methods))
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = _new_figure(3.6 * cols, 2.9 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    phases = sorted(table["phase"].unique()) if len(table) else [0]
+    cmap = colormaps["viridis"]
+    colour = {p: cmap(0.85 * i / max(1, len(phases) - 1)) for i, p in enumerate(phases)}
+    for ax, method in zip(axes, methods):
+        sub = table[table["method"] == method]
+        for phase, run in sub.groupby("phase", sort=True):
+            stats = run.groupby("epoch")[term].agg(["mean", "min", "max", "count"])
+            ax.plot(stats.index, stats["mean"], "-", color=colour[phase], label=f"phase {phase}")
+            if stats["count"].max() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=colour[phase], alpha=0.2)
+        n_seeds = sub["seed"].nunique()
+        ax.set_title(f"{method} ({n_seeds} seed{'s' if n_seeds > 1 else ''})", fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{term} loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small")
+    for ax in axes[len(methods):]:
+        ax.set_visible(False)
+    if not methods:
+        axes[0].set_visible(True)
+        axes[0].text(0.5, 0.5, "no training history", ha="center", va="center", transform=axes[0].transAxes)
+    _save(fig, out_png)

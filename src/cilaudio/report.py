@@ -321,6 +321,7 @@ def write_report(
     provenance: Mapping,
     notes: Sequence[str] = (),
     setup: Mapping[str, str] = {},  # noqa: B006 (read only)
+    training: pd.DataFrame | None = None,
 ) -> None:
     """Write one self-contained HTML report (figures embedded as base64 PNG), atomically."""
     h: list[str] = [*html_head(title), "<h2>Setup</h2>"]
@@ -337,6 +338,10 @@ def write_report(
 
     h.append("<h2>Findings</h2><ul>")
     h.extend(f"<li>{_e(s)}</li>" for s in findings(table))
+    if training is not None:
+        from .training_history import convergence_findings
+
+        h.extend(f"<li>{_e(s)}</li>" for s in convergence_findings(training))
     h.append("</ul>")
     if notes:
         h.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")

@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
+import os
 import random
 import time
 from dataclasses import dataclass, field, fields
@@ -28,10 +30,10 @@ from .atomic import atomic_path
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
-from .losses import IncrementalLossSettings, bce_loss, incremental_loss, pos_weight_from_labels
+from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
 from . import memory as replay_memory
 from .features import read_settings
-from .model import CNN14, ModelSettings, set_frozen_blocks
+from .model import CNN14, EMBEDDING_POINTS, ModelSettings, set_frozen_blocks
 from .phases import PhaseSplit
 from .progress import Progress, _duration
 
@@ -58,13 +60,18 @@ class LoaderSettings:
     ``features_on_gpu``: with CUDA, hold them in GPU memory and index batches there (no
     loader processes, no copies per step). ``precision``: ``fp32``, or ``bf16``/``fp16``
     autocast (fp16 with a gradient scaler). ``pin_memory``/non-blocking copies are used
-    whenever the device is CUDA.
+    whenever the device is CUDA. ``deterministic``: deterministic algorithms (cuDNN included)
+    so that a GPU rerun gives the same weights; the CPU is deterministic either way.
     """
 
     num_workers: int = 0
     in_memory: bool = False
     features_on_gpu: bool = False
     precision: str = "fp32"
+    deterministic: bool = False
+
+
+FD_PASSES = ("shared", "second")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,11 @@ class MethodSettings:
     ``epoch_size``: ``all`` (an epoch passes over every training excerpt once) or ``phase``
     (an epoch draws, without replacement, as many excerpts as phase k's own list holds, so a
     cumulative method makes as many updates as the others).
+    ``fd_embedding``: where feature distillation takes the new model's embedding, ``after_dropout``
+    (the reference's point: in training it carries the dropout mask, the old model's in eval
+    mode does not) or ``before_dropout``. ``fd_pass``: ``shared`` (one forward pass of the new
+    model serves every loss term) or ``second`` (L_FD on a second forward pass with its own
+    dropout masks, as the reference runs it).
     """
 
     data: str = "current"
@@ -86,6 +98,8 @@ class MethodSettings:
     memory_clips: int = 0
     freeze_blocks: tuple[int, ...] = ()
     freeze_norm_stats: bool = False
+    fd_embedding: str = "after_dropout"
+    fd_pass: str = "shared"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MethodSettings":
@@ -102,10 +116,17 @@ class MethodSettings:
             raise ValueError(f"method replay must be none, random or annealing, not {replay!r}")
         if replay != "none" and int(d.get("memory_clips", 0)) <= 0:
             raise ValueError("a replay method needs memory_clips > 0 (the exemplar budget in clips)")
+        fd_embedding = d.get("fd_embedding", "after_dropout")
+        if fd_embedding not in EMBEDDING_POINTS:
+            raise ValueError(f"method fd_embedding must be one of {list(EMBEDDING_POINTS)}, not {fd_embedding!r}")
+        fd_pass = d.get("fd_pass", "shared")
+        if fd_pass not in FD_PASSES:
+            raise ValueError(f"method fd_pass must be one of {list(FD_PASSES)}, not {fd_pass!r}")
         return cls(data=d.get("data", "current"), epoch_size=d.get("epoch_size", "all"), loss=loss,
                    replay=replay, memory_clips=int(d.get("memory_clips", 0)),
                    freeze_blocks=tuple(d.get("freeze_blocks", ()) or ()),
-                   freeze_norm_stats=bool(d.get("freeze_norm_stats", False)))
+                   freeze_norm_stats=bool(d.get("freeze_norm_stats", False)),
+                   fd_embedding=fd_embedding, fd_pass=fd_pass)
 
     @property
     def needs_old_model(self) -> bool:
@@ -122,6 +143,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic algorithms (cuDNN included) when asked; else let cuDNN pick the fastest
+    convolution algorithms for the fixed input size (``cudnn.benchmark``). Ops without a
+    deterministic implementation only warn (``warn_only``) and are named in the log."""
+    if deterministic:
+        # cuBLAS needs this workspace setting for deterministic results; it must be set before
+        # the first cuBLAS call of the process
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
 
 def phase_seed(seed: int, phase: int) -> int:
@@ -220,8 +254,10 @@ def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], featur
     ``cumulative`` (joint training) takes all given lists, deduplicated by clip, with the
     clips' full annotation restricted to the seen classes; otherwise the LAST list (phase k's)
     with phase k's labels. With ``bce_on="new"`` the earlier classes' entries of phase k's
-    clips are marked unknown (``UNKNOWN``: independent learning); replayed ``memory`` clips
-    carry their old labels and unknown new-class entries.
+    clips are marked unknown (``UNKNOWN``: independent learning). A replayed ``memory`` clip
+    keeps exactly the labels it was trained with: the classes of the phases it was labelled
+    for (its ``phases`` column, :mod:`cilaudio.memory`) are known, 1 or 0; every other class,
+    earlier phases' included, is unknown (it may well hold those sounds, unlabelled).
     """
     seen = split.seen(phase)
     n_old = len(split.seen(phase - 1)) if phase > 0 else 0
@@ -239,17 +275,38 @@ def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], featur
     if memory is not None and len(memory):
         mem = excerpts_of(memory, seen, index, column="labels", source="exemplar memory",
                           features=str(features))
-        mem.targets[:, n_old:] = UNKNOWN
+        known = np.zeros((len(memory), len(seen)), dtype=bool)  # (memory clips, classes seen)
+        for i, phases in enumerate(replay_memory.known_phases(memory)):
+            for p in phases:
+                if not 0 <= p < phase:
+                    raise ValueError(f"exemplar {memory['fname'].iloc[i]!r} is labelled for phase {p}, "
+                                     f"which is not an earlier phase of phase {phase}")
+                known[i, split.columns(p)] = True
+        mem.targets[~known[mem.clip]] = UNKNOWN
         table = ExcerptTable(np.concatenate([table.rows, mem.rows]),
                              np.concatenate([table.targets, mem.targets]),
                              np.concatenate([table.clip, mem.clip + len(table.clip)]))
     return FeatureDataset(features, table, in_memory=loader.in_memory)
 
 
-def pos_weight_of(targets: np.ndarray) -> torch.Tensor:
-    """Scalar pos_weight over the known target entries (negatives / positives)."""
-    known = targets[targets != UNKNOWN]
-    return pos_weight_from_labels(torch.from_numpy(known.reshape(1, -1)))
+def pos_weights_of(targets: np.ndarray, n_old: int) -> torch.Tensor:
+    """One ``pos_weight`` for the old classes' columns and one for the new classes' (phase 0:
+    one for all), each negatives / positives over that group's known entries
+    (:func:`cilaudio.losses.pos_weight_by_group`); ``(n_classes,)``."""
+    n = targets.shape[1]
+    groups = [slice(0, n_old), slice(n_old, n)] if n_old else [slice(0, n)]
+    return pos_weight_by_group(torch.from_numpy(targets), groups)
+
+
+def _describe_pos_weight(pw: torch.Tensor, n_old: int) -> str:
+    if n_old:
+        return f"pos_weight old classes {pw[0].item():.3f}, new classes {pw[n_old].item():.3f}"
+    return f"pos_weight {pw[0].item():.3f}"
+
+
+def history_path(out: Path) -> Path:
+    """The per-epoch table of a phase job (``phase3.pt`` -> ``phase3_history.tsv``)."""
+    return out.with_name(out.stem + "_history.tsv")
 
 
 def resume_path(out: Path) -> Path:
@@ -267,14 +324,37 @@ def fingerprint(params: dict[str, Any], inputs: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite: the job stops before anything is written."""
+
+
+def _epoch_means(sums: dict[str, Any], n_batches: int) -> dict[str, float]:
+    """Per-epoch means of the accumulated loss terms (one host sync per epoch)."""
+    return {k: float(v) / max(n_batches, 1) for k, v in sums.items()}
+
+
+def _check_finite(means: dict[str, float], *, what: str, epoch: int, epochs: int) -> None:
+    bad = [k for k, v in means.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteLoss(
+            f"{what}: loss term(s) {', '.join(bad)} became NaN or infinite in epoch {epoch} of {epochs} "
+            f"(epoch means: {means}). Nothing of this epoch was saved; a lower learning rate, fp32 "
+            "precision or a look at the input features (NaN or inf in the HDF5 file) are the usual fixes")
+
+
 def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
          seed: int, device: torch.device, step_loss, what: str, epoch_size: int | None = None,
-         resume: Path | None = None, job_id: str = "") -> None:
+         resume: Path | None = None, job_id: str = "", tensorboard: Path | None = None) -> list[dict]:
     """Train for ``optim.epochs`` epochs; with ``resume``, save the whole training state there
     after every epoch (atomically) and continue from it when it exists and belongs to this job.
 
-    The state holds the model, optimiser, scheduler, RNG states (global and the sampler's) and
-    the epoch, so a resumed run ends with the same weights as an uninterrupted one.
+    The state holds the model, optimiser, scheduler, RNG states (global and the sampler's), the
+    epoch and the history so far, so a resumed run ends with the same weights and history as
+    an uninterrupted one. ``step_loss(x, y)`` returns the loss and its parts (detached tensors
+    or floats); their sums are read once per epoch. Returns the history: one dict per epoch with
+    ``epoch``, ``lr`` (the rate the epoch trained with), the mean of every loss part, ``seconds``
+    and ``clips_per_s``. A part that is NaN or infinite stops the job (:class:`NonFiniteLoss`).
+    With ``tensorboard``, the same figures are written there as TensorBoard events.
     """
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                           weight_decay=optim.weight_decay)
@@ -284,6 +364,7 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
     sampler_gen = batches.sampler.generator
     scaler = torch.amp.GradScaler(device.type, enabled=loader.precision == "fp16" and device.type == "cuda")
     first_epoch = 0
+    history: list[dict] = []
     if resume is not None and resume.exists():
         try:
             state = torch.load(resume, map_location="cpu", weights_only=False)
@@ -299,17 +380,21 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
             sampler_gen.set_state(state["sampler_rng"])
             random.setstate(state["python_rng"])
             np.random.set_state(state["numpy_rng"])
+            history = list(state.get("history", []))
             first_epoch = state["epoch"] + 1
             log.info(f"{what}: resuming after epoch {first_epoch} of {optim.epochs} from {resume}")
         elif state is not None:
             log.info(f"{what}: {resume} belongs to another configuration or input; starting afresh")
+    writer = _tensorboard_writer(tensorboard, history)
     total = (optim.epochs - first_epoch) * epoch_size
     progress = Progress(total=total, what="clips", logger=log, prefix=f"{what}: ")
     start = time.monotonic()
     for epoch in range(first_epoch, optim.epochs):
         model.train()
-        sums: dict[str, float] = {}
+        epoch_start = time.monotonic()
+        sums: dict[str, Any] = {}
         n_batches = 0
+        lr = opt.param_groups[0]["lr"]
         for x, y in batches:
             x = x.to(device, non_blocking=True)  # (batch, frames, mels)
             y = y.to(device, non_blocking=True)  # (batch, classes seen)
@@ -323,11 +408,17 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1
             progress.step(len(x))
-        lr = opt.param_groups[0]["lr"]
+        means = _epoch_means(sums, n_batches)
+        _check_finite(means, what=what, epoch=epoch + 1, epochs=optim.epochs)
         sched.step()
+        seconds = time.monotonic() - epoch_start
+        history.append({"epoch": epoch + 1, "lr": lr, **means, "seconds": round(seconds, 3),
+                        "clips_per_s": round(epoch_size / seconds, 1) if seconds > 0 else float("nan")})
+        if writer is not None:
+            _tensorboard_epoch(writer, history[-1])
         if resume is not None and epoch + 1 < optim.epochs:
             state = {"job_id": job_id, "epoch": epoch, "model": model.state_dict(),
-                     "scaler": scaler.state_dict(),
+                     "scaler": scaler.state_dict(), "history": history,
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "torch_rng": torch.get_rng_state(), "sampler_rng": sampler_gen.get_state(),
                      "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}
@@ -336,37 +427,79 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
         elapsed = time.monotonic() - start
         done = (epoch + 1 - first_epoch) * epoch_size
         rate = done / elapsed if elapsed > 0 else float("nan")
-        means = " ".join(f"{k}={v / max(n_batches, 1):.4f}" for k, v in sums.items())
-        log.info(f"{what}: epoch {epoch + 1}/{optim.epochs} {means} lr={lr:.2e} "
+        shown = " ".join(f"{k}={v:.4f}" for k, v in means.items())
+        log.info(f"{what}: epoch {epoch + 1}/{optim.epochs} {shown} lr={lr:.2e} "
                  f"{rate:.1f} clips/s ETA {_duration((total - done) / rate if rate else 0)}")
+    if writer is not None:
+        writer.close()
+    return history
+
+
+def _tensorboard_writer(folder: Path | None, history: Sequence[dict]):
+    """A TensorBoard writer for ``folder`` (None: off), with the epochs of ``history`` already
+    written again (after a resume the folder may hold them, or not)."""
+    if folder is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # tensorboard is an optional dependency
+        raise RuntimeError("training.tensorboard is on but the `tensorboard` package is not installed: "
+                           "`pip install tensorboard` (or `.venv/bin/pip install -e '.[tensorboard]'`), "
+                           f"or set training.tensorboard: false ({exc})") from exc
+    writer = SummaryWriter(log_dir=str(folder), purge_step=len(history) + 1 if history else None)
+    for row in history:
+        _tensorboard_epoch(writer, row)
+    return writer
+
+
+def _tensorboard_epoch(writer, row: dict) -> None:
+    for key, value in row.items():
+        if key != "epoch":
+            writer.add_scalar(key if key in ("lr", "seconds", "clips_per_s") else f"loss/{key}",
+                              value, global_step=row["epoch"])
+    writer.flush()
+
+
+def write_history(path: Path, history: Sequence[dict], *, phase: int, method: str, seed: int) -> None:
+    """The per-epoch table of one phase job (TSV, one row per epoch), written atomically."""
+    frame = pd.DataFrame(list(history))
+    frame.insert(0, "phase", phase)
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "method", method)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
 
 
 def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path,
                model_settings: dict[str, Any], optim: OptimSettings, loader: LoaderSettings,
-               seed: int, device: str = "auto", threads: int = 1, params: dict | None = None) -> None:
-    """Phase 0: BCE with one scalar pos_weight on the base classes, from a fresh CNN14."""
+               seed: int, device: str = "auto", threads: int = 1, params: dict | None = None,
+               tensorboard: Path | None = None) -> None:
+    """Phase 0: BCE with one scalar pos_weight on the base classes, from a fresh CNN14. Writes
+    the checkpoint ``out`` and its per-epoch table (:func:`history_path`)."""
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
+    set_determinism(loader.deterministic, dev)
     s = phase_seed(seed, 0)
     seed_everything(s)
     data = training_set(phase=0, split=split, lists=[train_list], features=features,
                         cumulative=False, loader=loader)
     classes = list(split.seen(0))
     model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
-    pos_weight = pos_weight_of(data.table.targets).to(dev)
-    log.info(f"phase 0: {len(data)} excerpts, {len(classes)} classes, pos_weight {pos_weight.item():.3f}, "
+    pos_weight = pos_weights_of(data.table.targets, 0).to(dev)
+    log.info(f"phase 0: {len(data)} excerpts, {len(classes)} classes, {_describe_pos_weight(pos_weight, 0)}, "
              f"device {dev}, model {model.settings}")
 
     def step_loss(x, y):
         logits, _ = model(x)
-        loss = bce_loss(logits, y, pos_weight)
-        return loss, {"bce": loss.item()}
+        loss = masked_bce_loss(logits, y, torch.ones_like(y), pos_weight)
+        return loss, {"bce": loss.detach(), "total": loss.detach()}
 
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "model": model_settings, "optim": optim, "seed": seed},
                          [train_list, features])
-    _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
-         step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id)
+    history = _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
+                   step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id, tensorboard=tensorboard)
+    write_history(history_path(out), history, phase=0, method="base", seed=seed)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
                     params=params or {}, extra={"features": read_settings(features)})
     resume.unlink(missing_ok=True)
@@ -387,7 +520,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
                       previous: Path, out: Path, method_name: str, method: MethodSettings,
                       optim: OptimSettings, loader: LoaderSettings, seed: int, device: str = "auto",
                       threads: int = 1, params: dict | None = None,
-                      expected_model: dict[str, Any] | None = None) -> None:
+                      expected_model: dict[str, Any] | None = None, tensorboard: Path | None = None) -> None:
     """Phase k >= 1 of ``method``: start from phase k-1's model, grow the classifier, train.
 
     ``train_lists`` ends with phase k's list; cumulative methods give every list up to k,
@@ -395,6 +528,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     """
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
+    set_determinism(loader.deterministic, dev)
     s = phase_seed(seed, phase)
     seed_everything(s)
     model, state = load_checkpoint(previous, device=dev)
@@ -423,42 +557,65 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
 
     memory = None
     if method.replay != "none":
-        pool = replay_memory.candidates(state.get("memory"), read_list(train_lists[-2]))
+        pool = replay_memory.candidates(state.get("memory"), read_list(train_lists[-2]), phase - 1)
         memory = replay_memory.select(pool, split.seen(phase - 1), budget=method.memory_clips,
                                       strategy=method.replay, seed=s)
         log.info(f"exemplar memory: {len(memory)} of {len(pool)} old clips ({method.replay})")
     data = training_set(phase=phase, split=split, lists=train_lists, features=features,
                         cumulative=method.data == "cumulative", loader=loader,
                         bce_on=method.loss.bce_on, memory=memory)
-    pos_weight = pos_weight_of(data.table.targets).to(dev)
+    pos_weight = pos_weights_of(data.table.targets, n_old).to(dev)
     log.info(f"phase {phase} ({method_name}): {len(data)} excerpts, {n_old} old + {n_new} new classes, "
-             f"pos_weight {pos_weight.item():.3f}, device {dev}, loss {method.loss}")
-
-    def step_loss(x, y):
-        mask = (y != UNKNOWN).to(y.dtype)
-        logits, emb = model(x)
-        old_logits = old_emb = None
-        if old_model is not None:
-            with torch.no_grad():
-                old_logits, old_emb = old_model(x)
-        return incremental_loss(logits=logits, targets=y.clamp(min=0), n_old=n_old, pos_weight=pos_weight,
-                                settings=method.loss, old_logits=old_logits,
-                                old_embedding=old_emb, new_embedding=emb, mask=mask)
+             f"{_describe_pos_weight(pos_weight, n_old)}, device {dev}, loss {method.loss}"
+             + (f", L_FD on the embedding {method.fd_embedding} ({method.fd_pass} forward pass)"
+                if method.loss.feature_distill > 0 else ""))
+    step_loss = incremental_step(model=model, old_model=old_model, method=method, n_old=n_old,
+                                 pos_weight=pos_weight)
 
     epoch_size = None
     if method.epoch_size == "phase":
         index = excerpt_index(features)
-        epoch_size = min(len(data), sum(len(index[f]) for f in read_list(train_lists[-1])["fname"]))
+        own = sum(len(index.get(f, ())) for f in read_list(train_lists[-1])["fname"])  # skipped clips: none
+        epoch_size = min(len(data), own)
         log.info(f"epoch size: {epoch_size} of {len(data)} excerpts (as many as phase {phase}'s own list)")
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "method": method, "optim": optim, "seed": seed},
                          [previous, features, *train_lists])
-    _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
-         step_loss=step_loss, what=f"phase {phase} {method_name}", epoch_size=epoch_size,
-         resume=resume, job_id=job_id)
+    history = _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
+                   step_loss=step_loss, what=f"phase {phase} {method_name}", epoch_size=epoch_size,
+                   resume=resume, job_id=job_id, tensorboard=tensorboard)
+    write_history(history_path(out), history, phase=phase, method=method_name, seed=seed)
     extra = {"features": read_settings(features)}
     if memory is not None:
         extra["memory"] = memory.to_dict("records")
     save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
                     params=params or {}, extra=extra)
     resume.unlink(missing_ok=True)
+
+
+def incremental_step(*, model: CNN14, old_model: CNN14 | None, method: MethodSettings, n_old: int,
+                     pos_weight: torch.Tensor):
+    """The loss of one batch of an incremental phase, ``step(x, y) -> (loss, parts)``.
+
+    BCE on the known entries of ``y`` (``UNKNOWN`` elsewhere); L_OD on the first forward pass's
+    old-class logits against the old model's; L_FD on the embedding at ``method.fd_embedding``,
+    of the same pass (``fd_pass: shared``) or of a second pass with its own dropout masks
+    (``second``, the reference's way). The old model runs without gradient.
+    """
+    fd = method.loss.feature_distill > 0
+    point = method.fd_embedding
+
+    def step(x, y):
+        mask = (y != UNKNOWN).to(y.dtype)
+        logits, emb = model(x, embedding=point)
+        old_logits = old_emb = None
+        if old_model is not None:
+            with torch.no_grad():
+                old_logits, old_emb = old_model(x, embedding=point)
+        if fd and method.fd_pass == "second":
+            _, emb = model(x, embedding=point)
+        return incremental_loss(logits=logits, targets=y.clamp(min=0), n_old=n_old, pos_weight=pos_weight,
+                                settings=method.loss, old_logits=old_logits,
+                                old_embedding=old_emb, new_embedding=emb, mask=mask)
+
+    return step

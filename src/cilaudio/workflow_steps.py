@@ -145,7 +145,8 @@ def check_features(h5_path: str, expected: Mapping[str, Any] | None) -> None:
 
 def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,
                model: Mapping[str, Any], optim: Mapping[str, Any], loader: Mapping[str, Any],
-               device: str = "auto", threads: int = 1, feature_settings: Mapping[str, Any] | None = None) -> None:
+               device: str = "auto", threads: int = 1, feature_settings: Mapping[str, Any] | None = None,
+               tensorboard: str | None = None) -> None:
     from . import train as T
     from .features import read_settings
 
@@ -155,13 +156,15 @@ def train_base(*, classes: str, train_list: str, features: str, out: str, norm: 
     T.train_base(split=split, train_list=Path(train_list), features=Path(features), out=Path(out),
                  model_settings={"norm": norm, "n_mels": n_mels, **model}, optim=T.OptimSettings(**optim),
                  loader=T.LoaderSettings(**loader), seed=seed, device=device, threads=threads,
-                 params={"model": dict(model), "optim": dict(optim)})
+                 params={"model": dict(model), "optim": dict(optim)},
+                 tensorboard=Path(tensorboard) if tensorboard else None)
 
 
 def train_incremental(*, classes: str, train_lists: Sequence[str], features: str, previous: str,
                       out: str, phase: int, method_name: str, seed: int, method: Mapping[str, Any],
                       optim: Mapping[str, Any], loader: Mapping[str, Any], device: str = "auto",
-                      threads: int = 1, model: Mapping[str, Any] | None = None) -> None:
+                      threads: int = 1, model: Mapping[str, Any] | None = None,
+                      tensorboard: str | None = None) -> None:
     from . import train as T
 
     split = L.read_classes(classes)
@@ -170,7 +173,17 @@ def train_incremental(*, classes: str, train_lists: Sequence[str], features: str
                         method_name=method_name, method=T.MethodSettings.from_dict(dict(method)),
                         optim=T.OptimSettings(**optim), loader=T.LoaderSettings(**loader), seed=seed,
                         device=device, threads=threads,
-                        params={"method": dict(method), "optim": dict(optim)})
+                        params={"method": dict(method), "optim": dict(optim)},
+                        tensorboard=Path(tensorboard) if tensorboard else None)
+
+
+def tensorboard_dir(log_path: str, config: Mapping[str, Any]) -> str | None:
+    """Where a training job writes TensorBoard events when ``training.tensorboard`` is on: beside
+    its log, ``logs/<dataset>/<norm>/<method>/seed<s>/train_phase<k>.tensorboard/`` (so that
+    ``tensorboard --logdir logs/<dataset>/<norm>`` shows every job of a norm)."""
+    if not config.get("training", {}).get("tensorboard", False):
+        return None
+    return str(Path(log_path).with_suffix(".tensorboard"))
 
 
 def _meta(meta: Mapping[str, Any]) -> dict:
@@ -217,6 +230,21 @@ def plot_metrics(table: str, out: str) -> None:
     plot_metric_curves(pd.read_csv(table, sep="\t"), out)
 
 
+def collect_training(paths: Sequence[str], out: str) -> None:
+    from .training_history import collect_history
+
+    table = collect_history(paths, out)
+    log.info(f"{len(table)} epochs from {len(paths)} training jobs -> {out}")
+
+
+def plot_training(table: str, out: str) -> None:
+    import pandas as pd
+
+    from .plots import plot_training_curves
+
+    plot_training_curves(pd.read_csv(table, sep="\t"), out)
+
+
 def plot_cka(paths: Sequence[str], *, heatmaps: str, diagonal: str) -> None:
     from .plots import plot_cka_diagonal, plot_cka_heatmaps
 
@@ -229,6 +257,9 @@ def plot_cka(paths: Sequence[str], *, heatmaps: str, diagonal: str) -> None:
 
 CAPTIONS = {
     "metrics": "Metrics after every phase (mean over seeds; band: min..max over seeds).",
+    "training": "Training loss (the total that was minimised) per epoch: one panel per method, one line "
+                "per phase (later phases darker), mean over seeds with a min..max band. Every loss term, "
+                "the learning rate and the time of each epoch are in training.tsv.",
     "cka_heatmaps": "Linear CKA between every layer of the phase-0 model (rows) and of the final "
                     "phase's model (columns), per method, on the base-class test clips.",
     "cka_diagonal": "CKA of each layer with itself between the phase-0 model and each later "
@@ -255,7 +286,8 @@ def deviations(config: Mapping) -> list[str]:
 
 
 def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str], config: Mapping,
-                dataset: str, norm: str, features: Sequence[str] = (), repo_dir: Path | None = None) -> None:
+                dataset: str, norm: str, features: Sequence[str] = (), repo_dir: Path | None = None,
+                training: str | None = None) -> None:
     import pandas as pd
 
     from .report import provenance, write_report
@@ -295,8 +327,9 @@ def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str
             first = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5])
             notes.append(f"{len(skipped)} clip(s) were skipped at feature extraction ({path}, "
                          f"on_bad_audio: skip), e.g. {first}")
+    training_table = pd.read_csv(training, sep="\t") if training else None
     write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
-                 table=frame,
+                 table=frame, training=training_table,
                  figures=figs,
                  config=_plain(config), provenance=provenance(repo),
                  notes=notes, setup=setup)

@@ -255,7 +255,7 @@ def get_loader_params(wildcards):
     return canonical(
         {
             k: config["training"][k]
-            for k in ("num_workers", "in_memory", "features_on_gpu", "precision")
+            for k in ("num_workers", "in_memory", "features_on_gpu", "precision", "deterministic")
         }
     )
 
@@ -294,6 +294,16 @@ def get_metrics_files(wildcards):
     ]
 
 
+def get_history_files(wildcards):
+    """The per-epoch table of every training job of a norm: phase 0 and each method's phases."""
+    return [
+        path[: -len(".pt")] + "_history.tsv"
+        for seed in config["run"]["seeds"]
+        for path in run_outputs(wildcards.dataset, wildcards.norm, seed)
+        if path.endswith(".pt")
+    ]
+
+
 def get_cka_files(wildcards):
     seed = config["run"]["seeds"][0]
     return [
@@ -305,7 +315,7 @@ def get_cka_files(wildcards):
 
 def get_figures(wildcards):
     prefix = f"results/{wildcards.dataset}/{wildcards.norm}/figures"
-    figures = {"metrics": f"{prefix}/metrics.png"}
+    figures = {"metrics": f"{prefix}/metrics.png", "training": f"{prefix}/training.png"}
     if config["cka"]["activate"]:
         figures["cka_heatmaps"] = f"{prefix}/cka_heatmaps.png"
         figures["cka_diagonal"] = f"{prefix}/cka_diagonal.png"

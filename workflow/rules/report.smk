@@ -37,6 +37,7 @@ rule report:
     input:
         unpack(get_figures),
         table="results/{dataset}/{norm}/metrics.tsv",
+        training="results/{dataset}/{norm}/training.tsv",
         classes="results/{dataset}/lists/classes.tsv",
         features=expand("results/{{dataset}}/features/{split}.h5", split=["dev", "eval"]),
     output:

@@ -1,5 +1,6 @@
 # One job per phase. Phase 0 is shared by every method of a dataset, norm and seed; phase k
-# of a method needs phase k-1's checkpoint of the same method.
+# of a method needs phase k-1's checkpoint of the same method. Each job writes its checkpoint
+# and a per-epoch table beside it (learning rate, every loss term, time).
 
 
 rule train_base:
@@ -8,7 +9,8 @@ rule train_base:
         train_list="results/{dataset}/lists/train_phase0.tsv",
         classes="results/{dataset}/lists/classes.tsv",
     output:
-        "results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
+        checkpoint="results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
+        history="results/{dataset}/{norm}/base/seed{seed}/phase0_history.tsv",
     params:
         model=get_model_params,
         features=get_feature_params,
@@ -36,7 +38,8 @@ rule train_incremental:
         train_lists=get_train_lists,
         classes="results/{dataset}/lists/classes.tsv",
     output:
-        "results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}.pt",
+        checkpoint="results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}.pt",
+        history="results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}_history.tsv",
     wildcard_constraints:
         phase=r"[1-9]\d*",
     params:
@@ -57,3 +60,29 @@ rule train_incremental:
         "../../envs/cilaudio.yaml"
     script:
         "../scripts/train_incremental.py"
+
+
+rule collect_training:
+    input:
+        get_history_files,
+    output:
+        "results/{dataset}/{norm}/training.tsv",
+    log:
+        "logs/{dataset}/{norm}/collect_training.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/collect_training.py"
+
+
+rule plot_training:
+    input:
+        "results/{dataset}/{norm}/training.tsv",
+    output:
+        "results/{dataset}/{norm}/figures/training.png",
+    log:
+        "logs/{dataset}/{norm}/plot_training.log",
+    conda:
+        "../../envs/cilaudio.yaml"
+    script:
+        "../scripts/plot_training.py"

@@ -5,8 +5,9 @@ with job(snakemake):
     make_report(
         out=snakemake.output[0],
         table=snakemake.input.table,
+        training=snakemake.input.training,
         classes=snakemake.input.classes,
-        figures={k: v for k, v in snakemake.input.items() if k not in ("table", "classes", "features")},
+        figures={k: v for k, v in snakemake.input.items() if k not in ("table", "training", "classes", "features")},
         features=list(snakemake.input.features),
         config=snakemake.params.config,
         dataset=snakemake.wildcards.dataset,

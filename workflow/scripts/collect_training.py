@@ -1,0 +1,5 @@
+from cilaudio.logs import job
+from cilaudio.workflow_steps import collect_training
+
+with job(snakemake):
+    collect_training(list(snakemake.input), snakemake.output[0])

@@ -63,16 +63,15 @@ def test_full_paper_grid_plans_in_seconds(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    # 2 datasets x 3 norms x 3 seeds; 10 methods x 4 incremental phases
+    # 2 datasets x 3 norms x 3 seeds; 11 methods x 4 incremental phases
     assert counts["train_base"] == 2 * 3 * 3
-    assert counts["train_incremental"] == 2 * 3 * 3 * 10 * 4
+    assert counts["train_incremental"] == 2 * 3 * 3 * 11 * 4
     assert counts["extract_features"] == 2 * 2 * 16  # 16 shards per split
     assert counts["report"] == 6 and counts["compare_norms"] == 2
-    assert counts["cka"] == 2 * 3 * 10 * 4  # first seed only
+    assert counts["cka"] == 2 * 3 * 11 * 4  # first seed only
     print(f"full paper grid: {sum(v for k, v in counts.items() if k != 'total')} jobs planned in {seconds:.1f} s")
-    # the target is < 10 s (4.7 s measured on 2 idle cores, see the README); timing is not asserted
-    # here, since test machines are noisy: this only bounds a hang
-    assert seconds < 60
+    # the target is < 10 s (4.7 s measured on 2 idle cores, see the README); the time is printed,
+    # never asserted (15 s measured on 2 loaded cores): only _dry_run's 300 s timeout bounds a hang
 
 
 @pytest.mark.parametrize("preset, hint", [("fsd50k", "Zenodo record 4060432"),

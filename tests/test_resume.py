@@ -4,9 +4,11 @@ with the same checkpoint as an uninterrupted run; no final-named output is ever 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,10 +21,23 @@ from cilaudio.train import resume_path
 EPOCHS = 4
 
 
-def _command(root: Path, out: Path, workers: int = 0) -> list[str]:
+def _command(root: Path, out: Path, workers: int = 0, pause_after: int | None = None) -> list[str]:
+    """The training job as a Python command line. With ``pause_after`` k, the job stops right
+    after logging "epoch k/EPOCHS" (its state for epoch k is saved before that line) and waits
+    on its stdin, so that a signal sent then lands between epochs k and k+1 however slow or
+    loaded the machine is."""
+    pause = "" if pause_after is None else f"""
+class _Pause(logging.Handler):
+    def emit(self, record):
+        if re.search(r": epoch {pause_after}/{EPOCHS} ", record.getMessage()):
+            sys.stderr.flush()
+            sys.stdin.read()  # until the test's signal (or the test closes stdin)
+logging.getLogger().addHandler(_Pause())
+"""
     code = f"""
-import logging, sys
+import logging, re, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+{pause}
 from cilaudio import workflow_steps as W
 W.train_base(classes={str(root / 'lists/classes.tsv')!r}, train_list={str(root / 'lists/train_phase0.tsv')!r},
              features={str(root / 'dev.h5')!r}, out={str(out)!r}, norm="bn", seed=5,
@@ -58,16 +73,26 @@ def uninterrupted(prepared, tmp_path_factory) -> Path:
 def test_killed_training_resumes_from_last_epoch(prepared, uninterrupted, tmp_path, sig, after_epochs, workers):
     out = tmp_path / "phase0.pt"
     state = resume_path(out)
-    proc = subprocess.Popen(_command(prepared, out, workers), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command(prepared, out, workers, pause_after=after_epochs), stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(900, proc.kill)  # only bounds a hang: a killed job's stderr ends
+    guard.start()
     seen = 0
-    deadline = time.monotonic() + 120
-    while seen < after_epochs and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if f"epoch " in line and f"/{EPOCHS}" in line:
-            seen += 1
-    assert seen == after_epochs, "training did not report its epochs"
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
+    try:
+        for line in proc.stderr:  # until the job pauses after logging epoch `after_epochs`
+            if re.search(rf": epoch \d+/{EPOCHS} ", line):
+                seen += 1
+                if seen == after_epochs:
+                    break
+        assert seen == after_epochs, "training did not report its epochs"
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    finally:
+        guard.cancel()
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stderr.close()
     assert not out.exists()
     assert state.exists()
     log = _run(prepared, out, workers)

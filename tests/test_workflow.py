@@ -24,7 +24,8 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+# the timeout only bounds a hang: a tiny run takes 1-3 minutes on 2 cores, idle or loaded
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -204,9 +205,38 @@ def test_bad_config_stops_with_a_clear_message(tmp_path, mutate, message):
     assert message in proc.stdout + proc.stderr
 
 
+def _run_log(text: str) -> tuple[dict[str, tuple[str, list[str]]], list[tuple[str, str]]]:
+    """A running Snakemake's log so far: jobid -> (rule, outputs) of every job it started, and
+    its events in order, ("start" or "finish", jobid). Snakemake logs "Finished jobid" only
+    once it has recorded the job as complete in .snakemake/."""
+    jobs: dict[str, tuple[str, list[str]]] = {}
+    events: list[tuple[str, str]] = []
+    rule, outputs = None, []
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            rule, outputs = m.group(1), []
+            continue
+        m = re.match(r"^\s+output: (.*)$", line)
+        if m and rule:
+            outputs = [p.strip() for p in m.group(1).split(", ")]
+            continue
+        m = re.match(r"^\s+jobid: (\d+)$", line)
+        if m and rule:
+            jobs[m.group(1)] = (rule, outputs)
+            events.append(("start", m.group(1)))
+            rule = None
+            continue
+        m = re.match(r"^Finished jobid: (\d+)", line)
+        if m:
+            events.append(("finish", m.group(1)))
+    return jobs, events
+
+
 def test_rerun_incomplete_after_snakemake_crash(tmp_path):
-    """Kill Snakemake itself (SIGKILL) while jobs run; --rerun-incomplete then plans only the
-    jobs that were running or not started, never a finished one."""
+    """Kill Snakemake itself (SIGKILL) while a job runs, once train_base has been recorded as
+    finished; --rerun-incomplete then plans only the jobs that were running or not started,
+    never a finished one. The kill waits for events in Snakemake's log, never for a time."""
     import signal
     import time
 
@@ -216,22 +246,47 @@ def test_rerun_incomplete_after_snakemake_crash(tmp_path):
     write_config(tmp_path, config)
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = tmp_path / "results/synth/bn/base/seed0/phase0.pt"
-    deadline = time.monotonic() + 300
-    while not base.exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert base.exists()
-    time.sleep(2.0)
-    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job, as a crash would
-    proc.wait()
+    log_path = tmp_path / "snakemake.log"  # a file, not a pipe: nothing can block Snakemake's output
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def crash_point(text: str) -> bool:
+        """Whether train_base is logged as finished and a job started after that still runs."""
+        jobs, events = _run_log(text)
+        base = [j for kind, j in events if kind == "start" and jobs[j][0] == "train_base"]
+        if not base or ("finish", base[0]) not in events:
+            return False
+        after = events[events.index(("finish", base[0])) + 1:]
+        return any(kind == "start" and ("finish", j) not in events for kind, j in after)
+
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    start = time.monotonic()
+    try:
+        # 900 s only bounds a hang (the crash point comes after about 30 s on 1 core)
+        while not crash_point(log_path.read_text()):
+            assert proc.poll() is None, f"Snakemake ended before the crash point:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() - start < 900, f"hang? log so far:\n{log_path.read_text()[-4000:]}"
+            time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job, as a crash would
+        except ProcessLookupError:  # it had ended already (and the loop says so)
+            pass
+        proc.wait()
+    print(f"crashed Snakemake after {time.monotonic() - start:.1f} s")
+    jobs_log, events = _run_log(log_path.read_text())
+    done = {j for kind, j in events if kind == "finish"}
+    recorded = {p for j in done for p in jobs_log[j][1]}  # logged finished, so recorded complete
+    running = {p for j, (_, outputs) in jobs_log.items() if j not in done for p in outputs}
+    assert "results/synth/bn/base/seed0/phase0.pt" in recorded
     finished = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results").rglob("*")
                 if p.is_file() and ".tmp-" not in p.name}
     jobs = planned(tmp_path, "--rerun-incomplete")
     assert jobs, "something was left to do"
-    # at most the job that was running at the crash (its output written, its completion not
-    # yet recorded) is redone; every other finished output stays
-    assert len(set(jobs) & finished) <= 1, set(jobs) & finished
+    # no job logged as finished is redone; of the outputs on disk, only those of the job that
+    # was running at the crash (written, its completion not yet recorded) may be
+    assert not set(jobs) & recorded, set(jobs) & recorded
+    assert set(jobs) & finished <= running, (set(jobs) & finished, running)
     assert "results/synth/bn/base/seed0/phase0.pt" not in jobs
     snakemake(tmp_path, "--unlock")  # the crashed run's lock, as the README says
     snakemake(tmp_path, "--rerun-incomplete")

@@ -13,7 +13,7 @@ not count). Stages:
 2. extraction: ``extract_to_hdf5`` (one process, one thread) on the small set (``--small``)
    and on all clips: clips/s, multiple of real time per core, peak RSS and the ratio of the
    two peaks (flat is the goal). Then the workflow's way: one shard per core in parallel, joined
-   with ``join_shards`` (a virtual dataset); training below reads the joined files.
+   with ``join_shards`` (a copy into one self-contained file); training below reads the joined files.
 3. training memory: peak RSS of one epoch of width-8 CNN14 (``train._fit``, batch 32, streaming
    from HDF5) on the small and on the full set; the epoch is capped at ``--max-steps`` updates,
    the dataset is not.
@@ -39,6 +39,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 GROUP_SIZES = (30, 5, 5, 5, 5)
@@ -252,7 +253,7 @@ def child_loader(a: dict) -> dict:
     from torch.utils.data import Dataset
 
     from cilaudio.data import FeatureDataset
-    from cilaudio.features import FeatureSettings, LogMel
+    from cilaudio.features import FeatureSettings, LogMel, open_features
     from cilaudio.fsd50k import FSD50K
     from cilaudio.train import TRANSFER_GROUP, LoaderSettings, _loader
 
@@ -263,7 +264,7 @@ def child_loader(a: dict) -> dict:
     if a["kind"] == "hdf5":
         dataset = FeatureDataset(a["features"], table, in_memory=False)
     else:
-        with h5py.File(a["features"], "r") as h5:
+        with open_features(a["features"]) as h5:
             names = h5["fname"].asstr()[:][table.rows]
             starts = h5["start"][:][table.rows]
         ds = FSD50K(Path(a["root"]))
@@ -395,6 +396,8 @@ def _ten_second_features(path: Path, n: int) -> None:
     import h5py
     import numpy as np
 
+    from cilaudio.features import FeatureSettings
+
     if path.exists():
         return
     rng = np.random.default_rng(0)
@@ -407,6 +410,10 @@ def _ten_second_features(path: Path, n: int) -> None:
         h5.create_dataset("fname", data=np.array([f"c{i}" for i in range(n)], dtype=object),
                           dtype=h5py.string_dtype())
         h5.create_dataset("start", data=np.zeros(n, dtype="float32"))
+        h5.attrs["settings"] = json.dumps(asdict(FeatureSettings(
+            sample_rate=32000, n_fft=1024, win_length=1024, hop_length=320, n_mels=64, f_min=20.0,
+            f_max=14000.0, excerpt_seconds=10.0, hop_seconds=10.0, dtype="float16")))
+        h5.attrs["skipped"] = "{}"
     tmp.rename(path)
 
 
@@ -673,7 +680,7 @@ def main(argv=None) -> int:
         figs.add(f"extraction [{kind}] peak RSS {n_all} minus {n_small} clips",
                  _mb(peaks["all"] - peaks["small"]), "MB")
 
-    # the workflow's way: one shard per core in parallel, joined into a virtual dataset
+    # the workflow's way: one shard per core in parallel, copied into one joined file
     n_shards = a.workers
     b.say(f"extraction [16k] of {n_all} clips in {n_shards} parallel shards ...")
     t = time.perf_counter()
@@ -771,7 +778,7 @@ def main(argv=None) -> int:
                      "clips/s", note=f"{r['gpu']}, peak {r[prec]['peak_gpu_mb']:.0f} MB; inputs already on the GPU")
         fit = b.run("fit_speed", {"device": "cuda", "width": WIDE, "clips": a.fit_clips, "steps": a.fit_steps,
                                   "workers": a.gpu_workers, "threads": 1, "precisions": ["fp32", "bf16"],
-                                  "features": str(a.workdir / f"features-10s-{a.fit_clips}.h5")},
+                                  "features": str(a.workdir / f"features-10s-v2-{a.fit_clips}.h5")},
                     "gpu-fit", f"GPU training loop end to end, width {WIDE}, 10-s float16 excerpts streamed "
                     f"from HDF5, {a.gpu_workers} loader workers, {a.fit_steps} steps")
         raw["gpu_fit"] = fit
@@ -796,7 +803,7 @@ def main(argv=None) -> int:
         # the same end-to-end loop on the CPU at the narrow width: checks the path a GPU run takes
         fit = b.run("fit_speed", {"device": "cpu", "width": NARROW, "clips": a.fit_clips, "steps": 10,
                                   "workers": 0, "threads": a.threads, "precisions": ["fp32"],
-                                  "features": str(a.workdir / f"features-10s-{a.fit_clips}.h5")},
+                                  "features": str(a.workdir / f"features-10s-v2-{a.fit_clips}.h5")},
                     "cpu-fit", f"CPU training loop end to end, width {NARROW}, 10-s float16 excerpts streamed "
                     "from HDF5, 10 steps")
         raw["cpu_fit"] = fit

@@ -2,6 +2,8 @@
 
 A list (see :mod:`cilaudio.lists`) names clips; the feature file holds their excerpts. Every
 excerpt inherits its clip's labels. Each process (DataLoader worker) opens its own HDF5 handle.
+Every open goes through :func:`cilaudio.features.open_features`, which refuses a feature file
+that is incomplete or written by the older join (a virtual dataset over shard files).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from .features import open_features
 from .lists import label_matrix
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,9 @@ class ExcerptIndex(dict):
 
 def excerpt_index(h5_path: str | os.PathLike) -> ExcerptIndex:
     """fname -> row numbers of its excerpts in the feature file."""
-    with h5py.File(h5_path, "r") as h5:
+    with open_features(h5_path) as h5:
         names = h5["fname"].asstr()[:]
-        skipped = json.loads(h5.attrs.get("skipped", "{}"))
+        skipped = json.loads(h5.attrs["skipped"])
     order = np.argsort(names, kind="stable")
     sorted_names = names[order]
     uniq, first = np.unique(sorted_names, return_index=True)
@@ -105,19 +108,18 @@ class FeatureDataset(Dataset):
         self._dset: h5py.Dataset | None = None
         self._pid: int | None = None
         self._cache: np.ndarray | None = None
-        if in_memory and len(table.rows):
-            # h5py reads increasing, unique indices: read each needed row once, then map
-            unique, where = np.unique(table.rows, return_inverse=True)
-            with h5py.File(self.h5_path, "r") as h5:
-                block = h5["features"][unique]
-            self._cache = block[where]
+        with open_features(self.h5_path) as h5:  # a file that cannot be read stops here, not in a worker
+            if in_memory and len(table.rows):
+                # h5py reads increasing, unique indices: read each needed row once, then map
+                unique, where = np.unique(table.rows, return_inverse=True)
+                self._cache = h5["features"][unique][where]
 
     def features_tensor(self) -> torch.Tensor:
         """All of this set's features as one tensor (n, frames, mels), in table order, kept in
         the stored dtype (float16 stays float16)."""
         if self._cache is None:
             unique, where = np.unique(self.table.rows, return_inverse=True)
-            with h5py.File(self.h5_path, "r") as h5:
+            with open_features(self.h5_path) as h5:
                 self._cache = h5["features"][unique][where]
         return torch.from_numpy(np.ascontiguousarray(self._cache))
 
@@ -125,7 +127,7 @@ class FeatureDataset(Dataset):
         # one handle per process (DataLoader workers fork), and the dataset object kept: looking
         # it up by name on every item costs more than reading the item
         if self._dset is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.h5_path, "r")
+            self._h5 = open_features(self.h5_path)
             self._dset = self._h5["features"]
             self._pid = os.getpid()
         return self._dset

@@ -6,8 +6,11 @@ zero-padded, when it is at least ``min_last_seconds`` long, and a clip shorter t
 always gives one padded excerpt), and each excerpt becomes a (frames, mels) log-mel matrix.
 
 The HDF5 file holds ``features`` (n_excerpts, frames, mels), ``fname`` (n_excerpts,) and
-``start`` (n_excerpts,) seconds, plus the settings as attributes. It is written in chunks, so
-extraction memory does not grow with the number of clips.
+``start`` (n_excerpts,) seconds, plus the settings and the skipped clips as attributes. It is
+written in chunks, so extraction memory does not grow with the number of clips. The workflow
+extracts a split in shards and joins them into one self-contained file (``join_shards``: a copy,
+not a view of the shards). Every reader opens feature files with ``open_features``, which refuses
+an incomplete file or one written by the older join (an HDF5 virtual dataset over the shards).
 """
 
 from __future__ import annotations
@@ -218,40 +221,89 @@ def extract_to_hdf5(
     return n_written
 
 
-def join_shards(shards: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> int:
-    """Join shard files into one without copying the features: ``features`` becomes an HDF5
-    virtual dataset over the shards (which must stay beside it, in the same folder or below);
-    the small ``fname``/``start`` index and the skipped clips are copied."""
+JOIN_BLOCK_BYTES = 64 * 2**20  # features copied per read/write when joining shards
+
+
+def join_shards(
+    shards: Sequence[str | os.PathLike], out_path: str | os.PathLike, *, block_bytes: int = JOIN_BLOCK_BYTES
+) -> int:
+    """Join shard files into one self-contained feature file: the shards' features, ``fname``
+    and ``start`` are copied, in shard order, into real datasets of ``out_path`` (chunked one
+    excerpt a chunk as extraction writes them, same dtype and compression as the shards), and
+    their skipped clips merged. Nothing reads the shards afterwards (the workflow deletes them);
+    their names stay in the ``shards`` attribute as provenance.
+
+    Copied shard by shard in blocks of at most ``block_bytes`` of features, so memory does not
+    grow with the shards' size; written to a temporary file and renamed at the end, so a failed
+    join leaves no final-named file. Returns the number of excerpts joined.
+    """
+    if not shards:
+        raise ValueError(f"no shard to join into {out_path}")
     out_path = Path(out_path)
-    metas, settings, skipped = [], None, {}
+    plan = _join_plan(shards)
+    frames, mels = plan["shape"]
+    row_bytes = frames * mels * plan["dtype"].itemsize
+    block = max(1, int(block_bytes) // row_bytes)
+    progress = Progress(total=plan["total"], what="excerpts", logger=log, prefix="join: ")
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset(
+            "features", shape=(plan["total"], frames, mels), maxshape=(None, frames, mels),
+            dtype=plan["dtype"], chunks=(1, frames, mels), **plan["filters"],
+        )
+        h5.create_dataset("fname", shape=(plan["total"],), dtype=h5py.string_dtype())
+        h5.create_dataset("start", shape=(plan["total"],), dtype="float32")
+        n0 = 0
+        for path in shards:
+            with open_features(path) as src:
+                n0 = _copy_rows(src, h5, n0, block, progress)
+        h5.attrs["settings"] = plan["settings"]
+        h5.attrs["skipped"] = json.dumps(plan["skipped"])
+        h5.attrs["shards"] = json.dumps([os.path.relpath(p, out_path.parent) for p in shards])
+    progress.done()
+    return plan["total"]
+
+
+def _join_plan(shards: Sequence[str | os.PathLike]) -> dict:
+    """Rows, excerpt shape, dtype, compression, settings and skipped clips of the joined file;
+    shards extracted with other settings stop the join."""
+    plan: dict = {"total": 0, "skipped": {}}
     for path in shards:
-        with h5py.File(path, "r") as h5:
-            shape, dtype = h5["features"].shape, h5["features"].dtype
-            metas.append((Path(path), shape, dtype, h5["fname"].asstr()[:], h5["start"][:]))
-            if settings is None:
-                settings = h5.attrs["settings"]
-            elif h5.attrs["settings"] != settings:
+        with open_features(path) as h5:
+            feats = h5["features"]
+            if "settings" not in plan:
+                plan.update(settings=h5.attrs["settings"], shape=feats.shape[1:], dtype=feats.dtype,
+                            filters=_filters(feats))
+            elif h5.attrs["settings"] != plan["settings"] or feats.shape[1:] != plan["shape"] \
+                    or feats.dtype != plan["dtype"]:
                 raise ValueError(f"{path} was extracted with other feature settings than {shards[0]}; "
                                  "delete the shards and rerun the extraction")
-            skipped.update(json.loads(h5.attrs.get("skipped", "{}")))
-    total = sum(m[1][0] for m in metas)
-    frames, mels = metas[0][1][1:]
-    layout = h5py.VirtualLayout(shape=(total, frames, mels), dtype=metas[0][2])
-    n0 = 0
-    for path, shape, dtype, _, _ in metas:
-        if shape[0]:
-            rel = os.path.relpath(path, out_path.parent)
-            layout[n0:n0 + shape[0]] = h5py.VirtualSource(rel, "features", shape=shape)
-        n0 += shape[0]
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_virtual_dataset("features", layout)
-        h5.create_dataset("fname", data=np.concatenate([m[3] for m in metas]).astype(object),
-                          dtype=h5py.string_dtype())
-        h5.create_dataset("start", data=np.concatenate([m[4] for m in metas]).astype("float32"))
-        h5.attrs["settings"] = settings
-        h5.attrs["skipped"] = json.dumps(skipped)
-        h5.attrs["shards"] = json.dumps([os.path.relpath(m[0], out_path.parent) for m in metas])
-    return total
+            plan["total"] += feats.shape[0]
+            plan["skipped"].update(json.loads(h5.attrs["skipped"]))
+    return plan
+
+
+def _filters(dset: h5py.Dataset) -> dict:
+    """The compression of ``dset``, to give the joined copy the same (none if it has none)."""
+    if dset.compression is None:
+        return {}
+    return {"compression": dset.compression, "compression_opts": dset.compression_opts,
+            "shuffle": dset.shuffle}
+
+
+def _copy_rows(src: h5py.File, dst: h5py.File, n0: int, block: int, progress: Progress) -> int:
+    """Copy all rows of ``src`` to ``dst`` from row ``n0``, ``block`` rows at a time; returns
+    the row after the last one written."""
+    feats = src["features"]
+    n = feats.shape[0]
+    buf = np.empty((min(block, n), *feats.shape[1:]), dtype=feats.dtype)
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        feats.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
+        dst["features"].write_direct(buf, np.s_[0:b - a], np.s_[n0 + a:n0 + b])
+        dst["fname"][n0 + a:n0 + b] = src["fname"].asstr()[a:b]
+        dst["start"][n0 + a:n0 + b] = src["start"][a:b]
+        progress.step(b - a)
+    return n0 + n
 
 
 def shard_of(items: Sequence, shard: int, n_shards: int) -> list:
@@ -262,12 +314,76 @@ def shard_of(items: Sequence, shard: int, n_shards: int) -> list:
     return list(items[bounds[shard]:bounds[shard + 1]])
 
 
+FEATURE_DATASETS = ("features", "fname", "start")
+FEATURE_ATTRS = ("settings", "skipped")
+
+
+def _remake(path: Path) -> str:
+    """The fix for a feature file that cannot be read."""
+    return (f"Delete {path} and rerun the workflow: Snakemake makes it again (a split's "
+            "features/<split>.h5 is re-joined from its shards, which are re-extracted if they are gone)")
+
+
+def open_features(h5_path: str | os.PathLike) -> h5py.File:
+    """Open a feature file (a shard or a joined file) for reading, after checking it is one
+    that this version wrote: ``features`` (n, frames, mels) as a real dataset, ``fname`` and
+    ``start`` of n rows, and the ``settings`` and ``skipped`` attributes. Every reader of
+    feature files opens them here. Returns the open ``h5py.File`` (close it, or use it in a
+    ``with`` statement).
+
+    A file whose ``features`` is an HDF5 virtual dataset (written by an older join) is refused:
+    it reads as zeros when a shard is missing, and may read another run's shards found relative
+    to the current directory. Errors name the file and the fix.
+    """
+    path = Path(h5_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file {path} does not exist; run the workflow to make it")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path} is not an HDF5 file that h5py can read ({exc}). {_remake(path)}") from exc
+    try:
+        _check_feature_file(h5, path)
+    except BaseException:
+        h5.close()
+        raise
+    return h5
+
+
+def _check_feature_file(h5: h5py.File, path: Path) -> None:
+    """Raise a ValueError naming ``path`` and the fix unless ``h5`` is a complete, self-contained
+    feature file."""
+    for name in FEATURE_DATASETS:
+        if not isinstance(h5.get(name), h5py.Dataset):
+            raise ValueError(f"{path} holds no {name!r} dataset: it is not a feature file written by "
+                             f"cilaudio, or an incomplete one. {_remake(path)}")
+    feats = h5["features"]
+    if feats.is_virtual:
+        raise ValueError(
+            f"{path} was written by an older cilaudio: its 'features' is an HDF5 virtual dataset over "
+            "the shard files, which reads as zeros when a shard is missing and may read another run's "
+            "shards found relative to the current directory, so it is not read. "
+            f"{_remake(path)}; the new file holds its features itself.")
+    if feats.ndim != 3:
+        raise ValueError(f"{path}: 'features' has shape {feats.shape}, not (excerpts, frames, mels). "
+                         f"{_remake(path)}")
+    for name in FEATURE_DATASETS[1:]:
+        if h5[name].shape != feats.shape[:1]:
+            raise ValueError(f"{path}: {name!r} has {h5[name].shape[0]} rows but 'features' has "
+                             f"{feats.shape[0]}: the file was changed or cut short. {_remake(path)}")
+    missing = [key for key in FEATURE_ATTRS if key not in h5.attrs]
+    if missing:
+        raise ValueError(f"{path} lacks the attribute(s) {', '.join(map(repr, missing))} that a "
+                         f"feature file holds: it was not written by this cilaudio. {_remake(path)}")
+
+
 def skipped_clips(h5_path: str | os.PathLike) -> dict[str, str]:
     """Clips that extraction left out (``on_bad_audio: skip``) and why."""
-    with h5py.File(h5_path, "r") as h5:
-        return json.loads(h5.attrs.get("skipped", "{}"))
+    with open_features(h5_path) as h5:
+        return json.loads(h5.attrs["skipped"])
 
 
 def read_settings(h5_path: str | os.PathLike) -> dict:
-    with h5py.File(h5_path, "r") as h5:
+    """The feature settings the file was extracted with."""
+    with open_features(h5_path) as h5:
         return json.loads(h5.attrs["settings"])

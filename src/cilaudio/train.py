@@ -32,7 +32,7 @@ from .data import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
 from . import memory as replay_memory
-from .features import read_settings
+from .features import open_features, read_settings
 from .model import CNN14, EMBEDDING_POINTS, ModelSettings, set_frozen_blocks
 from .phases import PhaseSplit
 from .progress import Progress, _duration
@@ -204,9 +204,7 @@ def features_fit_on_gpu(dataset: FeatureDataset, device: torch.device) -> bool:
     """Whether ``dataset``'s features (in their stored dtype) take at most GPU_FEATURE_SHARE of
     the free memory of ``device``, leaving the rest to the model, activations and optimiser.
     Says so in the log either way."""
-    import h5py
-
-    with h5py.File(dataset.h5_path, "r") as h5:
+    with open_features(dataset.h5_path) as h5:
         feats = h5["features"]
         need = len(dataset) * int(np.prod(feats.shape[1:])) * feats.dtype.itemsize
     free, _ = torch.cuda.mem_get_info(device)

@@ -1,5 +1,9 @@
 # Log-mel features of every clip that a list names: one job per shard of a split (parallel
-# on a cluster), joined into one HDF5 file per split without copying (a virtual dataset).
+# on a cluster), joined into one self-contained HDF5 file per split (the features are copied,
+# in blocks). Readers use only the joined file, so the shards are temp(): Snakemake deletes
+# them once joined, and extracts them again only when the joined file must be rebuilt
+# (deleted, or its features settings changed: join_features has the same params as
+# extraction, so a change of settings reruns the join, which needs the shards again).
 
 
 rule extract_features:
@@ -7,7 +11,7 @@ rule extract_features:
         clips="results/{dataset}/lists/clips_{split}.tsv",
         audio=get_audio_dirs,
     output:
-        "results/{dataset}/features/{split}/shard{shard}of{n_shards}.h5",
+        temp("results/{dataset}/features/{split}/shard{shard}of{n_shards}.h5"),
     params:
         features=get_feature_params,
         reader=get_reader_params,
@@ -30,6 +34,13 @@ rule join_features:
         get_feature_shards,
     output:
         "results/{dataset}/features/{split}.h5",
+    params:
+        # not used by the join: a change of them must rebuild the joined file (see above)
+        features=get_feature_params,
+        reader=get_reader_params,
+    resources:
+        # copies the split's features (hundreds of GB for AudioSet), a block at a time
+        runtime=240,
     log:
         "logs/{dataset}/join_features_{split}.log",
     conda:

@@ -11,14 +11,16 @@ from cilaudio.tidy import COLUMNS
 
 def metric_table(final_base: dict[str, float], *, norm: str = "bn", seeds=(0, 1), phases: int = 3,
                  group_map: Callable[[int, int, float], float] = lambda k, g, fin: 0.5 + 0.1 * g,
-                 class_name: str = "class:Dog") -> pd.DataFrame:
-    """Base mAP falls linearly from 0.8 (phase 0) to final_base[m] (last phase), plus 0.01 per
-    seed; 'all' is 0.1 below it; class group g after phase k has mAP group_map(k, g, final)."""
+                 class_name: str = "class:Dog",
+                 final_offset: Callable[[str, int], float] = lambda m, s: 0.0) -> pd.DataFrame:
+    """Base mAP falls linearly from 0.8 (phase 0) to final_base[m] + final_offset(m, seed) (last
+    phase), plus 0.01 per seed; 'all' is 0.1 below it; class group g after phase k has mAP
+    group_map(k, g, final)."""
     rows = []
     for m, fin in final_base.items():
         for s in seeds:
             for k in range(phases):
-                base = 0.8 + (fin - 0.8) * k / (phases - 1) + 0.01 * s
+                base = 0.8 + (fin + final_offset(m, s) - 0.8) * k / (phases - 1) + 0.01 * s
                 for subset, v in (("all", base - 0.1), ("base", base)):
                     for metric in ("map", "f1_micro", "f1_macro", "lwlrap", "map_thresholded_ref",
                                    "lwlrap_thresholded_ref"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
+import statistics
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -11,9 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cilaudio.plots import plot_cka_diagonal, plot_cka_heatmaps, plot_metric_curves
-from cilaudio.report import findings, provenance, write_report
+from cilaudio.plots import (
+    cka_diagonal_figure,
+    metric_curves_figure,
+    plot_cka_diagonal,
+    plot_cka_heatmaps,
+    plot_metric_curves,
+)
+from cilaudio.report import SINGLE_SEED, _phase_table, findings, provenance, write_report
+from cilaudio.tidy import COLUMNS
 from metric_tables import metric_table
+
+# t_{0.975, df} from closed forms (they agree with a printed t table: 12.706 and 4.303)
+T1 = math.tan(0.475 * math.pi)  # df = 1: Cauchy, F(t) = 1/2 + atan(t) / pi
+T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # df = 2: F(t) = 1/2 + t / (2 sqrt(t^2 + 2))
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"block{b}.{k}" for b in range(1, 7) for k in ("conv1", "norm1", "conv2", "norm2")] + ["classifier"]
@@ -79,6 +92,68 @@ def test_plot_cka_rejects_bad_shape(tmp_path):
         plot_cka_heatmaps([p], tmp_path / "x.png")
 
 
+def _luminance(rgba) -> float:
+    r, g, b = rgba[:3]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_cka_diagonal_small_multiples(tmp_path):
+    """12 (method, phase) curves: one panel per method, phases in distinct colours, later darker."""
+    from matplotlib.colors import to_rgba
+
+    methods, phases = ("finetune", "joint", "indl_fd_od"), (1, 2, 3, 4)
+    paths = [write_cka(tmp_path / f"{m}_{k}.npz", m, k) for m in methods for k in phases]
+    fig = cka_diagonal_figure(paths)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == len(methods)
+    per_phase = {}
+    for ax, method in zip(axes, methods):
+        assert ax.get_title().startswith(method)
+        lines = ax.get_lines()
+        assert [ln.get_label() for ln in lines] == [f"phase {k}" for k in phases]
+        colours = [to_rgba(ln.get_color()) for ln in lines]
+        assert len(set(colours)) == len(lines), f"{method}: two lines share a colour"
+        lum = [_luminance(c) for c in colours]
+        assert lum == sorted(lum, reverse=True), "later phases must be darker"
+        for k, c in zip(phases, colours):
+            per_phase.setdefault(k, set()).add(c)
+    assert all(len(c) == 1 for c in per_phase.values()), "a phase has the same colour in every panel"
+
+
+def _band_at(ax, x: float) -> tuple[float, float]:
+    (band,) = ax.collections
+    v = np.concatenate([p.vertices for p in band.get_paths()])
+    y = v[np.isclose(v[:, 0], x), 1]
+    return float(y.min()), float(y.max())
+
+
+def test_metric_curves_band_is_the_95_interval():
+    # base mAP of one method: phase 0 0.8, 0.8, 0.9; phase 1 0.2, 0.3, 0.7 over seeds 0, 1, 2
+    vals = {0: (0.8, 0.8, 0.9), 1: (0.2, 0.3, 0.7)}
+    t = pd.DataFrame([("synth", "bn", "m", s, k, "base", "map", v[s]) for k, v in vals.items() for s in range(3)],
+                     columns=COLUMNS)
+    ax = metric_curves_figure(t, metrics=[("base", "map")]).axes[0]
+    for k, v in vals.items():
+        half = T2 * statistics.stdev(v) / math.sqrt(3)
+        lo, hi = _band_at(ax, k)
+        assert lo == pytest.approx(statistics.mean(v) - half) and hi == pytest.approx(statistics.mean(v) + half)
+    (line,) = ax.get_lines()
+    assert list(line.get_ydata()) == pytest.approx([statistics.mean(vals[0]), statistics.mean(vals[1])])
+    # one seed: the mean line and no band
+    ax = metric_curves_figure(t[t["seed"] == 0], metrics=[("base", "map")]).axes[0]
+    assert len(ax.get_lines()) == 1 and not ax.collections
+
+
+def test_metric_curves_twelve_methods_have_distinct_colours():
+    from matplotlib.colors import to_rgba
+
+    methods = {f"m{i}": 0.2 + 0.04 * i for i in range(12)}
+    fig = metric_curves_figure(make_table(methods), metrics=[("base", "map"), ("all", "map")])
+    for ax in fig.axes[:2]:
+        colours = [to_rgba(ln.get_color()) for ln in ax.get_lines()]
+        assert len(colours) == 12 and len(set(colours)) == 12
+
+
 # ----------------------------------------------------------------------------- findings
 
 
@@ -109,6 +184,70 @@ def test_findings_warn_when_there_is_one_seed():
     two = findings(make_table({"finetune": 0.3, "joint": 0.7, "indl_fd_od": 0.4}, seeds=(0, 1)))
     assert any("ONE seed" in s for s in one)
     assert not any("ONE seed" in s for s in two)
+
+
+def _noisy(final_offset, seeds=(0, 1, 2), indl=0.5) -> pd.DataFrame:
+    return metric_table({"finetune": 0.3, "joint": 0.7, "indl_fd_od": indl}, seeds=seeds, final_offset=final_offset)
+
+
+SHARED = (0.0, 0.15, -0.15)  # a large seed effect that every method of a seed shares
+
+
+def test_findings_between_holds_only_when_paired():
+    """indl_fd_od leads finetune by 0.21, 0.19, 0.20 and trails joint by 0.19, 0.21, 0.20 on
+    seeds whose shared offsets (0, +0.15, -0.15) dwarf those spreads: paired by seed, both hold."""
+    own = {0: 0.01, 1: -0.01, 2: 0.0}
+    f = findings(_noisy(lambda m, s: SHARED[s] + (own[s] if m == "indl_fd_od" else 0.0)))
+    indl = [x for x in f if x.startswith("indl_fd_od")]
+    assert len(indl) == 1 and "lands between finetune and joint" in indl[0]
+    # differences with finetune 0.21, 0.19, 0.20: mean 0.2, s 0.01, half t_{0.975,2} 0.01 / sqrt(3)
+    h = T2 * 0.01 / math.sqrt(3)
+    assert f"indl_fd_od vs finetune {0.2:+.3f} [{0.2 - h:+.3f}, {0.2 + h:+.3f}], holds over 3 seeds" in indl[0]
+    assert f"indl_fd_od vs joint {-0.2:+.3f} [{-0.2 - h:+.3f}, {-0.2 + h:+.3f}], holds over 3 seeds" in indl[0]
+    # per-seed gap shares 0.21 / 0.4, 0.19 / 0.4, 0.20 / 0.4: mean 50 %, s 2.5 %
+    hs = T2 * 0.025 / math.sqrt(3)
+    assert f"{50:.1f} % [{100 * (0.5 - hs):.1f} %, {100 * (0.5 + hs):.1f} %]" in indl[0]
+    assert not any("ONE seed" in x for x in f)
+
+
+def test_findings_not_distinguishable_from_finetune():
+    """Differences with finetune 0.08, 0.18, -0.02: mean 0.08, s 0.1, the interval holds 0."""
+    own = {0: 0.0, 1: 0.1, 2: -0.1}
+    f = findings(_noisy(lambda m, s: own[s] if m == "indl_fd_od" else 0.0, indl=0.38))
+    indl = [x for x in f if x.startswith("indl_fd_od")][0]
+    h = T2 * 0.1 / math.sqrt(3)
+    assert f"indl_fd_od vs finetune {0.08:+.3f} [{0.08 - h:+.3f}, {0.08 + h:+.3f}], not distinguishable " \
+           "with 3 seeds" in indl
+    # with joint: -0.32, -0.22, -0.42: mean -0.32, the same s: holds
+    assert f"indl_fd_od vs joint {-0.32:+.3f} [{-0.32 - h:+.3f}, {-0.32 + h:+.3f}], holds over 3 seeds" in indl
+    assert "cannot be placed against the bounds: it is not distinguishable from finetune with 3 seeds" in indl
+    assert "lands between" not in indl and "NOT" not in indl
+
+
+def test_findings_one_seed_nothing_is_distinguishable():
+    f = findings(make_table({"finetune": 0.3, "joint": 0.7, "indl_fd_od": 0.4}, seeds=(0,)))
+    text = " ".join(f)
+    assert "lands between" not in text and "holds" not in text and "[" not in text
+    indl = [x for x in f if x.startswith("indl_fd_od")][0]
+    assert "indl_fd_od vs finetune +0.100, not distinguishable (one seed)" in indl
+    assert "indl_fd_od vs joint -0.300, not distinguishable (one seed)" in indl
+    assert f[-1] == SINGLE_SEED and "ONE seed" in SINGLE_SEED
+    # the bounds' drop from phase 0 is not claimed either
+    assert "its drop (phase 0 minus final, per seed) +0.500, not distinguishable (one seed)" in text
+
+
+def test_phase_table_cells_are_intervals():
+    t = _noisy(lambda m, s: {0: 0.0, 1: 0.1, 2: -0.1}[s] if m == "indl_fd_od" else 0.0, indl=0.38)
+    html_table = _phase_table(t, "base", "map")
+    assert "[0" in html_table and ", 0" not in html_table  # no-break space inside the brackets
+    html_table = html_table.replace("\u00a0", " ")
+    # indl_fd_od after phase 2: 0.38, 0.49, 0.30 (the fixture adds 0.01 per seed)
+    v = [0.38, 0.49, 0.30]
+    h = T2 * statistics.stdev(v) / math.sqrt(3)
+    m = statistics.mean(v)
+    assert f"<td>{m:.3f} [{m - h:.3f}, {m + h:.3f}]</td>" in html_table
+    one = _phase_table(t[t["seed"] == 1], "base", "map")
+    assert "<td>0.490</td>" in one and "[" not in one
 
 
 def test_findings_only_present_methods():
@@ -144,7 +283,7 @@ def test_write_report_self_contained(tmp_path):
     write_report(out, title="CIL <synth>", table=table, figures={"Metric curves": curves, "CKA diagonal": diag},
                  config=config, provenance=prov, notes=["a note & more"],
                  setup={"dataset": "synth", "phases": "0: Dog|Cat\n1: Car"})
-    text = out.read_text(encoding="utf-8")
+    text = out.read_text(encoding="utf-8").replace("\u00a0", " ")  # table cells wrap only before "["
     assert 'src="http' not in text and "<link" not in text and "<script" not in text
     imgs = re.findall(r"<img[^>]*>", text)
     assert len(imgs) == 2
@@ -160,8 +299,11 @@ def test_write_report_self_contained(tmp_path):
     assert "thresholded" in text and "NOT the standard metrics" in text
     assert "BELOW finetune" in text
     assert "group 2" in text and "Forgetting" in text
-    # final base mAP of indl_fd_od: 0.20 and 0.21 over two seeds
-    assert f"{0.205:.3f} ± {np.std([0.20, 0.21], ddof=1):.3f}" in text
+    # final base mAP of indl_fd_od: 0.20 and 0.21 over two seeds: 0.205 ± t_{0.975,1} s / sqrt(2)
+    half = T1 * statistics.stdev([0.20, 0.21]) / math.sqrt(2)
+    assert f"{0.205:.3f} [{0.205 - half:.3f}, {0.205 + half:.3f}]" in text
+    assert f"{0.205:.3f} ± {np.std([0.20, 0.21], ddof=1):.3f}" not in text  # no longer mean ± std
+    assert "95 % interval" in text and "t(0.975, n-1)" in text
     assert not list(out.parent.glob("*.tmp-*"))
 
 

@@ -216,3 +216,69 @@ def test_count_that_is_not_a_whole_number_is_refused(tmp_path, bad):
     p.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"metrics_phase0\.json.*classes_without_positives"):
         metrics_table([p], methods=["finetune"])
+
+
+# ----------------------------------------------------------------------------- summaries over seeds
+
+T1 = math.tan(0.475 * math.pi)  # t_{0.975, 1}: the Cauchy quantile, 12.7062 in a t table
+
+
+def test_summarise_hand_computed(tmp_path):
+    from cilaudio.tidy import SUMMARY_COLUMNS, summarise
+
+    t = metrics_table(build(tmp_path), methods=METHODS)
+    s = summarise(t)
+    assert list(s.columns) == SUMMARY_COLUMNS == ["dataset", "norm", "method", "phase", "subset", "metric", "mean",
+                                                  "std", "ci_low", "ci_high", "n_seeds"]
+    # one row per (method, phase, subset, metric): the per-seed rows of a method/phase are the same set
+    assert len(s) == len(t) // 2
+    assert not s.duplicated(["method", "phase", "subset", "metric"]).any()
+    r = s.set_index(["method", "phase", "subset", "metric"])
+    # indl_fd_od, base mAP after phase 2: seeds 0.40 and 0.30
+    row = r.loc[("indl_fd_od", 2, "base", "map")]
+    half = T1 * statistics.stdev([0.40, 0.30]) / math.sqrt(2)
+    assert row["mean"] == pytest.approx(0.35) and row["std"] == pytest.approx(statistics.stdev([0.40, 0.30]))
+    assert row["ci_low"] == pytest.approx(0.35 - half) and row["ci_high"] == pytest.approx(0.35 + half)
+    assert row["n_seeds"] == 2
+    # forgetting of finetune after phase 2: 0.80 - 0.30 and 0.70 - 0.20, the same: zero width
+    row = r.loc[("finetune", 2, "base", "forgetting_map")]
+    assert row["mean"] == pytest.approx(0.5) and row["ci_high"] - row["ci_low"] == pytest.approx(0, abs=1e-9)
+    # the class without a value (Rain's AP is null) has no seed with a value
+    row = r.loc[("joint", 1, "class:Rain", "ap")]
+    assert row["n_seeds"] == 0 and np.isnan(row["mean"]) and np.isnan(row["ci_low"])
+
+
+def test_summarise_one_seed_has_no_interval(tmp_path):
+    from cilaudio.tidy import summarise
+
+    paths = [p for p in build(tmp_path) if "seed1" not in str(p)]
+    s = summarise(metrics_table(paths, methods=METHODS))
+    base = s[(s["subset"] == "base") & (s["metric"] == "map")]
+    assert (base["n_seeds"] == 1).all()
+    assert base["std"].isna().all() and base["ci_low"].isna().all() and base["ci_high"].isna().all()
+    assert base.set_index(["method", "phase"]).loc[("joint", 2), "mean"] == pytest.approx(0.75)
+
+
+def _final_rows(values: dict) -> pd.DataFrame:
+    """Base mAP rows: {(method, seed): final value}; phase 0 is 0.9 for every run."""
+    rows = []
+    for (m, s), v in values.items():
+        rows.append(("synth", "bn", m, s, 0, "base", "map", 0.9))
+        rows.append(("synth", "bn", m, s, 1, "base", "map", v))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_gap_shares_per_seed():
+    from cilaudio.tidy import final_per_seed, gap_shares
+
+    # seed 0: (0.40 - 0.20) / (0.60 - 0.20) = 0.5; seed 1: (0.45 - 0.30) / (0.50 - 0.30) = 0.75;
+    # seed 2 has no joint: NaN. The ratio of the means would be (0.425 - 0.25) / (0.55 - 0.25) = 0.583.
+    t = _final_rows({("finetune", 0): 0.20, ("joint", 0): 0.60, ("m", 0): 0.40,
+                     ("finetune", 1): 0.30, ("joint", 1): 0.50, ("m", 1): 0.45,
+                     ("finetune", 2): 0.10, ("m", 2): 0.70})
+    fin = final_per_seed(t, subset="base", metric="map")
+    assert set(fin["phase"]) == {1} and len(fin) == 8
+    g = gap_shares(t).set_index(["method", "seed"])["share"]
+    assert g[("m", 0)] == pytest.approx(0.5) and g[("m", 1)] == pytest.approx(0.75)
+    assert np.isnan(g[("m", 2)]) and np.isnan(g[("finetune", 2)])
+    assert g[("finetune", 0)] == pytest.approx(0.0) and g[("joint", 1)] == pytest.approx(1.0)

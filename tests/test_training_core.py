@@ -404,3 +404,47 @@ def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path):
                         optim=OPTIM, loader=LOADER)
     model, state = load_checkpoint(tmp_path / "p1.pt")
     assert state["classes"] == list(read_classes(prepared / "lists/classes.tsv").seen(1))
+
+
+# --- TensorBoard ------------------------------------------------------------------------------
+
+def test_tensorboard_events_hold_the_history(prepared, tmp_path):
+    """The event files hold, per epoch, the same learning rate and loss terms as the table."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    optim = dict(epochs=3, batch_size=8, lr=0.02, lr_min=1e-3)
+    W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
+                 features=str(prepared / "dev.h5"), out=str(tmp_path / "p0.pt"), norm="bn", seed=0, model=MODEL,
+                 optim=optim, loader=LOADER, tensorboard=str(tmp_path / "tb"))
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    lr = [(e.step, e.value) for e in events.Scalars("lr")]
+    expected = [1e-3 + (0.02 - 1e-3) * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [s for s, _ in lr] == [1, 2, 3]
+    assert [v for _, v in lr] == pytest.approx(expected, rel=1e-6)
+    table = pd.read_csv(T.history_path(tmp_path / "p0.pt"), sep="\t")
+    assert [e.value for e in events.Scalars("loss/bce")] == pytest.approx(table["bce"].tolist(), rel=1e-6)
+
+
+def test_tensorboard_without_the_package_says_how_to_install_it(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(RuntimeError, match=r"pip install tensorboard.*training.tensorboard: false"):
+        T._tensorboard_writer(tmp_path / "tb", [])
+
+
+def test_tensorboard_folder_is_beside_the_log_and_only_when_asked():
+    log = "logs/synth/bn/joint/seed0/train_phase3.log"
+    assert W.tensorboard_dir(log, {"training": {"tensorboard": False}}) is None
+    assert W.tensorboard_dir(log, {"training": {}}) is None
+    assert W.tensorboard_dir(log, {"training": {"tensorboard": True}}) == \
+        "logs/synth/bn/joint/seed0/train_phase3.tensorboard"

@@ -58,3 +58,24 @@ def test_training_figure_has_one_panel_per_method(tmp_path):
     with Image.open(tmp_path / "training.png") as img:
         width, height = img.size
     assert width > 2.5 * height  # three panels side by side
+
+
+def test_training_figure_draws_later_phases_darker(tmp_path, monkeypatch):
+    """Within a panel every phase has its own colour, and a later phase is darker (lower
+    luminance), as the caption says."""
+    from cilaudio import plots
+
+    saved = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out: saved.setdefault("fig", fig))
+    table = pd.concat([_run("joint", 0, p, [0.9, 0.6, 0.5]) for p in (1, 2, 3, 4)])
+    plots.plot_training_curves(table, tmp_path / "t.png")
+    (ax,) = [a for a in saved["fig"].axes if a.get_visible()]
+    colours = [line.get_color() for line in ax.get_lines()]
+    assert len(set(map(tuple, colours))) == 4
+
+    def luminance(c):
+        r, g, b = c[:3]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    lum = [luminance(c) for c in colours]  # lines drawn in phase order 1..4
+    assert lum == sorted(lum, reverse=True)

@@ -107,6 +107,16 @@ def test_reordered_config_keys_plan_nothing(copy):
     assert planned(copy) == {}
 
 
+@pytest.mark.parametrize("key, value", [("tensorboard", True)])
+def test_execution_settings_plan_nothing(copy, key, value):
+    """Settings that do not change results are read from the config, not passed as params:
+    turning them on or off reruns no computation, only the report (which prints the config)."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config.setdefault("training", {})[key] = value
+    write_config(copy, config)
+    assert set(planned(copy)) <= {"results/synth/bn/report.html"}
+
+
 def test_phases_are_chained(tmp_path):
     write_config(tmp_path, TINY)
     proc = snakemake(tmp_path, "-n", "results/synth/bn/report.html")
@@ -119,7 +129,7 @@ def test_phases_are_chained(tmp_path):
         elif rule == "train_incremental" and line.strip().startswith("input:"):
             first_input = line.split("input:")[1].split(",")[0].strip()
         elif rule == "train_incremental" and line.strip().startswith("output:"):
-            inputs[line.split("output:")[1].strip()] = first_input
+            inputs[line.split("output:")[1].split(",")[0].strip()] = first_input
     for method in ("finetune", "joint", "indl_fd_od"):
         assert inputs[f"results/synth/bn/{method}/seed0/phase1.pt"] == "results/synth/bn/base/seed0/phase0.pt"
         for k in range(2, 5):
@@ -128,6 +138,8 @@ def test_phases_are_chained(tmp_path):
 
 
 AGGREGATES = {"results/synth/bn/metrics.tsv", "results/synth/bn/figures/metrics.png",
+              "results/synth/bn/training.tsv", "results/synth/bn/figures/training.png",
+              "results/synth/bn/summary.tsv", "results/synth/comparison.tex", "results/synth/comparison.md",
               "results/synth/bn/figures/cka_heatmaps.png", "results/synth/bn/figures/cka_diagonal.png",
               "results/synth/bn/report.html", "results/synth/comparison.html"}
 
@@ -140,8 +152,8 @@ def test_adding_a_method_runs_only_its_jobs(copy):
     config = dict(TINY, run=dict(TINY["run"], methods=["finetune", "joint", "indl_fd_od", "indl"]))
     write_config(copy, config)
     jobs = planned(copy)
-    expected = {f"results/synth/bn/indl/seed0/{f}{k}.{ext}" for k in range(1, 5)
-                for f, ext in (("phase", "pt"), ("metrics_phase", "json"))}
+    expected = {f"results/synth/bn/indl/seed0/{f}{k}{ext}" for k in range(1, 5)
+                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"), ("metrics_phase", ".json"))}
     assert _non_aggregate(jobs) == expected
     assert {"results/synth/bn/report.html", "results/synth/bn/metrics.tsv"} <= set(jobs)
 
@@ -151,8 +163,9 @@ def test_changing_temperature_reruns_only_distilling_phases(copy):
     config["distillation"] = {"temperature": 3.0}
     write_config(copy, config)
     jobs = planned(copy)
-    expected = {f"results/synth/bn/indl_fd_od/seed0/{f}{k}.{ext}" for k in range(1, 5)
-                for f, ext in (("phase", "pt"), ("metrics_phase", "json"), ("cka_phase", "npz"))}
+    expected = {f"results/synth/bn/indl_fd_od/seed0/{f}{k}{ext}" for k in range(1, 5)
+                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"), ("metrics_phase", ".json"),
+                               ("cka_phase", ".npz"))}
     assert _non_aggregate(jobs) == expected
     assert not any("features" in p or "base" in p or "lists" in p for p in jobs)
 
@@ -160,8 +173,8 @@ def test_changing_temperature_reruns_only_distilling_phases(copy):
 def test_deleting_phase3_checkpoint_reruns_phases_3_and_4(copy):
     (copy / "results/synth/bn/finetune/seed0/phase3.pt").unlink()
     jobs = planned(copy)
-    expected = {f"results/synth/bn/finetune/seed0/{f}{k}.{ext}" for k in (3, 4)
-                for f, ext in (("phase", "pt"), ("metrics_phase", "json"))}
+    expected = {f"results/synth/bn/finetune/seed0/{f}{k}{ext}" for k in (3, 4)
+                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"), ("metrics_phase", ".json"))}
     assert _non_aggregate(jobs) == expected
 
 

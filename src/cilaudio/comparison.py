@@ -12,6 +12,12 @@ Backward transfer (Lopez-Paz & Ranzato, 2017) of one run whose last phase is K::
 
 where ``R[k, j]`` is the mAP of class group j (the classes introduced in phase j, subset
 ``group<j>``) measured after phase k. Negative values mean the earlier groups were forgotten.
+
+Every number is computed per seed, then shown as the mean over seeds with its 95 % Student-t
+interval, and every ranking (the best norm for a method, the method closing most of the gap) is
+a paired comparison by seed of the best and the runner-up (:mod:`cilaudio.stats`): it is stated
+only where it holds, otherwise the text says the two are not distinguishable at this number of
+seeds. :func:`write_paper_tables` writes the final-phase table for papers (LaTeX, Markdown).
 """
 
 from __future__ import annotations
@@ -32,15 +38,29 @@ from cilaudio.report import (
     html_head,
     LOWER,
     UPPER,
+    _ci,
     _e,
+    _nb,
     _f,
     _figure_html,
     _html_table,
-    _pm,
     _provenance_html,
     provenance as _provenance,
 )
-from cilaudio.tidy import summary_table
+from cilaudio.stats import (
+    INTERVAL_NOTE,
+    PAIRED_NOTE,
+    Interval,
+    Paired,
+    describe,
+    fmt_interval,
+    fmt_pm,
+    interval,
+    paired,
+    seeds_word,
+    verdict,
+)
+from cilaudio.tidy import final_per_seed, gap_shares
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +76,9 @@ BWT_DEFINITION = (
 )
 
 
-def _pct(x: float) -> str:
-    """Share as a percentage with one decimal ("n/a" when not finite, never "-0.0 %")."""
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{round(100 * float(x), 1) + 0.0:.1f} %"
-
-
 def norm_name(norm: str) -> str:
     """``"bn"`` -> ``"BatchNorm (bn)"``; unknown names are returned as they are."""
     return f"{NORM_NAMES[norm]} ({norm})" if norm in NORM_NAMES else str(norm)
-
-
-def _std(x: Sequence[float]) -> float:
-    x = np.asarray(x, dtype=float)
-    return float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
 
 
 def _mean(x: Sequence[float]) -> float:
@@ -138,41 +146,89 @@ def backward_transfer(table: pd.DataFrame, *, metric: str = "map") -> pd.DataFra
     return pd.DataFrame(out, columns=cols)
 
 
-def comparison_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (norm, method): the final-phase numbers of the comparison.
+QUANTITIES = ("base_final", "all_final", "forgetting", "forgetting_avg", "bwt", "gap_closed_base", "gap_closed_all")
 
-    Columns: ``dataset, norm, method, n_seeds, final_phase``, ``base_final_mean/std`` and
-    ``all_final_mean/std`` (mAP on the base classes / on all classes seen, final phase),
-    ``forgetting_mean/std`` (``forgetting_map`` at the final phase), ``bwt_mean/std``,
-    ``gap_closed_base`` and ``gap_closed_all`` (share of the finetune-to-joint gap in final
-    mAP closed, from :func:`cilaudio.tidy.summary_table`). Means and std (ddof=1) over seeds.
+
+def seed_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (norm, method, seed): the final-phase numbers of the comparison, per seed.
+
+    Columns: ``dataset, norm, method, seed, final_phase`` and :data:`QUANTITIES`: ``base_final``
+    / ``all_final`` (mAP on the base classes / on all classes seen, final phase), ``forgetting``
+    (``forgetting_map`` at the final phase), ``forgetting_avg`` (``forgetting_map`` averaged over
+    phases 1..K, NaN when a phase is missing), ``bwt`` (:func:`backward_transfer`) and
+    ``gap_closed_base`` / ``gap_closed_all`` (share of the finetune-to-joint gap in final mAP closed,
+    with that seed's finetune and joint: :func:`cilaudio.tidy.gap_shares`). NaN where missing.
     """
-    base = summary_table(table, metric="map", subset="base")
-    allc = summary_table(table, metric="map", subset="all")
-    bwt = backward_transfer(table)
-    forg = table[(table["subset"] == "base") & (table["metric"] == "forgetting_map")]
+    cols = ["dataset", "norm", "method", "seed", "final_phase", *QUANTITIES]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    keys = ["dataset", "norm", "method", "seed"]
+    runs = table[keys].drop_duplicates().astype({"seed": int})
+    finals = table.groupby(["dataset", "norm"])["phase"].max().rename("final_phase").reset_index()
+    out = runs.merge(finals, on=["dataset", "norm"], how="left")
+    parts = {
+        "base_final": final_per_seed(table, subset="base", metric="map").rename(columns={"value": "base_final"}),
+        "all_final": final_per_seed(table, subset="all", metric="map").rename(columns={"value": "all_final"}),
+        "forgetting": final_per_seed(table, subset="base", metric="forgetting_map")
+        .rename(columns={"value": "forgetting"}),
+        "forgetting_avg": _forgetting_avg(table),
+        "bwt": backward_transfer(table),
+        "gap_closed_base": gap_shares(table, subset="base").rename(columns={"share": "gap_closed_base"}),
+        "gap_closed_all": gap_shares(table, subset="all").rename(columns={"share": "gap_closed_all"}),
+    }
+    for q, part in parts.items():
+        part = part[[*keys, q]].astype({"seed": int, q: float})
+        out = out.merge(part, on=keys, how="left")
+    order = {n: i for i, n in enumerate(_norm_order(table, norms))}
+    rank = {m: i for i, m in enumerate(dict.fromkeys(table["method"]))}
+    out = (out.assign(_n=out["norm"].map(order), _m=out["method"].map(rank))
+           .sort_values(["_n", "_m", "seed"], kind="stable").drop(columns=["_n", "_m"]))
+    return out.reset_index(drop=True)[cols]
+
+
+def _forgetting_avg(table: pd.DataFrame) -> pd.DataFrame:
+    """``forgetting_map`` of the base classes averaged over phases 1..K, per (dataset, norm, method, seed)."""
+    keys = ["dataset", "norm", "method", "seed"]
+    sel = table[(table["subset"] == "base") & (table["metric"] == "forgetting_map") & (table["phase"] >= 1)]
+    if sel.empty:
+        return pd.DataFrame(columns=[*keys, "forgetting_avg"])
+    wide = sel.pivot_table(index=keys, columns="phase", values="value", aggfunc="mean", dropna=False)
+    finals = table.groupby(["dataset", "norm"])["phase"].max()
     rows = []
-    for norm in _norm_order(table, norms):
-        sub = table[table["norm"] == norm]
-        final = int(sub["phase"].max())
-        for method in dict.fromkeys(sub["method"]):
-            m = sub[sub["method"] == method]
-            rec: dict[str, Any] = {"dataset": str(m["dataset"].iloc[0]), "norm": norm, "method": method,
-                                   "n_seeds": int(m["seed"].nunique()), "final_phase": final}
-            for key, s in (("base", base), ("all", allc)):
-                r = s[(s["norm"] == norm) & (s["method"] == method)]
-                rec[f"{key}_final_mean"] = float(r["final_mean"].iloc[0]) if len(r) else math.nan
-                rec[f"{key}_final_std"] = float(r["final_std"].iloc[0]) if len(r) else math.nan
-                rec[f"gap_closed_{key}"] = float(r["gap_closed"].iloc[0]) if len(r) else math.nan
-            f = forg[(forg["norm"] == norm) & (forg["method"] == method) & (forg["phase"] == final)]
-            f = f.groupby("seed")["value"].mean()
-            rec["forgetting_mean"], rec["forgetting_std"] = _mean(f), _std(f)
-            b = bwt[(bwt["norm"] == norm) & (bwt["method"] == method)]["bwt"]
-            rec["bwt_mean"], rec["bwt_std"] = _mean(b), _std(b)
-            rows.append(rec)
-    cols = ["dataset", "norm", "method", "n_seeds", "final_phase", "base_final_mean", "base_final_std",
-            "all_final_mean", "all_final_std", "forgetting_mean", "forgetting_std", "bwt_mean", "bwt_std",
-            "gap_closed_base", "gap_closed_all"]
+    for key, r in wide.iterrows():
+        phases = range(1, int(finals[(key[0], key[1])]) + 1)
+        v = [r.get(k, math.nan) for k in phases]
+        rows.append((*key, float(np.mean(v)) if len(v) and np.isfinite(v).all() else math.nan))
+    return pd.DataFrame(rows, columns=[*keys, "forgetting_avg"])
+
+
+def _values(seeds: pd.DataFrame, norm: str, method: str, q: str) -> dict[int, float]:
+    sel = seeds[(seeds["norm"] == norm) & (seeds["method"] == method)]
+    return {int(s): float(v) for s, v in zip(sel["seed"], sel[q]) if np.isfinite(v)}
+
+
+def comparison_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (norm, method): the final-phase numbers of the comparison over seeds.
+
+    Columns: ``dataset, norm, method, n_seeds, final_phase``, then for ``base_final``,
+    ``all_final``, ``forgetting`` and ``bwt`` (see :func:`seed_table`) ``<q>_mean``, ``<q>_std``
+    (ddof = 1), ``<q>_low``/``<q>_high`` (95 % t-interval of the mean, :mod:`cilaudio.stats`), and
+    ``gap_closed_base`` / ``gap_closed_all`` (the mean over seeds of the per-seed share of the
+    finetune-to-joint gap) with ``_std``, ``_low``, ``_high``. NaN std and bounds with one seed.
+    """
+    seeds = seed_table(table, norms=norms)
+    rows = []
+    for (norm, method), g in seeds.groupby(["norm", "method"], sort=False):
+        rec: dict[str, Any] = {"dataset": str(g["dataset"].iloc[0]), "norm": norm, "method": method,
+                               "n_seeds": int(g["seed"].nunique()), "final_phase": int(g["final_phase"].iloc[0])}
+        for q in QUANTITIES:
+            iv = interval(g[q].to_numpy(dtype=float))
+            name = q if q.startswith("gap_closed") else f"{q}_mean"
+            rec[name], rec[f"{q}_std"], rec[f"{q}_low"], rec[f"{q}_high"] = iv.mean, iv.std, iv.low, iv.high
+        rows.append(rec)
+    cols = ["dataset", "norm", "method", "n_seeds", "final_phase"]
+    for q in QUANTITIES:
+        cols += [q if q.startswith("gap_closed") else f"{q}_mean", f"{q}_std", f"{q}_low", f"{q}_high"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -181,10 +237,12 @@ def _block(layer: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]]) -> pd.DataFrame:
+def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]], *,
+                      by_seed: bool = False) -> pd.DataFrame:
     """Diagonal CKA (phase 0 vs the last phase among each norm's files), averaged over layer kinds.
 
-    One row per (norm, method), seeds averaged. Columns: ``norm, method, phase, n_seeds``,
+    One row per (norm, method), seeds averaged; with ``by_seed`` one row per (norm, method, seed)
+    and a ``seed`` column (-1 for files that do not name their seed). Columns: ``norm, method, phase, n_seeds``,
     ``norm_layers`` / ``conv_layers`` (mean diagonal CKA of the norm layers / of the other
     layers except the classifier), ``early`` / ``late`` (mean over the layers of the first /
     second half of the ``block<b>`` blocks), ``lowest_layer``, ``lowest``.
@@ -193,17 +251,21 @@ def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]]) -> p
 
     cols = ["norm", "method", "phase", "n_seeds", "norm_layers", "conv_layers", "early", "late",
             "early_blocks", "late_blocks", "lowest_layer", "lowest"]
+    if by_seed:
+        cols.insert(2, "seed")
     rows = []
     for norm, paths in cka_files.items():
         recs = [_load_cka(p) for p in paths]
         if not recs:
             continue
         k = max(r["phase"] for r in recs)
-        groups: dict[str, list[dict]] = {}
+        groups: dict[Any, list[dict]] = {}
         for r in recs:
             if r["phase"] == k:
-                groups.setdefault(r["method"], []).append(r)
-        for method, rs in groups.items():
+                seed = -1 if r["seed"] is None else int(r["seed"])
+                groups.setdefault((r["method"], seed) if by_seed else r["method"], []).append(r)
+        for key, rs in groups.items():
+            method = key[0] if by_seed else key
             layers = rs[0]["layers"]
             if any(x["layers"] != layers for x in rs):
                 raise ValueError(f"CKA files of {norm}/{method} phase {k} have different layer lists")
@@ -216,6 +278,7 @@ def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]]) -> p
             early, late = (blocks > 0) & (blocks <= half), blocks > half
             i = int(np.nanargmin(diag))
             rows.append({
+                **({"seed": key[1]} if by_seed else {}),
                 "norm": norm, "method": method, "phase": k, "n_seeds": len(rs),
                 "norm_layers": _mean(diag[is_norm]), "conv_layers": _mean(diag[conv]),
                 "early": _mean(diag[early]) if half else math.nan,
@@ -230,32 +293,68 @@ def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]]) -> p
 # ----------------------------------------------------------------------------- findings
 
 
-def _ranked(values: Mapping[str, tuple[float, float]], *, higher_is_better: bool) -> list[tuple[str, float, float]]:
-    items = [(k, m, s) for k, (m, s) in values.items() if np.isfinite(m)]
-    return sorted(items, key=lambda t: -t[1] if higher_is_better else t[1])
+def _ranked(values: Mapping[str, dict], *, higher_is_better: bool) -> list[tuple[str, Interval, dict]]:
+    """``{name: {seed: value}}`` -> [(name, interval over seeds, values)], best mean first."""
+    items = [(k, interval(v.values()), v) for k, v in values.items()]
+    items = [t for t in items if t[1].n > 0]
+    return sorted(items, key=lambda t: -t[1].mean if higher_is_better else t[1].mean)
 
 
-def _within_spread(best: tuple[str, float, float], second: tuple[str, float, float]) -> str:
-    spread = np.nanmax([best[2], second[2]]) if np.isfinite([best[2], second[2]]).any() else math.nan
-    if np.isfinite(spread) and abs(best[1] - second[1]) <= spread:
-        return (f"; the lead over {second[0]} ({abs(best[1] - second[1]):.3f}) is within one standard "
-                f"deviation over seeds ({spread:.3f})")
-    return ""
+def _paired_note(p: Paired, a: str, b: str, *, scale: float = 1.0, unit: str = "", digits: int = 3) -> str:
+    return f"{a} vs {b} {describe(p, scale=scale, unit=unit, digits=digits)} (paired by seed)"
+
+
+def _pct_iv(iv: Interval) -> str:
+    return fmt_interval(iv, 1, scale=100, unit=" %")
+
+
+def _one_seed(*ivs: Interval) -> str:
+    return " (one seed, no interval)" if max((iv.n for iv in ivs), default=0) == 1 else ""
+
+
+def _norm_ranking(seeds: pd.DataFrame, method: str, q: str, norms: Sequence[str], *, higher_is_better: bool,
+                  what: str, best_phrase: str, final: int) -> str | None:
+    """A sentence on which norm is best for ``method`` on quantity ``q``, backed by the paired
+    difference (by seed) of the best and the runner-up; None when no norm has a value."""
+    ranked = _ranked({n: _values(seeds, n, method, q) for n in norms}, higher_is_better=higher_is_better)
+    if not ranked:
+        return None
+    best, biv, bvals = ranked[0]
+    others = ", ".join(f"{n} {fmt_interval(iv)}" for n, iv, _ in ranked[1:])
+    if len(ranked) == 1:
+        return (f"{method}: only {norm_name(best)} has a value of {what} after phase {final}: "
+                f"{fmt_interval(biv)}{_one_seed(biv)}.")
+    second, _, svals = ranked[1]
+    p = paired(bvals, svals)
+    note = _paired_note(p, best, second)
+    if p.holds:
+        return (f"{method} {best_phrase} {norm_name(best)}: {what} after phase {final} {fmt_interval(biv)} "
+                f"(vs {others}); {note}")
+    return (f"{method}: {what} after phase {final} is not distinguishable between {norm_name(best)} "
+            f"and {norm_name(second)}: {best} {fmt_interval(biv)} (best mean), vs {others}; {note}")
 
 
 def comparison_findings(table: pd.DataFrame, *, cka: pd.DataFrame | None = None,
-                        norms: Sequence[str] | None = None) -> list[str]:
+                        norms: Sequence[str] | None = None,
+                        cka_by_seed: pd.DataFrame | None = None) -> list[str]:
     """Plain-language statements computed from ``table`` (and the CKA summary ``cka``).
 
-    For each method: the norm with the least final-phase forgetting of base-class mAP and the
-    norm with the highest BWT. For each norm: the method (other than finetune and joint) that
-    closes the largest share of the finetune-to-joint gap in final base-class mAP, then the
-    largest over all norms. From ``cka`` (:func:`cka_layer_summary`): per method, the norm whose
-    norm layers drift most, and in how many runs late blocks / norm layers drift more.
+    Every ranking is backed by a paired comparison over seeds (:mod:`cilaudio.stats`): the best
+    and the runner-up are compared on the seeds both have; the best is named as such only when
+    that difference holds (its 95 % t-interval excludes 0), otherwise the sentence says the two
+    are not distinguishable at this number of seeds. Norms are paired by seed too (same seed,
+    different phase-0 model). For each method: the norm with the least final-phase forgetting
+    of base-class mAP and the norm with the highest BWT. For each norm: the method (other than
+    finetune and joint) that closes the largest share of the finetune-to-joint gap in final
+    base-class mAP (per seed), then the largest over all norms. From ``cka``
+    (:func:`cka_layer_summary`; ``cka_by_seed``: the same per seed, for the pairing): per
+    method, the norm whose norm layers drift most, and in how many runs late blocks / norm
+    layers drift more.
     """
     comp = comparison_table(table, norms=norms)
     if comp.empty:
         return ["No results are available."]
+    seeds = seed_table(table, norms=norms)
     out: list[str] = []
     norm_list = list(dict.fromkeys(comp["norm"]))
     methods = list(dict.fromkeys(comp["method"]))
@@ -265,91 +364,144 @@ def comparison_findings(table: pd.DataFrame, *, cka: pd.DataFrame | None = None,
         out.append(f"Only one norm ({norm_list[0]}) has results: there is nothing to compare across norms.")
 
     for method in methods:
-        c = comp[comp["method"] == method]
-        forg = {r.norm: (r.forgetting_mean, r.forgetting_std) for r in c.itertuples()}
-        ranked = _ranked(forg, higher_is_better=False)
-        if not ranked:
+        forg = _ranked({n: _values(seeds, n, method, "forgetting") for n in norm_list}, higher_is_better=False)
+        if not forg:
             out.append(f"{method}: no final-phase forgetting is available.")
         elif single:
             out.append(f"{method}: forgetting of base-class mAP after phase {final} "
-                       f"{_pm(ranked[0][1], ranked[0][2])}.")
+                       f"{fmt_interval(forg[0][1])}{_one_seed(forg[0][1])}.")
         else:
-            best = ranked[0]
-            others = ", ".join(f"{n} {_pm(m, s)}" for n, m, s in ranked[1:]) or "no other norm has a value"
-            extra = _within_spread(best, ranked[1]) if len(ranked) > 1 else ""
-            rose = "; negative: base-class mAP rose" if best[1] < 0 else ""
-            out.append(f"{method} forgets least with {norm_name(best[0])}: forgetting of base-class mAP after "
-                       f"phase {final} {_pm(best[1], best[2])} (vs {others}){extra}{rose}.")
-        bwt = {r.norm: (r.bwt_mean, r.bwt_std) for r in c.itertuples()}
-        ranked = _ranked(bwt, higher_is_better=True)
-        if ranked and not single:
-            best = ranked[0]
-            others = ", ".join(f"{n} {_pm(m, s)}" for n, m, s in ranked[1:]) or "no other norm has a value"
-            out.append(f"{method} has the highest backward transfer with {norm_name(best[0])}: BWT "
-                       f"{_pm(best[1], best[2])} (vs {others}).")
+            sentence = _norm_ranking(seeds, method, "forgetting", norm_list, higher_is_better=False,
+                                     what="forgetting of base-class mAP", best_phrase="forgets least with",
+                                     final=final)
+            best, biv, bvals = forg[0]
+            zero = paired(bvals, {s: 0.0 for s in bvals})
+            if zero.sign < 0:
+                sentence += f"; negative: base-class mAP rose with {best} ({verdict(zero)})"
+            elif biv.mean < 0:
+                sentence += (f"; {best}'s mean is negative, but a rise of base-class mAP is not "
+                             f"distinguishable from none ({verdict(zero)})")
+            out.append(sentence + ".")
+        if not single:
+            sentence = _norm_ranking(seeds, method, "bwt", norm_list, higher_is_better=True,
+                                     what="BWT",
+                                     best_phrase="has the highest backward transfer with", final=final)
+            if sentence:
+                out.append(sentence + ".")
 
-    overall: list[tuple[str, str, float]] = []
+    overall: list[tuple[str, str, dict]] = []
+    skipped: list[str] = []
     for norm in norm_list:
         c = comp[comp["norm"] == norm]
         present = set(c["method"])
         if not set(BOUNDS) <= present:
             absent = " and ".join(b for b in BOUNDS if b not in present)
             out.append(f"With {norm}, the gap to close is undefined: {absent} was not run.")
+            skipped.append(norm)
             continue
-        cand = c[~c["method"].isin(BOUNDS)]
-        if cand.empty:
+        cand = [m for m in c["method"] if m not in BOUNDS]
+        if not cand:
             out.append(f"With {norm}, no method besides finetune and joint was run.")
             continue
-        shares = {r.method: r.gap_closed_base for r in cand.itertuples() if np.isfinite(r.gap_closed_base)}
-        if not shares:
+        ranked = _ranked({m: _values(seeds, norm, m, "gap_closed_base") for m in cand}, higher_is_better=True)
+        if not ranked:
             out.append(f"With {norm}, the finetune-to-joint gap is zero or missing: no gap share can be computed.")
+            skipped.append(norm)
             continue
-        order = sorted(shares, key=lambda m: -shares[m])
-        best = order[0]
-        lo = float(c.loc[c["method"] == LOWER, "base_final_mean"].iloc[0])
-        hi = float(c.loc[c["method"] == UPPER, "base_final_mean"].iloc[0])
-        inverted = hi < lo
-        if not inverted:
-            overall.append((norm, best, shares[best]))
-        others = "; ".join(f"{m} {_pct(shares[m])}" for m in order[1:])
-        out.append(f"With {norm}, {best} closes the largest share of the finetune-to-joint gap in final "
-                   f"base-class mAP: {_pct(shares[best])}" + (f" (others: {others})" if others else
-                                                             " (the only method besides the bounds)")
-                   + (f"; the bounds are inverted here (joint {_f(hi)} ends below finetune {_f(lo)}), so "
-                      "the share does not measure progress towards joint." if inverted else "."))
+        lo, hi = _values(seeds, norm, LOWER, "base_final"), _values(seeds, norm, UPPER, "base_final")
+        gap = paired(hi, lo)
+        gap_iv = gap.diff
+        best, biv, bvals = ranked[0]
+        others = "; ".join(f"{m} {_pct_iv(iv)}" for m, iv, _ in ranked[1:])
+        if len(ranked) == 1:
+            text = (f"With {norm}, {best} closes {_pct_iv(biv)} of the finetune-to-joint gap in final "
+                    f"base-class mAP (per seed; the only method besides the bounds){_one_seed(biv)}")
+        else:
+            second, _, svals = ranked[1]
+            p = paired(bvals, svals)
+            note = _paired_note(p, best, second, scale=100, unit=" pp", digits=1)
+            if p.holds:
+                text = (f"With {norm}, {best} closes the largest share of the finetune-to-joint gap in final "
+                        f"base-class mAP: {_pct_iv(biv)} (per seed; others: {others}); {note}")
+            else:
+                text = (f"With {norm}, no method closes a distinguishably larger share of the finetune-to-joint "
+                        f"gap in final base-class mAP: {best} {_pct_iv(biv)} (largest mean, per seed; others: "
+                        f"{others}); {note}")
+        if gap_iv.n and gap_iv.mean <= 0:
+            skipped.append(norm)
+            inverted = ("the bounds are inverted here" if gap.holds else
+                        "joint does not end distinguishably above finetune here")
+            text += (f"; {inverted} (joint {fmt_interval(interval(hi.values()))} vs finetune "
+                     f"{fmt_interval(interval(lo.values()))}, joint vs finetune {describe(gap)}), so the share "
+                     "does not measure progress towards joint.")
+        else:
+            if not gap.holds:
+                text += (f"; joint vs finetune {describe(gap)}, so the gap itself is not established and the "
+                         "share is uncertain")
+            text += "."
+            overall.append((norm, best, bvals))
+            overall.extend((norm, m, v) for m, _, v in ranked[1:])
+        out.append(text)
+
     if len(norm_list) > 1 and overall:
-        norm, method, share = max(overall, key=lambda t: t[2])
-        skipped = [n for n in norm_list if n not in {t[0] for t in overall}]
-        out.append(f"Over all norms, the largest share of the gap is closed by {method} with "
-                   f"{norm_name(norm)}: {_pct(share)}"
-                   + (f" (not counting {', '.join(skipped)}: no valid gap)." if skipped else "."))
+        ranked = _ranked({(n, m): v for n, m, v in overall}, higher_is_better=True)
+        (norm, method), biv, bvals = ranked[0]
+        tail = f" (not counting {', '.join(dict.fromkeys(skipped))}: no valid gap)." if skipped else "."
+        if len(ranked) == 1:
+            out.append(f"Over all norms, only {method} with {norm_name(norm)} has a share of the gap to compare: "
+                       f"{_pct_iv(biv)}" + tail)
+        else:
+            (n2, m2), _, svals = ranked[1]
+            p = paired(bvals, svals)
+            note = _paired_note(p, f"{method} ({norm})", f"{m2} ({n2})", scale=100, unit=" pp", digits=1)
+            if p.holds:
+                out.append(f"Over all norms, the largest share of the gap is closed by {method} with "
+                           f"{norm_name(norm)}: {_pct_iv(biv)}; {note}" + tail)
+            else:
+                out.append(f"Over all norms, no (norm, method) closes a distinguishably larger share of the gap: "
+                           f"the largest mean is {method} with {norm_name(norm)}, {_pct_iv(biv)}; {note}" + tail)
 
     if cka is not None and not cka.empty:
-        out.extend(_cka_findings(cka))
+        out.extend(_cka_findings(cka, cka_by_seed))
     return out
 
 
-def _cka_findings(cka: pd.DataFrame) -> list[str]:
-    """Counts over the (norm, method) runs and the norm whose norm layers drift most (the
-    per-run numbers are in the page's CKA table)."""
+def _cka_findings(cka: pd.DataFrame, by_seed: pd.DataFrame | None = None) -> list[str]:
+    """Counts over the (norm, method) runs and the norm whose norm layers drift most, backed by a
+    paired comparison over the CKA files' seeds (the per-run numbers are in the page's CKA table)."""
     out = []
+    n_seeds = int(cka["n_seeds"].max()) if len(cka) else 0
+    of = f" (mean diagonal CKA of {seeds_word(n_seeds)} per run)"
     valid = cka[np.isfinite(cka["late"]) & np.isfinite(cka["early"])]
     if len(valid):
         n_late = int((valid["late"] < valid["early"]).sum())
         out.append(f"Later blocks ({valid['late_blocks'].iloc[0]}) drift more than earlier ones "
                    f"({valid['early_blocks'].iloc[0]}; lower mean diagonal CKA) in {n_late} of {len(valid)} "
-                   "(norm, method) runs.")
+                   f"(norm, method) runs{of}.")
     valid = cka[np.isfinite(cka["norm_layers"]) & np.isfinite(cka["conv_layers"])]
     if len(valid):
         n_norm = int((valid["norm_layers"] < valid["conv_layers"]).sum())
-        out.append(f"Norm layers drift more than conv layers in {n_norm} of {len(valid)} (norm, method) runs.")
+        out.append(f"Norm layers drift more than conv layers in {n_norm} of {len(valid)} (norm, method) runs{of}.")
     if cka["norm"].nunique() > 1:
-        for method, g in cka.groupby("method", sort=False):
-            g = g[np.isfinite(g["norm_layers"])].sort_values("norm_layers", kind="stable")
-            if len(g) > 1:
-                others = ", ".join(f"{r.norm} {_f(r.norm_layers)}" for r in g.iloc[1:].itertuples())
-                out.append(f"{method}: the norm layers drift most with {norm_name(g['norm'].iloc[0])} "
-                           f"(mean diagonal CKA {_f(g['norm_layers'].iloc[0])}, vs {others}).")
+        per_seed = by_seed if by_seed is not None else cka.assign(seed=-1)
+        for method in dict.fromkeys(cka["method"]):
+            g = per_seed[(per_seed["method"] == method) & np.isfinite(per_seed["norm_layers"])]
+            vals = {n: {int(s): float(v) for s, v in zip(h["seed"], h["norm_layers"])}
+                    for n, h in g.groupby("norm", sort=False)}
+            ranked = _ranked(vals, higher_is_better=False)
+            if len(ranked) < 2:
+                continue
+            (best, biv, bvals), (second, _, svals) = ranked[0], ranked[1]
+            others = ", ".join(f"{n} {fmt_interval(iv)}" for n, iv, _ in ranked[1:])
+            p = paired(bvals, svals)
+            note = _paired_note(p, best, second)
+            if p.holds:
+                out.append(f"{method}: the norm layers drift most with {norm_name(best)} (mean diagonal CKA "
+                           f"{fmt_interval(biv)}, vs {others}); {note}.")
+            else:
+                out.append(f"{method}: the norm layers' mean diagonal CKA is lowest with {norm_name(best)} "
+                           f"({fmt_interval(biv)}, vs {others}), but which norm's norm layers drift most is not "
+                           f"distinguishable: {note}.")
     return out
 
 
@@ -357,27 +509,204 @@ def _cka_findings(cka: pd.DataFrame) -> list[str]:
 
 
 def _per_phase_html(table: pd.DataFrame, norms: Sequence[str], subset: str) -> str:
-    s = summary_table(table, metric="map", subset=subset)
-    if s.empty:
+    sel = table[(table["subset"] == subset) & (table["metric"] == "map")]
+    if sel.empty:
         return '<p class="note">no data</p>'
-    phases = sorted(int(c[5:-5]) for c in s.columns if c.startswith("phase") and c.endswith("_mean"))
+    phases = sorted(int(p) for p in sel["phase"].unique())
     rows = []
     for norm in norms:
-        for _, r in s[s["norm"] == norm].iterrows():
-            rows.append([norm, r["method"], int(r["n_seeds"])]
-                        + [_pm(r[f"phase{k}_mean"], r[f"phase{k}_std"]) for k in phases]
-                        + [_pm(r["average_mean"], r["average_std"])])
+        sub = sel[sel["norm"] == norm]
+        for method in dict.fromkeys(sub["method"]):
+            wide = sub[sub["method"] == method].pivot_table(index="seed", columns="phase", values="value",
+                                                              aggfunc="mean", dropna=False)
+            rows.append([norm, method, int(wide.shape[0])]
+                        + [_ci(wide[k].to_numpy() if k in wide.columns else []) for k in phases]
+                        + [_ci(wide.mean(axis=1, skipna=False).to_numpy())])
     return _html_table(["norm", "method", "seeds"] + [f"phase {k}" for k in phases] + ["average over phases"], rows)
 
 
-def _final_html(comp: pd.DataFrame) -> str:
-    header = ["norm", "method", "seeds", "base-class mAP", "all-class mAP", "forgetting (base mAP)", "BWT",
-              "gap closed (base mAP)", "gap closed (all-class mAP)"]
-    rows = [[r.norm, r.method, r.n_seeds, _pm(r.base_final_mean, r.base_final_std),
-             _pm(r.all_final_mean, r.all_final_std), _pm(r.forgetting_mean, r.forgetting_std),
-             _pm(r.bwt_mean, r.bwt_std), _pct(r.gap_closed_base), _pct(r.gap_closed_all)]
-            for r in comp.itertuples()]
+MARK = "\u00a0▲"
+
+
+def best_that_holds(candidates: Mapping[Any, Mapping[int, float]], *, higher_is_better: bool) -> Any | None:
+    """The candidate with the best mean over seeds, but only where its paired difference (by seed)
+    with the runner-up holds (95 % t-interval excludes 0); None otherwise or with < 2 candidates."""
+    ranked = _ranked(candidates, higher_is_better=higher_is_better)
+    if len(ranked) < 2:
+        return None
+    return ranked[0][0] if paired(ranked[0][2], ranked[1][2]).holds else None
+
+
+FINAL_COLUMNS = (  # (quantity, header, higher is better)
+    ("base_final", "base-class mAP", True),
+    ("all_final", "all-class mAP", True),
+    ("forgetting", "forgetting (base mAP)", False),
+    ("bwt", "BWT", True),
+    ("gap_closed_base", "gap closed (base mAP)", True),
+    ("gap_closed_all", "gap closed (all-class mAP)", True),
+)
+
+
+def _final_html(table: pd.DataFrame, norms: Sequence[str]) -> str:
+    """The final-phase table: every cell mean [95 % interval]; MARK on the best norm of a method in a
+    column where its paired difference with the runner-up norm holds (the bounds' gap shares,
+    0 and 1 by definition, are not marked)."""
+    seeds = seed_table(table, norms=norms)
+    comp = comparison_table(table, norms=norms)
+    marks = set()
+    for method in dict.fromkeys(comp["method"]):
+        for q, _, higher in FINAL_COLUMNS:
+            if q.startswith("gap_closed") and method in BOUNDS:
+                continue
+            best = best_that_holds({n: _values(seeds, n, method, q) for n in norms}, higher_is_better=higher)
+            if best is not None:
+                marks.add((best, method, q))
+    header = ["norm", "method", "seeds"] + [h for _, h, _ in FINAL_COLUMNS]
+    rows = []
+    for r in comp.itertuples():
+        row = [r.norm, r.method, r.n_seeds]
+        for q, _, _ in FINAL_COLUMNS:
+            iv = interval(_values(seeds, r.norm, r.method, q).values())
+            cell = fmt_interval(iv, 1, scale=100, unit=" %") if q.startswith("gap_closed") else fmt_interval(iv)
+            row.append(_nb(cell) + (MARK if (r.norm, r.method, q) in marks else ""))
+        rows.append(row)
     return _html_table(header, rows)
+
+
+# ----------------------------------------------------------------------------- paper tables
+
+PAPER_COLUMNS = (  # (quantity, header, higher is better)
+    ("base_final", "base-class mAP", True),
+    ("all_final", "all-class mAP", True),
+    ("forgetting_avg", "mean forgetting (base mAP)", False),
+)
+SHORT_NORMS = {"bn": "BN", "gn": "GN", "cn": "CN"}
+
+
+def paper_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> dict:
+    """The numbers of the paper-ready table: rows = methods, columns = (quantity, norm) for the
+    quantities of :data:`PAPER_COLUMNS`.
+
+    Returns ``{"methods", "norms", "columns": [(q, header, norm)], "cells": {(q, norm, method):
+    Interval}, "bold": {(q, norm, method)}, "n_seeds": sorted distinct seed counts, "seeds":
+    sorted seeds, "final_phase"}``. A cell is bold when it is the best of its column and its
+    paired difference (by seed, same norm) with the second best holds.
+    """
+    norms = _norm_order(table, norms)
+    seeds = seed_table(table, norms=norms)
+    methods = list(dict.fromkeys(table["method"]))
+    cells, bold, columns = {}, set(), []
+    for q, header, higher in PAPER_COLUMNS:
+        for norm in norms:
+            columns.append((q, header, norm))
+            vals = {m: _values(seeds, norm, m, q) for m in methods}
+            for m in methods:
+                cells[(q, norm, m)] = interval(vals[m].values())
+            best = best_that_holds(vals, higher_is_better=higher)
+            if best is not None:
+                bold.add((q, norm, best))
+    counts = sorted({iv.n for iv in cells.values() if iv.n})
+    return {"methods": methods, "norms": norms, "columns": columns, "cells": cells, "bold": bold,
+            "n_seeds": counts, "seeds": sorted(int(x) for x in table["seed"].unique()),
+            "final_phase": int(table["phase"].max()) if len(table) else 0}
+
+
+def _seed_phrase(pt: dict) -> str:
+    counts = pt["n_seeds"]
+    if not counts:
+        return "no seeds"
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"n = {n} seed{'s' if counts[-1] != 1 else ''} ({', '.join(str(s) for s in pt['seeds'])})"
+
+
+def paper_caption(pt: dict, dataset: str, *, latex: bool) -> str:
+    """How the cells are computed and how many seeds (LaTeX or plain text)."""
+    k = pt["final_phase"]
+    if latex:
+        iv = (r"mean $\pm$ half-width of the 95\,\% Student-$t$ interval over seeds, "
+              r"$t_{0.975,\,n-1}\,s/\sqrt{n}$ with $s$ the sample standard deviation")
+        forg = r"base-class mAP after phase 0 minus after phase $k$, averaged over $k = 1..%d$" % k
+    else:
+        iv = ("mean ± half-width of the 95 % Student-t interval over seeds, t(0.975, n-1) · s / √n with s the "
+              "sample standard deviation")
+        forg = f"base-class mAP after phase 0 minus after phase k, averaged over k = 1..{k}"
+    if pt["n_seeds"] and pt["n_seeds"][-1] == 1:
+        bold = ("one seed: no interval, and nothing is bold, since one seed cannot show that a difference "
+                "holds")
+    else:
+        bold = ("bold: the best in its column, only where its paired difference with the second best (per seed, "
+                "same norm) has a 95 % interval that excludes 0")
+        if latex:
+            bold = bold.replace("95 %", r"95\,\%")
+    return (f"{_tex(dataset) if latex else dataset}: base-class and all-class mAP after the final phase ({k}) "
+            f"and mean forgetting ({forg}; lower is better), per method (rows) and norm (columns); "
+            f"{iv}, {_seed_phrase(pt)}; {bold}.")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(c, c) for c in str(text))
+
+
+def _md(text: str) -> str:
+    return "".join("\\" + c if c in "\\|*_`[]<>" else c for c in str(text))
+
+
+def paper_latex(pt: dict, caption: str, *, label: str = "tab:norms") -> str:
+    """A LaTeX table (booktabs) of :func:`paper_table`; bold cells in ``\\textbf{}``."""
+    norms, cols = pt["norms"], pt["columns"]
+    lines = [r"% written by cilaudio (rule compare_norms); needs \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
+    heads, rules, first = [], [], 2
+    for _, header, _ in PAPER_COLUMNS:
+        heads.append(rf"\multicolumn{{{len(norms)}}}{{c}}{{{_tex(header)}}}")
+        rules.append(rf"\cmidrule(lr){{{first}-{first + len(norms) - 1}}}")
+        first += len(norms)
+    lines.append(" & " + " & ".join(heads) + r" \\")
+    lines.append(" ".join(rules))
+    lines.append("method & " + " & ".join(_tex(SHORT_NORMS.get(n, n)) for _, _, n in cols) + r" \\")
+    lines.append(r"\midrule")
+    for m in pt["methods"]:
+        cells = []
+        for q, _, n in cols:
+            text = fmt_pm(pt["cells"][(q, n, m)])
+            text = "--" if text == "n/a" else text.replace("-", "$-$").replace(" ± ", r" $\pm$ ")
+            cells.append(rf"\textbf{{{text}}}" if (q, n, m) in pt["bold"] else text)
+        lines.append(_tex(m) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def paper_markdown(pt: dict, caption: str) -> str:
+    """A Markdown (GitHub / pandoc pipe) table of :func:`paper_table`; bold cells in ``**``."""
+    cols = pt["columns"]
+    header = ["method"] + [f"{h}, {SHORT_NORMS.get(n, n)}" for _, h, n in cols]
+    lines = [f"Table: {caption}", "", "| " + " | ".join(_md(h) for h in header) + " |",
+             "|" + "|".join([":---"] + [":---:"] * len(cols)) + "|"]
+    for m in pt["methods"]:
+        cells = []
+        for q, _, n in cols:
+            text = fmt_pm(pt["cells"][(q, n, m)])
+            cells.append(f"**{text}**" if (q, n, m) in pt["bold"] else text)
+        lines.append("| " + " | ".join([_md(m), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_paper_tables(table: pd.DataFrame, *, tex: str | os.PathLike | None = None,
+                       md: str | os.PathLike | None = None, norms: Sequence[str] | None = None) -> dict:
+    """Write the paper-ready comparison table as LaTeX (``tex``) and Markdown (``md``), atomically."""
+    pt = paper_table(table, norms=norms)
+    dataset = ", ".join(sorted(set(table["dataset"].astype(str))))
+    if tex is not None:
+        write_text(tex, paper_latex(pt, paper_caption(pt, dataset, latex=True),
+                                    label=f"tab:norms-{re.sub(r'[^A-Za-z0-9]+', '-', dataset)}"))
+    if md is not None:
+        write_text(md, paper_markdown(pt, paper_caption(pt, dataset, latex=False)))
+    return pt
 
 
 def _cka_html(cka: pd.DataFrame) -> str:
@@ -404,17 +733,17 @@ def write_comparison(
     ``table``: the tidy metrics of every norm (:func:`read_tables`); ``cka_files``: ``{norm:
     [npz, ...]}`` (the last phase among each norm's files is shown); ``norms``: display order.
     """
-    from cilaudio.plots import plot_cka_diagonal_by_norm, plot_metric_by_norm
+    from cilaudio.plots import BAND_CAPTION, plot_cka_diagonal_by_norm, plot_metric_by_norm
 
     norms = _norm_order(table, norms)
     datasets = sorted(set(table["dataset"].astype(str)))
     dataset = datasets[0] if len(datasets) == 1 else ", ".join(datasets)
     title = title or f"Normalisation layers compared: {dataset}"
-    comp = comparison_table(table, norms=norms)
     order = [*norms, *(n for n in cka_files if n not in norms)]
     cka_files = {n: list(cka_files[n]) for n in order if len(cka_files.get(n, ()))}
     methods = list(dict.fromkeys(table["method"]))
     cka = cka_layer_summary(cka_files) if cka_files else None
+    cka_seeds = cka_layer_summary(cka_files, by_seed=True) if cka_files else None
     if cka is not None and len(cka):
         rank = {m: i for i, m in enumerate(methods)}
         cka = (cka.assign(_n=cka["norm"].map({n: i for i, n in enumerate(norms)}),
@@ -445,20 +774,26 @@ def write_comparison(
     h.append("<dt>forgetting</dt><dd>base-class mAP after phase 0 minus base-class mAP after the final phase, "
              "per seed (positive = forgotten).</dd>")
     h.append(f"<dt>backward transfer (BWT)</dt><dd>{_e(BWT_DEFINITION)}</dd>")
-    h.append("<dt>gap closed</dt><dd>(method - finetune) / (joint - finetune) on the final-phase mean over "
-             "seeds: 0 % = no better than fine-tuning, 100 % = as good as joint training.</dd>")
+    h.append("<dt>gap closed</dt><dd>(method - finetune) / (joint - finetune) on the final-phase mAP, per seed "
+             "(with that seed's finetune and joint), then the mean over seeds: 0 % = no better than fine-tuning, "
+             "100 % = as good as joint training.</dd>")
     h.append("<dt>diagonal CKA</dt><dd>linear CKA between a layer of the phase-0 model and the same layer of "
              "the final model, on the base-class test clips: 1 = unchanged representation, low = drifted.</dd>")
     h.append("</dl>")
-    h.append('<p class="note">All numbers: mean ± standard deviation over seeds (ddof = 1; the ± part is '
-             "left out with one seed).</p>")
+    h.append(f'<p class="note">All numbers: mean over seeds [95 % interval]. {_e(INTERVAL_NOTE)}</p>')
+    h.append(f'<p class="note">{_e(PAIRED_NOTE)} Two methods of one norm with the same seed share the phase-0 '
+             "model and the data order; two norms are paired by seed too (same seed, but each norm has its own "
+             "phase-0 model). CKA is computed for the first seed only.</p>")
 
     h.append("<h2>Findings</h2><ul>")
-    h.extend(f"<li>{_e(s)}</li>" for s in comparison_findings(table, cka=cka, norms=norms))
+    h.extend(f"<li>{_e(s)}</li>" for s in comparison_findings(table, cka=cka, norms=norms, cka_by_seed=cka_seeds))
     h.append("</ul>")
 
     h.append(f"<h2>Final phase ({final})</h2>")
-    h.append(_final_html(comp))
+    h.append(f'<p class="note">Mean over seeds [95 % interval].{_e(MARK)}: the best norm for that method in '
+             "that column, marked only where its paired difference (by seed) with the runner-up norm holds "
+             "(its 95 % interval excludes 0).</p>")
+    h.append(_final_html(table, norms))
     h.append("<h2>Base-class mAP after each phase</h2>")
     h.append(_per_phase_html(table, norms, "base"))
     h.append("<h2>All-class mAP after each phase</h2>")
@@ -475,11 +810,10 @@ def write_comparison(
     with tempfile.TemporaryDirectory(prefix="comparison-") as tmp:
         fig = Path(tmp) / "base_map.png"
         plot_metric_by_norm(table, fig, subset="base", metric="map", norms=norms, methods=methods)
-        h.append(_figure_html("Base-class mAP after each phase, one panel per norm (mean over seeds; "
-                              "band: min..max over seeds).", fig))
+        h.append(_figure_html(f"Base-class mAP after each phase, one panel per norm ({BAND_CAPTION}).", fig))
         fig = Path(tmp) / "all_map.png"
         plot_metric_by_norm(table, fig, subset="all", metric="map", norms=norms, methods=methods)
-        h.append(_figure_html("All-class mAP after each phase, one panel per norm.", fig))
+        h.append(_figure_html(f"All-class mAP after each phase, one panel per norm ({BAND_CAPTION}).", fig))
         if cka_files:
             fig = Path(tmp) / "cka_diagonal.png"
             plot_cka_diagonal_by_norm(cka_files, fig, methods=methods)
@@ -504,12 +838,17 @@ def make_comparison(
     cka: Mapping[str, Sequence[str | os.PathLike]] = {},  # noqa: B006 (read only)
     dataset: str | None = None,
     repo_dir: Path | None = None,
+    tex: str | os.PathLike | None = None,
+    md: str | os.PathLike | None = None,
 ) -> None:
-    """The workflow step: ``{norm: metrics.tsv}`` and ``{norm: [cka npz]}`` -> ``out`` (HTML)."""
+    """The workflow step: ``{norm: metrics.tsv}`` and ``{norm: [cka npz]}`` -> ``out`` (HTML), and the
+    paper-ready table as LaTeX (``tex``) and Markdown (``md``) when given."""
     table = read_tables(tables)
     if dataset is not None and len(table) and set(table["dataset"].astype(str)) != {str(dataset)}:
         raise ValueError(f"the metrics tables are of {sorted(set(table['dataset']))}, not {dataset!r}")
     repo = repo_dir or Path(__file__).resolve().parents[2]
     write_comparison(out, table=table, cka_files=cka, norms=list(tables), provenance=_provenance(repo))
+    if tex is not None or md is not None:
+        write_paper_tables(table, tex=tex, md=md, norms=list(tables))
     log.info("compared norms %s (%d rows, %d CKA files) -> %s", list(tables), len(table),
-             sum(len(v) for v in cka.values()), out)
+             sum(len(v) for v in cka.values()), ", ".join(str(x) for x in (out, tex, md) if x is not None))

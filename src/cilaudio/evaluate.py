@@ -19,7 +19,6 @@ from .cka import MinibatchCKA
 from .data import FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .memory import histogram
-from .metrics import average_precision_per_class, compute_metrics
 from .model import record_activations
 from .phases import PhaseSplit
 from .train import pick_device
@@ -57,6 +56,8 @@ def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, gr
     ``group{j}`` (phase j's classes on every excerpt). Each value counts, under
     ``classes_without_positives``, the classes of that subset without a positive excerpt.
     """
+    from .metrics import compute_metrics  # scikit-learn: imported only by jobs that compute metrics
+
     in_base = np.asarray(in_base, dtype=bool)
     if sum(group_sizes) != y.shape[1]:
         raise ValueError(f"group sizes {list(group_sizes)} add up to {sum(group_sizes)}, "
@@ -87,6 +88,8 @@ def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base
     ``classes_without_positives``: how many of its classes have no positive test clip and are
     left out of its ``map`` and ``f1_macro``.
     """
+    from .metrics import average_precision_per_class
+
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     model, state = load_checkpoint(checkpoint, device=dev)

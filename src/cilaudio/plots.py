@@ -1,7 +1,12 @@
 """Figures of the results: metric curves over phases and CKA between phase-0 and phase-k models.
 
-Every function writes one PNG atomically. Figures are built with ``matplotlib.figure.Figure``
-and the Agg canvas (no pyplot state, no display needed) and are released after saving.
+Every ``plot_*`` function writes one PNG atomically. Figures are built with
+``matplotlib.figure.Figure`` and the Agg canvas (no pyplot state, no display needed) and are
+released after saving; the ``*_figure`` functions return the Figure itself (for tests).
+
+Bands over seeds are the 95 % Student-t interval of the mean (:func:`cilaudio.stats.interval`),
+drawn where a phase has two seeds or more. No two lines of one panel share a colour: methods
+get distinct colours (tab10, tab20, then evenly spaced hues), phases a sequential colour map.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cilaudio.atomic import atomic_path
+from cilaudio.stats import interval
+
+BAND_CAPTION = ("mean over seeds; band: 95 % t-interval of the mean over seeds, "
+                "mean ± t(0.975, n-1) · s / √n, none with one seed")
 
 DEFAULT_CURVES = (
     ("all", "map"),
@@ -57,34 +66,63 @@ def _save(fig: Figure, out_png: str | os.PathLike) -> None:
         fig.clear()
 
 
-def plot_metric_curves(
-    table: pd.DataFrame,
-    out_png: str | os.PathLike,
-    *,
-    metrics: Sequence[tuple[str, str]] = DEFAULT_CURVES,
-) -> None:
-    """One panel per (subset, metric): x = phase, one line per method (mean over seeds).
+def _over_seeds(g: pd.DataFrame) -> pd.DataFrame:
+    """Per phase of the rows ``g`` (one run's metric): mean over seeds and the 95 % t-interval
+    (NaN bounds where a phase has one seed). Index: phase; columns ``mean, low, high, n``."""
+    rows = {}
+    for phase, h in g.groupby("phase"):
+        iv = interval(h.groupby("seed")["value"].mean().to_numpy(dtype=float))
+        rows[int(phase)] = (iv.mean, iv.low, iv.high, iv.n)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "low", "high", "n"]).sort_index()
 
-    With several seeds a shaded band spans the min..max over seeds. When ``table`` holds
-    several datasets or norms, lines are labelled ``method (dataset/norm)``.
-    """
+
+def _band(ax, stats: pd.DataFrame, colour) -> None:
+    if (stats["n"] > 1).any():
+        ax.fill_between(stats.index, stats["low"], stats["high"], color=colour, alpha=0.2, linewidth=0)
+
+
+def distinct_colours(n: int) -> list:
+    """``n`` colours, no two alike: tab10 up to 10, tab20 up to 20, else evenly spaced hues."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["hsv"](i / n) for i in range(n)]
+
+
+def phase_colours(phases: Iterable[int]) -> dict[int, tuple]:
+    """One colour per phase from viridis, later phases darker (the last phase darkest)."""
+    from matplotlib import colormaps
+
+    phases = sorted(dict.fromkeys(int(p) for p in phases))
+    cmap = colormaps["viridis"]
+    n = max(1, len(phases) - 1)
+    return {p: cmap(0.85 * (1 - i / n)) if len(phases) > 1 else cmap(0.0) for i, p in enumerate(phases)}
+
+
+def metric_curves_figure(table: pd.DataFrame, *, metrics: Sequence[tuple[str, str]] = DEFAULT_CURVES) -> Figure:
+    """The figure of :func:`plot_metric_curves`."""
     metrics = list(metrics)
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, int(np.ceil(len(metrics) / ncols)))
     fig = _new_figure(4.6 * ncols, 3.6 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     multi = table[["dataset", "norm"]].drop_duplicates().shape[0] > 1 if len(table) else False
+    runs = list(dict.fromkeys(zip(table["dataset"], table["norm"], table["method"])))
+    colour = dict(zip(runs, distinct_colours(len(runs))))
     for ax, (subset, metric) in zip(axes, metrics):
         sel = table[(table["subset"] == subset) & (table["metric"] == metric)]
         if sel.empty:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         groups = sel.groupby(["dataset", "norm", "method"], sort=False)
         for (ds, norm, method), g in groups:
-            stats = g.groupby("phase")["value"].agg(["mean", "min", "max", "count"]).sort_index()
+            stats = _over_seeds(g)
             label = f"{method} ({ds}/{norm})" if multi else str(method)
-            (line,) = ax.plot(stats.index, stats["mean"], marker="o", label=label)
-            if g["seed"].nunique() > 1:
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+            c = colour[(ds, norm, method)]
+            ax.plot(stats.index, stats["mean"], marker="o", color=c, label=label)
+            _band(ax, stats, c)
         ax.set_title(f"{_metric_label(metric)} - {subset} classes" if not subset.startswith("class:") else
                      f"{_metric_label(metric)} - {subset}")
         ax.set_xlabel("phase")
@@ -97,8 +135,22 @@ def plot_metric_curves(
             ax.legend(fontsize="small")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle("Metrics after each phase (mean over seeds; band: min..max over seeds)")
-    _save(fig, out_png)
+    fig.suptitle(f"Metrics after each phase ({BAND_CAPTION})")
+    return fig
+
+
+def plot_metric_curves(
+    table: pd.DataFrame,
+    out_png: str | os.PathLike,
+    *,
+    metrics: Sequence[tuple[str, str]] = DEFAULT_CURVES,
+) -> None:
+    """One panel per (subset, metric): x = phase, one line per method (mean over seeds).
+
+    With several seeds a shaded band spans the 95 % t-interval of the mean over seeds. When
+    ``table`` holds several datasets or norms, lines are labelled ``method (dataset/norm)``.
+    """
+    _save(metric_curves_figure(table, metrics=metrics), out_png)
 
 
 def _load_cka(path: str | os.PathLike) -> dict:
@@ -154,9 +206,16 @@ def _is_norm(layer: str) -> bool:
 
 
 def _mark_layers(ax, x, diag, is_norm, colour, *, size: float) -> None:
-    """Markers on a CKA diagonal: filled squares on norm layers, open circles elsewhere."""
-    ax.plot(x[is_norm], diag[is_norm], "s", color=colour, markersize=size)
-    ax.plot(x[~is_norm], diag[~is_norm], "o", color=colour, markersize=size - 2, fillstyle="none")
+    """Markers on a CKA diagonal: filled squares on norm layers, open circles elsewhere (scatter
+    collections, so that an axis' lines are the curves alone)."""
+    ax.scatter(x[is_norm], diag[is_norm], marker="s", color=colour, s=size**2, zorder=3)
+    ax.scatter(x[~is_norm], diag[~is_norm], marker="o", facecolors="none", edgecolors=colour,
+               s=(size - 2) ** 2, zorder=3)
+
+
+def _layer_legend_handles() -> list:
+    return [Line2D([], [], color="k", marker="s", linestyle="none", label="norm layer"),
+            Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none", label="conv / classifier")]
 
 
 def _layer_axis(ax, layers) -> None:
@@ -168,53 +227,64 @@ def _layer_axis(ax, layers) -> None:
             ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
 
 
+def cka_diagonal_figure(npz_paths: Iterable[str | os.PathLike]) -> Figure:
+    """The figure of :func:`plot_cka_diagonal`: one panel per method (stacked, shared axes), one
+    line per phase in a sequential colour map (later phases darker)."""
+    recs = [_load_cka(p) for p in npz_paths]
+    groups: dict[str, dict[int, list[dict]]] = {}
+    for r in recs:
+        groups.setdefault(r["method"], {}).setdefault(r["phase"], []).append(r)
+    methods = list(groups)
+    colours = phase_colours(r["phase"] for r in recs)
+    n = max(1, len(methods))
+    fig = _new_figure(11.0, 0.8 + 3.0 * n)
+    axes = fig.subplots(n, 1, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax, method in zip(axes, methods):
+        layers: list[str] = []
+        for phase in sorted(groups[method]):
+            rs = groups[method][phase]
+            layers = rs[0]["layers"]
+            if any(x["layers"] != layers for x in rs):
+                raise ValueError(f"CKA files of {method} phase {phase} have different layer lists")
+            diag = np.mean([np.diag(x["matrix"]) for x in rs], axis=0)  # (layers,)
+            x = np.arange(len(layers))
+            is_norm = np.array([_is_norm(name) for name in layers])
+            label = f"phase {phase}" + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
+            ax.plot(x, diag, "-", color=colours[phase], label=label)
+            _mark_layers(ax, x, diag, is_norm, colours[phase], size=6)
+        _layer_axis(ax, layers)
+        ax.set_title(f"{method}: phase 0 vs phase k", fontsize="medium")
+        ax.set_ylabel("CKA, same layer")
+        ax.grid(True, axis="y", alpha=0.3)
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + _layer_legend_handles(), fontsize="x-small", loc="lower left",
+                  ncol=2)
+    if not methods:
+        axes[0].text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=axes[0].transAxes)
+    axes[0].set_ylim(0.0, 1.02)
+    axes[-1].set_xlabel("layer")
+    fig.suptitle("Layer-wise similarity to the phase-0 model, one panel per method, later phases darker "
+                 "(squares, shaded: norm layers)")
+    return fig
+
+
 def plot_cka_diagonal(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike) -> None:
-    """Diagonal CKA(layer i of phase 0, layer i of phase k): one line per (method, phase).
+    """Diagonal CKA(layer i of phase 0, layer i of phase k): small multiples, one panel per
+    method, one line per phase k in a sequential colour map (later phases darker).
 
     Files of several seeds with the same (method, phase) are averaged. Norm layers are drawn
     with square markers, conv layers and the classifier with circles.
     """
-    recs = [_load_cka(p) for p in npz_paths]
-    fig = _new_figure(11.0, 4.8)
-    ax = fig.subplots()
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for r in recs:
-        groups.setdefault((r["method"], r["phase"]), []).append(r)
-    layers: list[str] = []
-    for (method, phase), rs in groups.items():
-        layers = rs[0]["layers"]
-        if any(x["layers"] != layers for x in rs):
-            raise ValueError(f"CKA files of {method} phase {phase} have different layer lists")
-        diag = np.mean([np.diag(x["matrix"]) for x in rs], axis=0)  # (layers,)
-        x = np.arange(len(layers))
-        is_norm = np.array([_is_norm(name) for name in layers])
-        label = f"{method}, phase {phase}" + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
-        (line,) = ax.plot(x, diag, "-", label=label)
-        _mark_layers(ax, x, diag, is_norm, line.get_color(), size=6)
-    if layers:
-        _layer_axis(ax, layers)
-    else:
-        ax.text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("CKA(phase 0, phase k), same layer")
-    ax.set_title("Layer-wise similarity to the phase-0 model (squares, shaded: norm layers)")
-    ax.grid(True, axis="y", alpha=0.3)
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], color="k", marker="s", linestyle="none", label="norm layer"),
-        Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none", label="conv / classifier"),
-    ]
-    ax.legend(handles=handles, fontsize="small", loc="lower left")
-    _save(fig, out_png)
+    _save(cka_diagonal_figure(npz_paths), out_png)
 
 
 # ----------------------------------------------------------------------------- norms side by side
 
 
-def _method_colours(methods: Iterable[str]) -> dict[str, str]:
-    """One colour per method ("C0", "C1", ...) so that a method looks the same in every panel."""
-    return {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
+def _method_colours(methods: Iterable[str]) -> dict[str, tuple]:
+    """One distinct colour per method (:func:`distinct_colours`), the same in every panel."""
+    methods = list(dict.fromkeys(methods))
+    return dict(zip(methods, distinct_colours(len(methods))))
 
 
 def plot_metric_by_norm(
@@ -228,10 +298,22 @@ def plot_metric_by_norm(
 ) -> None:
     """One panel per norm (shared y axis): x = phase, one line per method (mean over seeds).
 
-    With several seeds a shaded band spans the min..max over seeds. A method has the same
-    colour in every panel. ``norms`` sets the panels' order and ``methods`` the colours' order
-    (default: order of appearance).
+    With several seeds a shaded band spans the 95 % t-interval of the mean over seeds. A method
+    has the same colour in every panel. ``norms`` sets the panels' order and ``methods`` the
+    colours' order (default: order of appearance).
     """
+    _save(metric_by_norm_figure(table, subset=subset, metric=metric, norms=norms, methods=methods), out_png)
+
+
+def metric_by_norm_figure(
+    table: pd.DataFrame,
+    *,
+    subset: str = "base",
+    metric: str = "map",
+    norms: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_metric_by_norm`."""
     sel = table[(table["subset"] == subset) & (table["metric"] == metric)]
     norms = list(norms) if norms is not None else list(dict.fromkeys(table["norm"]))
     colours = _method_colours([*(methods or []), *table["method"]])
@@ -243,10 +325,9 @@ def plot_metric_by_norm(
         if sub.empty:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         for method, g in sub.groupby("method", sort=False):
-            stats = g.groupby("phase")["value"].agg(["mean", "min", "max"]).sort_index()
+            stats = _over_seeds(g)
             ax.plot(stats.index, stats["mean"], marker="o", color=colours[method], label=str(method))
-            if g["seed"].nunique() > 1:
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[method], alpha=0.2)
+            _band(ax, stats, colours[method])
         if not sub.empty:
             ax.set_xticks(sorted(int(p) for p in sub["phase"].unique()))
             ax.legend(fontsize="small")
@@ -257,9 +338,8 @@ def plot_metric_by_norm(
         axes[0].text(0.5, 0.5, "no data", ha="center", va="center", transform=axes[0].transAxes)
     what = {"base": "the base classes", "all": "all classes seen so far"}.get(subset, subset)
     axes[0].set_ylabel(f"{_metric_label(metric)} - {what}")
-    fig.suptitle(f"{_metric_label(metric)} on {what} after each phase, per norm "
-                 "(mean over seeds; band: min..max over seeds)")
-    _save(fig, out_png)
+    fig.suptitle(f"{_metric_label(metric)} on {what} after each phase, per norm\n({BAND_CAPTION})")
+    return fig
 
 
 def plot_cka_diagonal_by_norm(
@@ -269,6 +349,17 @@ def plot_cka_diagonal_by_norm(
     phase: int | None = None,
     methods: Sequence[str] | None = None,
 ) -> None:
+    """One panel per norm: the diagonal CKA per layer, one line per method (see
+    :func:`cka_diagonal_by_norm_figure`)."""
+    _save(cka_diagonal_by_norm_figure(npz_by_norm, phase=phase, methods=methods), out_png)
+
+
+def cka_diagonal_by_norm_figure(
+    npz_by_norm: Mapping[str, Sequence[str | os.PathLike]],
+    *,
+    phase: int | None = None,
+    methods: Sequence[str] | None = None,
+) -> Figure:
     """One panel per norm (stacked, shared y axis): CKA(layer i of phase 0, layer i of phase k)
     per layer, one line per method.
 
@@ -308,10 +399,7 @@ def plot_cka_diagonal_by_norm(
         if layers:
             _layer_axis(ax, layers)
             handles, _ = ax.get_legend_handles_labels()
-            handles += [Line2D([], [], color="k", marker="s", linestyle="none", label="norm layer"),
-                        Line2D([], [], color="k", marker="o", fillstyle="none", linestyle="none",
-                               label="conv / classifier")]
-            ax.legend(handles=handles, fontsize="x-small", loc="best")
+            ax.legend(handles=handles + _layer_legend_handles(), fontsize="x-small", loc="best")
         else:
             ax.text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{norm}: phase 0 vs phase {k}" if k is not None else str(norm))
@@ -322,7 +410,7 @@ def plot_cka_diagonal_by_norm(
     if not norms:
         axes[0].text(0.5, 0.5, "no CKA data", ha="center", va="center", transform=axes[0].transAxes)
     fig.suptitle("Layer-wise similarity to the phase-0 model per norm (squares, shaded: norm layers)")
-    _save(fig, out_png)
+    return fig
 
 
 def plot_memory_histograms(table, out_png: str | os.PathLike) -> bool:
@@ -360,8 +448,6 @@ def plot_training_curves(table: pd.DataFrame, out_png: str | os.PathLike, *, ter
 
     ``table``: the collected per-epoch table (:mod:`cilaudio.training_history`).
     """
-    from matplotlib import colormaps
-
     methods = list(dict.fromkeys(table["method"]))
     if "base" in methods:
         methods.remove("base")
@@ -371,9 +457,7 @@ def plot_training_curves(table: pd.DataFrame, out_png: str | os.PathLike, *, ter
     rows = -(-n // cols)
     fig = _new_figure(3.6 * cols, 2.9 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    phases = sorted(table["phase"].unique()) if len(table) else [0]
-    cmap = colormaps["viridis"]
-    colour = {p: cmap(0.85 * i / max(1, len(phases) - 1)) for i, p in enumerate(phases)}
+    colour = phase_colours(table["phase"].unique() if len(table) else [0])
     for ax, method in zip(axes, methods):
         sub = table[table["method"] == method]
         for phase, run in sub.groupby("phase", sort=True):

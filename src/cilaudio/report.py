@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib.metadata
-import math
 import os
 import platform
 import subprocess
@@ -18,7 +17,8 @@ import pandas as pd
 import yaml
 
 from cilaudio.atomic import write_text
-from cilaudio.tidy import FORGETTING_METRICS, gap_share, summary_table
+from cilaudio.stats import INTERVAL_NOTE, PAIRED_NOTE, Interval, describe, fmt_interval, interval, paired, seeds_word
+from cilaudio.tidy import FORGETTING_METRICS, final_per_seed, gap_shares
 
 PACKAGES = ("torch", "torchaudio", "numpy", "pandas", "scikit-learn", "h5py", "soundfile", "matplotlib", "snakemake")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -70,12 +70,6 @@ def provenance(repo_dir: Path | None = None) -> dict:
 # ----------------------------------------------------------------------------- findings
 
 
-def _means(table: pd.DataFrame, subset: str, metric: str) -> pd.DataFrame:
-    """Mean over seeds: index (dataset, norm, method), columns phase."""
-    sel = table[(table["subset"] == subset) & (table["metric"] == metric)]
-    return sel.groupby(["dataset", "norm", "method", "phase"], sort=False)["value"].mean().unstack("phase")
-
-
 def _f(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
@@ -84,76 +78,113 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
 
 
-def findings(table: pd.DataFrame) -> list[str]:
-    """Plain-language statements about base-class mAP computed from ``table`` (means over seeds).
+def _iv(iv: Interval) -> str:
+    """A mean with its 95 % interval (the mean alone with one seed)."""
+    return fmt_interval(iv)
 
-    Retention of joint and finetune (final over phase-0 base-class mAP); for every other method
-    whether its final base-class mAP lies between finetune and joint, and its share of the gap.
+
+def _iv_pct(iv: Interval) -> str:
+    return fmt_interval(iv, 1, scale=100, unit=" %")
+
+
+def _one(*ivs: Interval) -> str:
+    """``"; one seed, no interval"`` when the numbers of a sentence come from one seed."""
+    return "; one seed, no interval" if max((iv.n for iv in ivs), default=0) == 1 else ""
+
+
+def _by_seed(frame: pd.DataFrame, method: str, column: str = "value") -> dict[int, float]:
+    sel = frame[frame["method"] == method]
+    return {int(s): float(v) for s, v in zip(sel["seed"], sel[column])}
+
+
+def findings(table: pd.DataFrame) -> list[str]:
+    """Plain-language statements about base-class mAP computed from ``table``.
+
+    Every number is a mean over seeds with its 95 % t-interval (:mod:`cilaudio.stats`). Joint and
+    finetune: how much of their phase-0 base-class mAP they keep at the final phase and whether
+    the drop holds over the seeds. Every other method: its final base-class mAP against finetune
+    and joint as paired differences over seeds, and its per-seed share of the gap. A method is
+    said to lie between, below or above the bounds only where those differences hold; otherwise
+    the sentence says that it is not distinguishable at this number of seeds.
     """
     out: list[str] = []
-    means = _means(table, "base", "map")
-    if means.empty:
+    sel = table[(table["subset"] == "base") & (table["metric"] == "map")]
+    if sel.empty:
         return ["No base-class mAP results are available."]
-    pairs = list(dict.fromkeys((d, n) for d, n, _ in means.index))
+    fin_all = final_per_seed(table, subset="base", metric="map")
+    shares_all = gap_shares(table, subset="base", metric="map")
+    pairs = list(dict.fromkeys(zip(sel["dataset"], sel["norm"])))
     for ds, norm in pairs:
-        sub = means.loc[(ds, norm)]
+        sub = sel[(sel["dataset"] == ds) & (sel["norm"] == norm)]
         prefix = f"[{ds}, {norm}] " if len(pairs) > 1 else ""
-        final = int(max(sub.columns))
-        seeds = table[(table["dataset"] == ds) & (table["norm"] == norm)].groupby("method")["seed"].nunique()
-        fin = {m: float(sub.loc[m, final]) if final in sub.columns else math.nan for m in sub.index}
-
-        def n_seeds(m: str) -> str:
-            k = int(seeds.get(m, 0))
-            return f"{k} seed" + ("s" if k != 1 else "")
+        final = int(table[(table["dataset"] == ds) & (table["norm"] == norm)]["phase"].max())
+        fin = fin_all[(fin_all["dataset"] == ds) & (fin_all["norm"] == norm)]
+        shares = shares_all[(shares_all["dataset"] == ds) & (shares_all["norm"] == norm)]
+        p0 = sub[sub["phase"] == 0].groupby(["method", "seed"])["value"].mean()
+        methods = list(dict.fromkeys(sub["method"]))
+        final_of = {m: _by_seed(fin, m) for m in methods}
+        start_of = {m: {int(s): float(v) for (mm, s), v in p0.items() if mm == m} for m in methods}
 
         for m, what in ((UPPER, "joint training (upper bound)"), (LOWER, "fine-tuning (lower bound)")):
-            if m not in sub.index:
+            if m not in methods:
                 continue
-            p0 = float(sub.loc[m, 0]) if 0 in sub.columns else math.nan
-            share = fin[m] / p0 if np.isfinite(p0) and p0 != 0 else math.nan
+            a, b = start_of[m], final_of[m]
+            keep = interval([b[s] / a[s] for s in a if s in b and a[s] != 0])
+            drop = paired(a, b)
             out.append(
-                f"{prefix}After the final phase ({final}), {what} keeps {_pct(share)} of its phase-0 "
-                f"base-class mAP ({_f(p0)} -> {_f(fin[m])}; mean over {n_seeds(m)})."
-            )
-        have_bounds = LOWER in sub.index and UPPER in sub.index
-        for m in sub.index:
+                f"{prefix}After the final phase ({final}), {what} keeps {_iv_pct(keep)} of its phase-0 "
+                f"base-class mAP ({_iv(interval(a.values()))} -> {_iv(interval(b.values()))}); its drop "
+                f"(phase 0 minus final, per seed) {describe(drop)}{_one(keep)}.")
+        have_bounds = LOWER in methods and UPPER in methods
+        gap = paired(final_of[UPPER], final_of[LOWER]) if have_bounds else None
+        for m in methods:
             if m in (LOWER, UPPER):
                 continue
-            v = fin[m]
-            if not np.isfinite(v):
+            v = interval(final_of[m].values())
+            if v.n == 0:
                 out.append(f"{prefix}{m}: no final-phase base-class mAP is available.")
                 continue
             if not have_bounds:
-                absent = " and ".join(b for b in (LOWER, UPPER) if b not in sub.index)
-                out.append(f"{prefix}{m} ends phase {final} with base-class mAP {_f(v)}; "
+                absent = " and ".join(b for b in (LOWER, UPPER) if b not in methods)
+                out.append(f"{prefix}{m} ends phase {final} with base-class mAP {_iv(v)}{_one(v)}; "
                            f"it cannot be placed between the bounds because {absent} was not run.")
                 continue
-            lo, hi = fin[LOWER], fin[UPPER]
-            share = gap_share(v, lo, hi)
-            detail = (f"final base-class mAP {_f(v)} vs finetune {_f(lo)} and joint {_f(hi)}, "
-                      f"{_pct(share)} of the finetune-to-joint gap closed; mean over {n_seeds(m)}")
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                out.append(f"{prefix}{m}: the bounds have no final-phase value ({detail}).")
-            elif hi < lo:
-                out.append(f"{prefix}{m}: the bounds are inverted here - joint ends below finetune ({detail}).")
-            elif v < lo:
+            lo, hi = paired(final_of[m], final_of[LOWER]), paired(final_of[m], final_of[UPPER])
+            share = interval(_by_seed(shares, m, "share").values())
+            detail = (f"final base-class mAP {_iv(v)} vs finetune {_iv(interval(final_of[LOWER].values()))} "
+                      f"and joint {_iv(interval(final_of[UPPER].values()))}; {m} vs finetune {describe(lo)}; "
+                      f"{m} vs joint {describe(hi)}; share of the finetune-to-joint gap closed "
+                      f"{_iv_pct(share)} (per seed){_one(v)}")
+            if gap.n == 0:
+                out.append(f"{prefix}{m}: the bounds have no final-phase value on a common seed ({detail}).")
+            elif gap.sign < 0:
+                out.append(f"{prefix}{m}: the bounds are inverted here - joint ends below finetune "
+                           f"(joint vs finetune {describe(gap)}; {detail}).")
+            elif lo.sign < 0:
                 out.append(f"{prefix}{m} does NOT land between the bounds: it ends BELOW finetune, "
                            f"the lower bound ({detail}).")
-            elif v > hi:
+            elif hi.sign > 0:
                 out.append(f"{prefix}{m} does NOT land between the bounds: it ends ABOVE joint, "
                            f"the upper bound ({detail}).")
-            else:
+            elif lo.sign > 0 and hi.sign < 0:
                 out.append(f"{prefix}{m} lands between finetune and joint ({detail}).")
+            else:
+                unclear = " or ".join(b for b, p in ((LOWER, lo), (UPPER, hi)) if p.sign == 0)
+                n = max(lo.n, hi.n)
+                at = {0: "(no seed in common)", 1: "(one seed)"}.get(n, f"with {seeds_word(n)}")
+                out.append(f"{prefix}{m} cannot be placed against the bounds: it is not distinguishable from "
+                           f"{unclear} {at} ({detail}).")
     if not table.empty and int(table.groupby(["dataset", "norm", "method"])["seed"].nunique().max()) == 1:
         out.append(SINGLE_SEED)
     return out
 
 
 SINGLE_SEED = (
-    "Every figure here comes from ONE seed, so no spread was measured. On the built-in "
-    "benchmark, a change of the dropout masks alone moved a method's share of the gap by more "
-    "than 20 percentage points, so do not rank methods or norms on small differences. Add "
-    "seeds (run.seeds) to get the bands over seeds.")
+    "Every figure here comes from ONE seed, so no spread was measured and no interval can be given: "
+    "every difference between methods is not distinguishable (one seed). On the built-in benchmark, a "
+    "change of the dropout masks alone moved a method's share of the gap by more than 20 percentage "
+    "points, so do not rank methods or norms on these numbers. Add seeds (run.seeds) to get 95 % "
+    "intervals over seeds and paired comparisons.")
 
 
 # ----------------------------------------------------------------------------- HTML helpers
@@ -162,6 +193,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.2em}
 th,td{border:1px solid #bbb;padding:3px 8px;text-align:right;font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto;max-width:100%}
 th:first-child,td:first-child{text-align:left}
 th{background:#eee}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}
@@ -178,19 +210,26 @@ def _e(x: Any) -> str:
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    parts = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    parts = ['<div class="scroll"><table>', "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
     for r in rows:
         parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     return "\n".join(parts)
 
 
-def _pm(mean: float, std: float) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "n/a"
-    if std is None or not np.isfinite(std):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} ± {std:.3f}"
+def _nb(text: str) -> str:
+    """A table cell that may wrap only between the mean and its interval: no-break spaces inside
+    ``[low, high]`` and before ``%``."""
+    return text.replace(", ", ",\u00a0").replace(" %", "\u00a0%")
+
+
+def _ci(values: Any) -> str:
+    """Table cell: the mean over seeds with its 95 % t-interval (the mean alone with one seed)."""
+    return _nb(fmt_interval(interval(values)))
+
+
+def _ci_pct(values: Any) -> str:
+    return _nb(fmt_interval(interval(values), 1, scale=100, unit=" %"))
 
 
 def _groups(table: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
@@ -205,10 +244,10 @@ def _phase_table(sub: pd.DataFrame, subset: str, metric: str) -> str:
     phases = sorted(int(p) for p in sel["phase"].unique())
     rows = []
     for method in dict.fromkeys(sel["method"]):
-        g = sel[sel["method"] == method].groupby("phase")["value"]
-        mean, std, n = g.mean(), g.std(ddof=1), g.count()
-        row = [method, int(sel[sel["method"] == method]["seed"].nunique())]
-        row += [_pm(mean.get(k, math.nan), std.get(k, math.nan)) for k in phases]
+        m = sel[sel["method"] == method]
+        per_phase = {int(k): g.groupby("seed")["value"].mean().to_numpy() for k, g in m.groupby("phase")}
+        row = [method, int(m["seed"].nunique())]
+        row += [_ci(per_phase.get(k, [])) for k in phases]
         rows.append(row)
     return _html_table(["method", "seeds"] + [f"phase {k}" for k in phases], rows)
 
@@ -218,35 +257,37 @@ def _group_matrix(sub: pd.DataFrame, method: str) -> str:
     if sel.empty:
         return '<p class="note">no per-group results</p>'
     sel = sel.assign(group=sel["subset"].str[5:].astype(int))
-    stats = sel.groupby(["phase", "group"])["value"].agg(["mean", lambda s: s.std(ddof=1)])
-    stats.columns = ["mean", "std"]
+    cells = {(int(p), int(g)): v.groupby("seed")["value"].mean().to_numpy()
+             for (p, g), v in sel.groupby(["phase", "group"])}
     phases = sorted(sel["phase"].unique())
     groups = sorted(sel["group"].unique())
     rows = []
     for p in phases:
         row = [f"after phase {int(p)}"]
-        for g in groups:
-            if (p, g) in stats.index:
-                row.append(_pm(stats.loc[(p, g), "mean"], stats.loc[(p, g), "std"]))
-            else:
-                row.append("")
+        row += [_ci(cells[(int(p), int(g))]) if (int(p), int(g)) in cells else "" for g in groups]
         rows.append(row)
     return _html_table(["measured"] + [f"group {int(g)} (classes of phase {int(g)})" for g in groups], rows)
 
 
 def _summary_html(table: pd.DataFrame) -> str:
-    s = summary_table(table, metric="map", subset="base")
-    if s.empty:
+    sel = table[(table["subset"] == "base") & (table["metric"] == "map")]
+    if sel.empty:
         return '<p class="note">no base-class mAP results</p>'
-    phases = sorted(int(c[5:-5]) for c in s.columns if c.startswith("phase") and c.endswith("_mean"))
+    phases = sorted(int(p) for p in sel["phase"].unique())
+    shares = gap_shares(table, subset="base", metric="map")
     header = ["dataset", "norm", "method", "seeds"] + [f"phase {k}" for k in phases] + [
-        "average over phases", "final phase", "share of finetune-to-joint gap closed (final)"]
+        "average over phases", "final phase", "share of finetune-to-joint gap closed (final, per seed)"]
     rows = []
-    for _, r in s.iterrows():
-        rows.append([r["dataset"], r["norm"], r["method"], int(r["n_seeds"])]
-                    + [_pm(r[f"phase{k}_mean"], r[f"phase{k}_std"]) for k in phases]
-                    + [_pm(r["average_mean"], r["average_std"]), _pm(r["final_mean"], r["final_std"]),
-                       _pct(r["gap_closed"])])
+    for (ds, norm), grp in sel.groupby(["dataset", "norm"], sort=False):
+        final = int(table[(table["dataset"] == ds) & (table["norm"] == norm)]["phase"].max())
+        for method in dict.fromkeys(grp["method"]):
+            wide = grp[grp["method"] == method].pivot_table(index="seed", columns="phase", values="value",
+                                                              aggfunc="mean", dropna=False)
+            col = {k: (wide[k].to_numpy() if k in wide.columns else []) for k in phases}
+            avg = wide.mean(axis=1, skipna=False).to_numpy()  # over phases per seed, then over seeds
+            sh = shares[(shares["dataset"] == ds) & (shares["norm"] == norm) & (shares["method"] == method)]
+            rows.append([ds, norm, method, int(wide.shape[0])] + [_ci(col[k]) for k in phases]
+                        + [_ci(avg), _ci(col.get(final, [])), _ci_pct(sh["share"].to_numpy())])
     return _html_table(header, rows)
 
 
@@ -331,12 +372,15 @@ def write_report(
         h.append('<p class="note">no setup given</p>')
 
     h.append("<h2>Summary: base-class mAP</h2>")
-    h.append('<p class="note">mAP on the base (phase-0) classes, on the same phase-0 test clips after every phase; '
-             "mean ± standard deviation over seeds. Gap share = (method - finetune) / (joint - finetune) "
-             "at the final phase.</p>")
+    h.append('<p class="note">mAP on the base (phase-0) classes, on the same phase-0 test clips after every phase. '
+             f"Every cell: mean over seeds [95 % interval]. {_e(INTERVAL_NOTE)} Gap share = (method - finetune) / "
+             "(joint - finetune) at the final phase, computed per seed with that seed's finetune and joint, "
+             "then averaged over seeds with its interval.</p>")
     h.append(_summary_html(table))
 
-    h.append("<h2>Findings</h2><ul>")
+    h.append("<h2>Findings</h2>")
+    h.append(f'<p class="note">{_e(PAIRED_NOTE)} Two methods with the same seed share the phase-0 model and '
+             "the data order.</p><ul>")
     h.extend(f"<li>{_e(s)}</li>" for s in findings(table))
     if training is not None:
         from .training_history import convergence_findings
@@ -349,8 +393,9 @@ def write_report(
     groups = _groups(table)
     multi = len(groups) > 1
     h.append("<h2>Results per phase</h2>")
-    h.append('<p class="note">Mean ± standard deviation over seeds. "all": every class seen so far, on that '
-             'phase\'s cumulative test set; "base": the phase-0 classes on the phase-0 test clips.</p>')
+    h.append('<p class="note">Mean over seeds [95 % interval]; the mean alone with one seed. "all": every class '
+             'seen so far, on that phase\'s cumulative test set; "base": the phase-0 classes on the phase-0 test '
+             "clips.</p>")
     h.extend(_metric_sections(groups, STANDARD))
     h.append("<h2>Reference code's thresholded variants (NOT the standard metrics)</h2>")
     h.append('<p class="note">These reproduce the reference implementation\'s "mAP" and lwlrap, computed '
@@ -371,7 +416,7 @@ def write_report(
 
     h.append("<h2>mAP per class group</h2>")
     h.append('<p class="note">Rows: the phase after which the model is measured; columns: the classes '
-             "introduced in each phase, on that phase's test clips. Mean ± std over seeds.</p>")
+             "introduced in each phase, on that phase's test clips. Mean over seeds [95 % interval].</p>")
     for ds, norm, sub in groups:
         for method in dict.fromkeys(sub["method"]):
             h.append(f"<h3>{_e(method)}" + (f" ({_e(ds)} / {_e(norm)})" if multi else "") + "</h3>")

@@ -206,3 +206,74 @@ def write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Atomically write ``table`` as tab-separated text with a header (NaN written as ``NaN``)."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
+
+
+# ----------------------------------------------------------------------------- over seeds
+
+SUMMARY_COLUMNS = ["dataset", "norm", "method", "phase", "subset", "metric", "mean", "std", "ci_low", "ci_high",
+                   "n_seeds"]
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """The tidy summary over seeds: one row per (dataset, norm, method, phase, subset, metric).
+
+    Columns :data:`SUMMARY_COLUMNS`: ``mean`` and ``std`` (ddof = 1) over the seeds with a finite
+    value, ``ci_low``/``ci_high`` the 95 % Student-t interval of the mean
+    (:func:`cilaudio.stats.interval`; NaN with one seed, as is ``std``) and ``n_seeds`` the
+    number of those seeds. Rows keep the order of ``table``.
+    """
+    from cilaudio.stats import t_quantile
+
+    keys = ["dataset", "norm", "method", "phase", "subset", "metric"]
+    if table.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    finite = table.assign(value=table["value"].where(np.isfinite(table["value"].astype(float))))
+    g = finite.groupby(keys, sort=False)["value"]
+    out = g.agg(mean="mean", n_seeds="count").reset_index()
+    std = g.std(ddof=1).to_numpy(dtype=float)
+    n = out["n_seeds"].to_numpy(dtype=int)
+    quantile = {int(k): t_quantile(int(k)) for k in np.unique(n)}
+    t = np.array([quantile[int(k)] for k in n])
+    half = np.where(n >= 2, t * std / np.sqrt(np.maximum(n, 1)), np.nan)
+    out["std"] = np.where(n >= 2, std, np.nan)
+    out["ci_low"] = out["mean"] - half
+    out["ci_high"] = out["mean"] + half
+    out["mean"] = out["mean"].where(n > 0)
+    return out.astype({"phase": int, "n_seeds": int})[SUMMARY_COLUMNS]
+
+
+def final_per_seed(table: pd.DataFrame, *, subset: str, metric: str) -> pd.DataFrame:
+    """``metric`` on ``subset`` at the final phase (the last phase of each dataset/norm), per seed.
+
+    Columns: ``dataset, norm, method, seed, phase, value`` (a duplicated seed's rows are averaged).
+    """
+    cols = ["dataset", "norm", "method", "seed", "phase", "value"]
+    sel = _select(table, subset, metric)
+    parts = []
+    for (ds, norm), grp in table.groupby(["dataset", "norm"], sort=False):
+        final = int(grp["phase"].max())
+        s = sel[(sel["dataset"] == ds) & (sel["norm"] == norm) & (sel["phase"] == final)]
+        parts.append(s.groupby(["dataset", "norm", "method", "seed", "phase"], sort=False)["value"].mean()
+                     .reset_index())
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+def gap_shares(table: pd.DataFrame, *, subset: str = "base", metric: str = "map") -> pd.DataFrame:
+    """Share of the finetune-to-joint gap closed, per seed: (method - finetune) / (joint - finetune)
+    at the final phase, with finetune and joint of the SAME seed (paired by seed).
+
+    Columns: ``dataset, norm, method, seed, share``; NaN where that seed lacks finetune or joint
+    or its gap is 0 (see :func:`gap_share`).
+    """
+    cols = ["dataset", "norm", "method", "seed", "share"]
+    fin = final_per_seed(table, subset=subset, metric=metric)
+    rows = []
+    for (ds, norm), grp in fin.groupby(["dataset", "norm"], sort=False):
+        by = {(m, int(s)): float(v) for m, s, v in zip(grp["method"], grp["seed"], grp["value"])}
+        for m, s, v in zip(grp["method"], grp["seed"], grp["value"]):
+            s = int(s)
+            share = gap_share(float(v), by.get(("finetune", s), math.nan), by.get(("joint", s), math.nan))
+            rows.append((ds, norm, m, s, share))
+    return pd.DataFrame(rows, columns=cols)

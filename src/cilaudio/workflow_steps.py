@@ -214,12 +214,18 @@ def cka(*, classes: str, reference: str, other: str, base_list: str, features: s
                 batch_size=batch_size, device=device, threads=threads)
 
 
-def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str]) -> None:
-    from .tidy import metrics_table, write_tsv
+def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str], summary: str | None = None) -> None:
+    """The tidy table of every metrics file (one row per seed) and, in ``summary``, its summary over
+    seeds (mean, std, 95 % interval, number of seeds: :func:`cilaudio.tidy.summarise`)."""
+    from .tidy import metrics_table, summarise, write_tsv
 
     table = metrics_table([Path(p) for p in paths], methods=methods)
     write_tsv(table, out)
     log.info(f"{len(table)} rows from {len(paths)} metrics files -> {out}")
+    if summary is not None:
+        summ = summarise(table)
+        write_tsv(summ, summary)
+        log.info(f"{len(summ)} rows (mean over seeds with 95 % interval) -> {summary}")
 
 
 def plot_metrics(table: str, out: str) -> None:
@@ -256,14 +262,17 @@ def plot_cka(paths: Sequence[str], *, heatmaps: str, diagonal: str) -> None:
 
 
 CAPTIONS = {
-    "metrics": "Metrics after every phase (mean over seeds; band: min..max over seeds).",
+    "metrics": "Metrics after every phase (mean over seeds; band: the 95 % t-interval of the mean over seeds, "
+               "mean ± t(0.975, n-1) · s / √n with s the sample standard deviation over the n seeds; no band "
+               "with one seed).",
     "training": "Training loss (the total that was minimised) per epoch: one panel per method, one line "
                 "per phase (later phases darker), mean over seeds with a min..max band. Every loss term, "
                 "the learning rate and the time of each epoch are in training.tsv.",
     "cka_heatmaps": "Linear CKA between every layer of the phase-0 model (rows) and of the final "
                     "phase's model (columns), per method, on the base-class test clips.",
     "cka_diagonal": "CKA of each layer with itself between the phase-0 model and each later "
-                    "phase's model: low values show where the representation drifted.",
+                    "phase's model, one panel per method, one line per phase (later phases darker; squares, "
+                    "shaded: norm layers): low values show where the representation drifted.",
 }
 
 

@@ -341,5 +341,6 @@ def get_comparison_inputs(wildcards):
 
 
 def get_comparison_outputs():
-    """One norms-side-by-side page per configured dataset (for `rule all`, if wanted)."""
-    return [f"results/{d}/comparison.html" for d in config["run"]["datasets"]]
+    """One norms-side-by-side page per configured dataset and its table as LaTeX and Markdown
+    (for `rule all`, if wanted)."""
+    return [f"results/{d}/comparison.{ext}" for d in config["run"]["datasets"] for ext in ("html", "tex", "md")]

@@ -1,11 +1,14 @@
-# The configured norms side by side: one self-contained HTML page per dataset.
+# The configured norms side by side: one self-contained HTML page per dataset, and its final-phase
+# table as LaTeX and Markdown for papers.
 
 
 rule compare_norms:
     input:
         unpack(get_comparison_inputs),
     output:
-        "results/{dataset}/comparison.html",
+        html="results/{dataset}/comparison.html",
+        tex="results/{dataset}/comparison.tex",
+        md="results/{dataset}/comparison.md",
     log:
         "logs/{dataset}/comparison.log",
     conda:

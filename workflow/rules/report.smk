@@ -1,11 +1,13 @@
-# The tidy metrics table, its figures, and one self-contained HTML report per dataset and norm.
+# The tidy metrics table (one row per seed) and its summary over seeds (mean, std, 95 % interval),
+# its figures, and one self-contained HTML report per dataset and norm.
 
 
 rule collect_metrics:
     input:
         get_metrics_files,
     output:
-        "results/{dataset}/{norm}/metrics.tsv",
+        table="results/{dataset}/{norm}/metrics.tsv",
+        summary="results/{dataset}/{norm}/summary.tsv",
     params:
         methods=config["run"]["methods"],
     log:

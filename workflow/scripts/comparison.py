@@ -9,7 +9,9 @@ def _paths(v):
 with job(snakemake):
     inputs = dict(snakemake.input.items())
     make_comparison(
-        out=snakemake.output[0],
+        out=snakemake.output.html,
+        tex=snakemake.output.tex,
+        md=snakemake.output.md,
         tables={k[len("metrics_"):]: str(v) for k, v in inputs.items() if k.startswith("metrics_")},
         cka={k[len("cka_"):]: _paths(v) for k, v in inputs.items() if k.startswith("cka_")},
         dataset=snakemake.wildcards.dataset,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,12 @@ def prepared(tmp_path_factory) -> Path:
     return root
 
 
+
+
+@pytest.fixture
+def copy(finished, tmp_path) -> Path:
+    """A copy of a module's ``finished`` workflow folder (Snakemake's records and file times
+    included), to plan or rerun in without touching the original."""
+    target = tmp_path / "run"
+    shutil.copytree(finished, target, symlinks=True)
+    return target

@@ -10,9 +10,7 @@ by hand from these definitions.
 from __future__ import annotations
 
 import base64
-import math
 import re
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -44,16 +42,7 @@ from cilaudio.plots import (
 )
 from cilaudio.tidy import COLUMNS, write_tsv
 
-# t_{0.975, df} from closed forms (a printed t table gives 12.706 and 4.303)
-T1 = math.tan(0.475 * math.pi)  # df = 1: Cauchy, F(t) = 1/2 + atan(t) / pi
-T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # df = 2: F(t) = 1/2 + t / (2 sqrt(t^2 + 2))
-
-
-def ci(values) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval by hand (2 or 3 values)."""
-    t = {2: T1, 3: T2}[len(values)]
-    m, h = statistics.mean(values), t * statistics.stdev(values) / math.sqrt(len(values))
-    return m, m - h, m + h
+from metric_tables import ci  # hand-computed t-intervals
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -22,11 +22,7 @@ from cilaudio.plots import (
 )
 from cilaudio.report import SINGLE_SEED, _phase_table, findings, provenance, write_report
 from cilaudio.tidy import COLUMNS
-from metric_tables import metric_table
-
-# t_{0.975, df} from closed forms (they agree with a printed t table: 12.706 and 4.303)
-T1 = math.tan(0.475 * math.pi)  # df = 1: Cauchy, F(t) = 1/2 + atan(t) / pi
-T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # df = 2: F(t) = 1/2 + t / (2 sqrt(t^2 + 2))
+from metric_tables import T1, T2, metric_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"block{b}.{k}" for b in range(1, 7) for k in ("conv1", "norm1", "conv2", "norm2")] + ["classifier"]
@@ -313,3 +309,15 @@ def test_write_report_rejects_non_png(tmp_path):
     with pytest.raises(ValueError):
         write_report(tmp_path / "r.html", title="t", table=make_table({"joint": 0.7}), figures={"x": bad},
                      config={}, provenance={})
+
+
+def test_left_out_note_counts_classes_without_positives():
+    import pandas as pd
+
+    from cilaudio.report import left_out_note
+
+    rows = pd.DataFrame({"subset": ["all", "base", "group1", "group1"], "metric": "classes_without_positives",
+                         "value": [0, 0, 1, 2], "phase": [1, 1, 1, 2]})
+    note = left_out_note(rows)
+    assert "left out of mAP and macro F1" in note and "group1: up to 2" in note and "all:" not in note
+    assert "no class was left out" in left_out_note(rows.assign(value=0))

@@ -10,49 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
-
-
-# the timeout only bounds a hang: a tiny run takes 1-3 minutes on 2 cores, idle or loaded
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def planned(workdir: Path, *args: str) -> dict[str, str]:
-    """Output path -> rule of every job a dry run plans."""
-    proc = snakemake(workdir, "-n", *args)
-    text = proc.stdout + proc.stderr
-    jobs: dict[str, str] = {}
-    rule = None
-    for line in text.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):", line)
-        if m:
-            rule = m.group(1)
-        m = re.match(r"^\s+output: (.*)$", line)
-        if m and rule:
-            for path in m.group(1).split(", "):
-                jobs[path.strip()] = rule
-    return jobs
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+from workflow_runs import REPO, SNAKEMAKE, TINY, planned, snakemake, write_config
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +26,6 @@ def finished(tmp_path_factory) -> Path:
     write_config(workdir, TINY)
     snakemake(workdir)
     return workdir
-
-
-@pytest.fixture
-def copy(finished, tmp_path) -> Path:
-    target = tmp_path / "run"
-    shutil.copytree(finished, target, symlinks=True)
-    return target
 
 
 def test_full_run_outputs(finished):

@@ -187,6 +187,23 @@ SINGLE_SEED = (
     "intervals over seeds and paired comparisons.")
 
 
+def left_out_note(table: pd.DataFrame) -> str:
+    """What the report says about classes without a positive test excerpt (left out of mAP and
+    macro F1), from the ``classes_without_positives`` rows of ``table``."""
+    rule = ("Classes without any positive test excerpt in a subset are left out of mAP and macro F1 "
+            "(micro F1 still counts predictions on them as false positives); metrics.tsv gives their "
+            "number per subset as classes_without_positives.")
+    rows = table[table["metric"] == "classes_without_positives"] if "metric" in table else table.iloc[:0]
+    if rows.empty:
+        return rule
+    worst = rows.groupby("subset")["value"].max()
+    left = {k: int(v) for k, v in worst.items() if v > 0}
+    if not left:
+        return rule + " In this run no class was left out."
+    parts = ", ".join(f"{k}: up to {v}" for k, v in sorted(left.items()))
+    return rule + f" In this run classes were left out in these subsets ({parts})."
+
+
 # ----------------------------------------------------------------------------- HTML helpers
 
 _STYLE = """
@@ -395,12 +412,14 @@ def write_report(
     h.append("<h2>Results per phase</h2>")
     h.append('<p class="note">Mean over seeds [95 % interval]; the mean alone with one seed. "all": every class '
              'seen so far, on that phase\'s cumulative test set; "base": the phase-0 classes on the phase-0 test '
-             "clips.</p>")
+             "clips. " + _e(left_out_note(table)) + "</p>")
     h.extend(_metric_sections(groups, STANDARD))
     h.append("<h2>Reference code's thresholded variants (NOT the standard metrics)</h2>")
     h.append('<p class="note">These reproduce the reference implementation\'s "mAP" and lwlrap, computed '
              "on 0/1 predictions at threshold 0.5 instead of on scores, only so that published numbers can be "
-             "compared. Use the standard metrics above for conclusions.</p>")
+             "compared. They reproduce the reference exactly, including its mean over every class (a class "
+             "without positives counts as AP 0), except its alias defect that zeroes the first test clip's "
+             "labels. Use the standard metrics above for conclusions.</p>")
     h.extend(_metric_sections(groups, THRESHOLDED))
 
     h.append("<h2>Forgetting</h2>")

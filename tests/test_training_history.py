@@ -27,9 +27,11 @@ def test_still_falling_flags_by_hand_counted_drops():
 
 def test_convergence_findings_name_the_phase_and_seeds():
     table = pd.concat([_run("joint", 0, 3, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]),
-                       _run("joint", 1, 3, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.44])])
-    (sentence,) = convergence_findings(table)
-    assert "joint phase 3" in sentence and "seed(s) 0" in sentence and "40%" in sentence
+                       _run("joint", 1, 3, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.49, 0.485]),  # 3 %: levelled off
+                       _run("joint", 2, 1, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35])])
+    (sentence,) = convergence_findings(table)  # one sentence per method
+    assert "joint was still converging at the end of phase(s) 1, 3" in sentence
+    assert "seed(s) 0, 2" in sentence and "40%" in sentence
     assert convergence_findings(_run("x", 0, 1, [1, 0.5, 0.4, 0.4, 0.4]))[0].startswith("Training: every phase")
 
 

@@ -66,8 +66,10 @@ def convergence_findings(table: pd.DataFrame) -> list[str]:
     if flagged.empty:
         return [f"Training: every phase job had levelled off (no {rule})."]
     out = []
-    for (method, phase), rows in flagged.groupby(["method", "phase"], sort=True):
-        seeds = ", ".join(str(s) for s in rows["seed"])
-        out.append(f"Training: {method} phase {phase} was still converging ({rule}: "
-                   f"{rows['drop'].max():.0%} at most, seed(s) {seeds}); more epochs may change its numbers.")
+    for method, rows in flagged.groupby("method", sort=True):
+        phases = ", ".join(str(p) for p in sorted(rows["phase"].unique()))
+        seeds = ", ".join(str(s) for s in sorted(rows["seed"].unique()))
+        out.append(f"Training: {method} was still converging at the end of phase(s) {phases} ({rule}: "
+                   f"{rows['drop'].max():.0%} at most; seed(s) {seeds}); more epochs may change its numbers "
+                   "(the training curves below show each phase).")
     return out

@@ -26,9 +26,15 @@ PROTOCOL_NOTES = [
     "mAP and lwlrap are computed from the continuous scores (the standard definitions). The "
     "reference code's variants computed on 0/1 predictions are shown separately and named "
     "'thresholded (reference)'; use them only to compare with published numbers.",
-    "The new model runs one forward pass per batch; BCE, feature distillation and output "
-    "distillation all use it (the reference code runs a second pass, with other dropout "
-    "masks, for the feature distillation).",
+    "Feature distillation takes the new model's embedding after the last block's dropout, as the "
+    "reference model returns it (fd_embedding). Unless a method sets fd_pass: second, the new model "
+    "runs one forward pass per batch that BCE, feature distillation and output distillation all use; "
+    "the reference code runs a second pass, with other dropout masks, for the feature distillation "
+    "(the method indl_fd_od_ref does that).",
+    "In phases 1-4 the BCE has one pos_weight for the old classes' columns and one for the new "
+    "classes' (each negatives / positives over that group's known entries; the new classes' equals "
+    "the reference's) and is averaged per clip over the entries it is labelled for; a replayed "
+    "exemplar is labelled for its own phase's classes only.",
     "KL output distillation averages over every element (batch x old classes), times T^2, as "
     "the reference does; the adaptive weight is lambda_base * (n_seen / n_new) ** exponent.",
 ]

@@ -12,11 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from cilaudio.checkpoint import load_checkpoint
-from cilaudio.train import resume_path
+from cilaudio.train import history_path, resume_path
 
 EPOCHS = 4
 
@@ -111,6 +112,11 @@ def test_kill_while_writing_leaves_no_final_file(prepared, uninterrupted, tmp_pa
         time.sleep(delay)
         proc.kill()
         proc.wait()
+        history = history_path(out)
+        if history.exists():  # written after the checkpoint, whole: only beside a finished phase
+            assert out.exists()
+            assert len(pd.read_csv(history, sep="\t")) == EPOCHS
+            history.unlink()
         if out.exists():
             load_checkpoint(out)  # complete, or it would not have its final name
             out.unlink()

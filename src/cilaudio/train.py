@@ -504,9 +504,10 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
                          [train_list, features])
     history = _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
                    step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id, tensorboard=tensorboard)
-    write_history(history_path(out), history, phase=0, method="base", seed=seed)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
                     params=params or {}, extra={"features": read_settings(features)})
+    # after the checkpoint: a history table stands only beside a finished phase
+    write_history(history_path(out), history, phase=0, method="base", seed=seed)
     resume.unlink(missing_ok=True)
 
 
@@ -590,12 +591,13 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     history = _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
                    step_loss=step_loss, what=f"phase {phase} {method_name}", epoch_size=epoch_size,
                    resume=resume, job_id=job_id, tensorboard=tensorboard)
-    write_history(history_path(out), history, phase=phase, method=method_name, seed=seed)
     extra = {"features": read_settings(features)}
     if memory is not None:
         extra["memory"] = memory.to_dict("records")
     save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
                     params=params or {}, extra=extra)
+    # after the checkpoint: a history table stands only beside a finished phase
+    write_history(history_path(out), history, phase=phase, method=method_name, seed=seed)
     resume.unlink(missing_ok=True)
 
 

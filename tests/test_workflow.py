@@ -166,6 +166,10 @@ def test_rerun_after_temperature_change_keeps_phase0_and_features(copy):
     (lambda c: c["run"].update(norms=["bn", "ln"]), "'ln' is not one of"),
     (lambda c: c["run"].update(methods=["finetune", "ewc"]), "run.methods names 'ewc'"),
     (lambda c: c["methods"]["indl"].update(output_distill="softmax"), "softmax"),
+    # repeated entries would train everything and fail only when the tables are collected
+    (lambda c: c["run"].update(seeds=[0, 0]), "non-unique"),
+    (lambda c: c["run"].update(methods=["finetune", "finetune"]), "non-unique"),
+    (lambda c: c["run"].update(norms=["bn", "bn"]), "non-unique"),
 ])
 def test_bad_config_stops_with_a_clear_message(tmp_path, mutate, message):
     config = yaml.safe_load(yaml.safe_dump(TINY))

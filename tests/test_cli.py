@@ -168,3 +168,125 @@ def test_import_lists_command(tmp_path: Path, capsys) -> None:
     assert main(["import-lists", str(papers), str(tmp_path / "bad"), "--classes", str(tmp_path / "classes.txt"),
                  "--phases", "3", "2", "1"]) == 1
     assert "train_phase_0.txt" in capsys.readouterr().err
+
+
+def _write(path: Path, wave: np.ndarray, rate: int = SETTINGS.sample_rate) -> Path:
+    sf.write(path, np.asarray(wave, dtype=np.float32), rate, subtype="FLOAT")
+    return path
+
+
+def _tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(round(seconds * SETTINGS.sample_rate))) / SETTINGS.sample_rate
+    return amplitude * np.sin(2 * np.pi * 440 * t)
+
+
+@pytest.mark.parametrize("option, value", [("--threshold", "0"), ("--threshold", "1"), ("--threshold", "1.5"),
+                                           ("--threshold", "-0.2"), ("--threshold", "nan"),
+                                           ("--threshold", "high"), ("--top", "-1")])
+def test_tag_options_out_of_range_are_argparse_errors(setup, capsys, option, value) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["tag", str(setup["full"]), str(setup["clips"]["a.wav"]), option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and value in err
+    assert ("(0, 1)" if option == "--threshold" else ">= 0") in err
+
+
+def test_tag_warns_about_silent_short_and_cancelling_audio(setup, tmp_path, capsys) -> None:
+    tone = _tone(3.0)
+    clips = {
+        "silent": _write(tmp_path / "silent.wav", np.zeros(3 * SETTINGS.sample_rate)),
+        "hiss": _write(tmp_path / "hiss.wav", 1e-5 * np.random.default_rng(1).standard_normal(len(tone))),
+        "antiphase": _write(tmp_path / "antiphase.wav", np.stack([tone, -tone], axis=1)),
+        "short": setup["clips"]["c.wav"],  # 0.4 s, excerpts are 2 s
+        "quiet": _write(tmp_path / "quiet.wav", _tone(3.0, amplitude=0.01)),  # -40 dBFS is not silence
+        "stereo": _write(tmp_path / "stereo.wav", np.stack([tone, 0.5 * tone], axis=1)),
+    }
+    assert main(["tag", str(setup["full"]), *map(str, clips.values()), "--top", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(r[0] for r in _rows(out)) == sorted(map(str, clips.values()))  # rows for all of them
+    warnings = {name: [line for line in err.splitlines() if str(path) in line] for name, path in clips.items()}
+    assert all(line.startswith("cilaudio tag: warning: ") for lines in warnings.values() for line in lines)
+    assert len(warnings["silent"]) == 1 and "silent" in warnings["silent"][0]
+    assert len(warnings["hiss"]) == 1 and "silent" in warnings["hiss"][0]
+    assert len(warnings["antiphase"]) == 1 and "cancel" in warnings["antiphase"][0]
+    assert len(warnings["short"]) == 1 and "shorter than" in warnings["short"][0]
+    assert "padded" in warnings["short"][0] and "2.0" in warnings["short"][0]
+    assert warnings["quiet"] == [] and warnings["stereo"] == []
+
+
+def test_tag_short_warning_follows_the_excerpt_length(setup, capsys) -> None:
+    # b.wav (1.7 s) is shorter than the 2-s excerpts, but not than the 1-s ones of --per-second
+    path = str(setup["clips"]["b.wav"])
+    assert main(["tag", str(setup["full"]), path]) == 0
+    assert "shorter than" in capsys.readouterr().err
+    assert main(["tag", str(setup["full"]), path, "--per-second"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_tag_prints_a_row_for_clips_with_no_class_above_the_threshold(setup, capsys) -> None:
+    clips = [setup["clips"][n] for n in DURATIONS]
+    best = {path: _reference_scores(setup["model"], path, excerpt_s=2.0).max(axis=0) for path in clips}
+    high, low = max(clips, key=lambda p: best[p].max()), min(clips, key=lambda p: best[p].max())
+    threshold = (best[high].max() + best[low].max()) / 2
+    assert main(["tag", str(setup["full"]), *map(str, clips), "--threshold", f"{threshold:.6f}"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert {r[0] for r in rows} == set(map(str, clips))  # every clip has a row
+    for path in clips:
+        mine = [r for r in rows if r[0] == str(path)]
+        if best[path].max() >= threshold:
+            assert [int(r[3]) for r in mine] == list(range(1, len(mine) + 1))
+            assert all(float(r[5]) >= threshold for r in mine)
+        else:  # one row of rank 0: the best class and its score, below the threshold
+            assert len(mine) == 1 and mine[0][3] == "0"
+            assert mine[0][4] == CLASSES[int(np.argmax(best[path]))]
+            assert float(mine[0][5]) == pytest.approx(best[path].max(), abs=1e-4)
+            assert float(mine[0][5]) < threshold
+    assert any(best[p].max() < threshold for p in clips)
+    # per second too: a threshold above every score leaves one rank-0 row per second
+    assert main(["tag", str(setup["full"]), str(setup["clips"]["a.wav"]), "--per-second",
+                 "--threshold", "0.999"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert [r[3] for r in rows] == ["0"] * _n_excerpts(DURATIONS["a.wav"], 1.0)
+    assert [float(r[1]) for r in rows] == [0.0, 1.0, 2.0]
+
+
+def test_tag_says_which_argument_is_wrong(setup, tmp_path, capsys) -> None:
+    wav, ckpt = str(setup["clips"]["a.wav"]), str(setup["full"])
+    # an audio file where the checkpoint goes
+    assert main(["tag", wav, ckpt]) == 1
+    out, err = capsys.readouterr()
+    assert "first argument must be a phase checkpoint" in err and wav in err
+    assert "CHECKPOINT CLIP [CLIP ...]" in err
+    assert "delete" not in err and out == ""
+    # a file that is neither
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    assert main(["tag", str(notes), wav]) == 1
+    err = capsys.readouterr().err
+    assert "first argument must be a phase checkpoint" in err and str(notes) in err and "delete" not in err
+    # a checkpoint among the clips: named as such, the audio still tagged
+    assert main(["tag", ckpt, wav, ckpt, "--top", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert [r[0] for r in _rows(out)] == [wav]
+    assert f"{ckpt} is a checkpoint, not an audio file" in err and "CHECKPOINT CLIP [CLIP ...]" in err
+
+
+def test_tag_bad_files_do_not_abort_the_batch(setup, tmp_path, capsys) -> None:
+    good = [str(setup["clips"]["a.wav"]), str(setup["clips"]["b.wav"])]
+    assert main(["tag", str(setup["full"]), *good]) == 0
+    clean = capsys.readouterr().out
+    missing = tmp_path / "missing.wav"
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF0000WAVEjunk")
+    nan_wave = _tone(1.0)
+    nan_wave[100] = np.nan
+    nan = _write(tmp_path / "nan.wav", nan_wave)
+    args = [good[0], str(missing), str(corrupt), str(nan), good[1]]
+    assert main(["tag", str(setup["full"]), *args]) == 1
+    out, err = capsys.readouterr()
+    assert out == clean  # the good files' rows, as without the bad ones
+    for path, reason in [(missing, "does not exist"), (corrupt, "cannot decode"), (nan, "non-finite")]:
+        line = [line for line in err.splitlines() if str(path) in line]
+        assert len(line) == 1 and reason in line[0], (path, err)
+    assert "3 of 5" in err

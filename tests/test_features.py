@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from cilaudio.features import FeatureSettings, LogMel, cut_excerpts, extract_to_hdf5, load_audio
+from cilaudio.features import FeatureSettings, LogMel, cut_excerpts, extract_to_hdf5, load_audio, skipped_clips
 
 SMALL = FeatureSettings(sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=64,
                         f_min=20.0, f_max=7000.0, excerpt_seconds=1.0, hop_seconds=1.0,
@@ -105,3 +105,42 @@ def test_failed_extraction_leaves_no_final_file(tmp_path):
         extract_to_hdf5([("ok", tmp_path / "ok.wav"), ("gone", tmp_path / "gone.wav")], out, SMALL)
     assert not out.exists()
     assert not list(tmp_path.glob("*.h5"))
+
+
+def _non_finite_wav(path, bad: float) -> None:
+    """A 1-s float WAV (16 kHz) of noise with one sample set to ``bad`` (NaN or +-inf)."""
+    wave = 0.1 * np.random.default_rng(2).standard_normal(16000).astype(np.float32)
+    wave[8000] = bad
+    sf.write(path, wave, 16000, subtype="FLOAT")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_load_audio_refuses_non_finite_samples(tmp_path, bad):
+    _non_finite_wav(tmp_path / "bad.wav", bad)
+    with pytest.raises(ValueError, match=r"bad\.wav.*non-finite"):
+        load_audio(tmp_path / "bad.wav", 16000)
+
+
+def test_extraction_stops_on_non_finite_audio(tmp_path):
+    sf.write(tmp_path / "ok.wav", 0.1 * np.ones(16000), 16000)
+    _non_finite_wav(tmp_path / "nan.wav", np.nan)
+    out = tmp_path / "feat.h5"
+    with pytest.raises(ValueError, match=r"nan\.wav.*'nan' of my list.*on_bad_audio: skip"):
+        extract_to_hdf5([("ok", tmp_path / "ok.wav"), ("nan", tmp_path / "nan.wav")], out, SMALL,
+                        source="my list")
+    assert not out.exists()
+
+
+def test_extraction_skips_non_finite_audio(tmp_path):
+    sf.write(tmp_path / "ok.wav", 0.1 * np.ones(16000), 16000)
+    _non_finite_wav(tmp_path / "nan.wav", np.nan)
+    _non_finite_wav(tmp_path / "inf.wav", np.inf)
+    out = tmp_path / "feat.h5"
+    clips = [("ok", tmp_path / "ok.wav"), ("nan", tmp_path / "nan.wav"), ("inf", tmp_path / "inf.wav")]
+    assert extract_to_hdf5(clips, out, SMALL, on_bad_audio="skip") == 1
+    skipped = skipped_clips(out)
+    assert sorted(skipped) == ["inf", "nan"]
+    assert "nan.wav" in skipped["nan"] and "non-finite" in skipped["nan"]
+    with h5py.File(out, "r") as h5:
+        assert list(h5["fname"].asstr()[:]) == ["ok"]
+        assert np.isfinite(h5["features"][:]).all()

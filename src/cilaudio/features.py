@@ -107,8 +107,16 @@ def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resa
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Read a clip with soundfile, downmix to mono and resample to ``sample_rate``.
 
-    Returns float32 samples. Errors name the file.
+    Returns float32 samples. A missing file raises FileNotFoundError; an undecodable or empty
+    file, or one holding NaN or infinite samples, raises ValueError. Errors name the file.
     """
+    data, rate = read_audio(path)
+    return to_mono(data, rate, sample_rate)
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A clip as soundfile decodes it: float32 (samples, channels) and its sample rate, with
+    the errors of :func:`load_audio` (callers that look at the channels use this)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"audio file {path} does not exist")
@@ -118,10 +126,27 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise ValueError(f"cannot decode audio file {path}: {exc}") from exc
     if data.shape[0] == 0:
         raise ValueError(f"audio file {path} holds no samples")
+    _check_finite(data, path)
+    return data, rate
+
+
+def to_mono(data: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """Mean of the channels of ``data`` (samples, channels), resampled from ``rate`` to
+    ``sample_rate``; contiguous float32."""
     mono = data.mean(axis=1)
     if rate != sample_rate:
         mono = _resampler(rate, sample_rate)(torch.from_numpy(mono)).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _check_finite(data: np.ndarray, path: Path) -> None:
+    """Refuse NaN or infinite samples (float WAV/FLAC can hold them): they would turn every
+    log-mel value of the clip, and any score computed from it, into NaN without an error."""
+    bad = ~np.isfinite(data)  # (samples, channels)
+    if bad.any():
+        count, first = int(bad.sum()), int(np.argmax(bad.any(axis=1)))
+        raise ValueError(f"audio file {path} holds {count} non-finite sample{'s' * (count != 1)} (NaN "
+                         f"or infinite; the first at sample {first}): the file is damaged")
 
 
 def cut_excerpts(wave: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarray, list[float]]:
@@ -157,10 +182,11 @@ def extract_to_hdf5(
 ) -> int:
     """Extract log-mel excerpts of ``audio_paths`` ((fname, path) pairs) into ``out_path``.
 
-    A clip that is missing, unreadable or empty stops the extraction with a message naming the
-    file and ``source`` (``on_bad_audio="stop"``), or is skipped and recorded in the file's
-    ``skipped`` attribute (``"skip"``). Written to a temporary file and renamed at the end: a
-    killed job leaves no final-named, truncated HDF5. Returns the number of excerpts written.
+    A clip that is missing, unreadable, empty or holds NaN/infinite samples stops the
+    extraction with a message naming the file and ``source`` (``on_bad_audio="stop"``), or is
+    skipped and recorded in the file's ``skipped`` attribute (``"skip"``). Written to a
+    temporary file and renamed at the end: a killed job leaves no final-named, truncated HDF5.
+    Returns the number of excerpts written.
     """
     if on_bad_audio not in BAD_AUDIO:
         raise ValueError(f"on_bad_audio must be one of {BAD_AUDIO}, not {on_bad_audio!r}")

@@ -209,3 +209,54 @@ def test_import_missing_file_and_mismatch(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"test_phase_0_1\.txt: .*length 35, found length 30"):
         import_paper_lists(papers, tmp_path / "out", SPLIT)
     assert not (tmp_path / "out").exists()  # nothing written before every file was checked
+
+
+def _write_folder(papers: Path) -> Path:
+    """A complete, leak-free papers' folder: 2 training clips per phase (Ytr<k>_<i>_0), 3 test
+    clips (Yeval<i>_0) in every cumulative test list, the first one on line 1."""
+    papers.mkdir()
+    for k, size in enumerate(SIZES):
+        _write(papers / f"train_phase_{k}.txt", [(f"/data/train/Ytr{k}_{i}_0.wav", np.eye(size)[i]) for i in range(2)])
+        n_seen = sum(SIZES[: k + 1])
+        name = "test_phase_" + "_".join(str(j) for j in range(k + 1)) + ".txt"
+        _write(papers / name, [(f"/data/eval/Yeval{i}_0.wav", np.eye(n_seen)[i]) for i in range(3)])
+    return papers
+
+
+def _append(path: Path, audio: str, vector: np.ndarray) -> int:
+    """Append one record; returns its (1-based) first line."""
+    first = len(path.read_text().splitlines()) + 1
+    with open(path, "a") as f:
+        f.write(_record(audio, vector) + "\n")
+    return first
+
+
+def test_test_clip_in_a_training_list_is_an_error_naming_both_files_and_lines(tmp_path: Path) -> None:
+    papers = _write_folder(tmp_path / "papers")
+    # the first test clip, under another folder, also trained on in phase 2 (5-entry vectors: one line each)
+    line = _append(papers / "train_phase_2.txt", "/elsewhere/Yeval0_0.wav", np.eye(5)[1])
+    assert line == 3
+    with pytest.raises(ValueError) as err:
+        import_paper_lists(papers, tmp_path / "out", SPLIT)
+    text = str(err.value)
+    assert "Yeval0_0" in text
+    assert f"{papers / 'train_phase_2.txt'}, line 3" in text
+    assert f"{papers / 'test_phase_0.txt'}, line 1" in text
+    assert "remove" in text.lower()  # says the fix
+    assert "Yeval1_0" not in text and "Ytr2_0_0" not in text  # only the leaking clip
+    assert not (tmp_path / "out").exists()  # nothing written: clips_dev and clips_eval would share it
+
+
+def test_clip_in_two_training_lists_is_a_warning_naming_files_and_lines(tmp_path: Path, caplog) -> None:
+    papers = _write_folder(tmp_path / "papers")
+    line = _append(papers / "train_phase_3.txt", "/data/train/Ytr1_0_0.wav", np.eye(5)[4])
+    with caplog.at_level("WARNING", logger="cilaudio.paper_lists"):
+        out = import_paper_lists(papers, tmp_path / "out", SPLIT)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "Ytr1_0_0" in warnings[0]
+    assert f"{papers / 'train_phase_1.txt'}, line 1" in warnings[0]
+    assert f"{papers / 'train_phase_3.txt'}, line {line}" in warnings[0]
+    # imported all the same: in both phases' lists, each labelled with its own phase's classes
+    assert "Ytr1_0_0" in L.read_list(out["train"][1])["fname"].tolist()
+    assert "Ytr1_0_0" in L.read_list(out["train"][3])["fname"].tolist()

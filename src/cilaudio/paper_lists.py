@@ -19,6 +19,10 @@ Our lists (:mod:`cilaudio.lists`) name a clip by its audio file's stem (``fname`
 ``all_labels`` is the union of a clip's labels over the imported lists of the same kind
 (training or test): the papers' training lists carry only their phase's classes, so a training
 clip's annotation of other phases' classes is unknown.
+
+A clip in a training list and in a test list stops the import (naming both files and lines):
+it would be trained on and scored. A clip in several phases' training lists is imported, with
+a warning naming the files and lines (see :func:`_warn_repeated_training`).
 """
 
 from __future__ import annotations
@@ -58,11 +62,16 @@ def parse_paper_list(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
     malformed record (no ``_[``, an unterminated vector, text after ``]`` other than ``.npy``,
     an entry that is not a number, a value other than 0 or 1, or vectors of different lengths).
     """
+    return [(audio, vector) for _, audio, vector in _parse_located(path)]
+
+
+def _parse_located(path: str | os.PathLike) -> list[tuple[int, str, np.ndarray]]:
+    """:func:`parse_paper_list`'s records with the (1-based) line each starts on."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"papers' list file {path} does not exist")
     lines = path.read_text(encoding="utf-8").splitlines()
-    records: list[tuple[str, np.ndarray]] = []
+    records: list[tuple[int, str, np.ndarray]] = []
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -108,12 +117,12 @@ def parse_paper_list(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
             raise ValueError(f"{path}, line {start}: empty label vector for {audio}")
         if not np.all((values == 0) | (values == 1)):
             raise ValueError(f"{path}, line {start}: label vector of {audio} has values other than 0 and 1")
-        if records and values.size != records[0][1].size:
+        if records and values.size != records[0][2].size:
             raise ValueError(
                 f"{path}, line {start}: label vector of {audio} has {values.size} entries, the first "
-                f"record's has {records[0][1].size}"
+                f"record's has {records[0][2].size}"
             )
-        records.append((audio, values))
+        records.append((start, audio, values))
         i += 1
     if not records:
         raise ValueError(f"{path}: no record found")
@@ -195,6 +204,87 @@ def to_list_frame(records: Sequence[tuple[str, np.ndarray]], classes: Sequence[s
     return frame
 
 
+Located = list[tuple[int, str, np.ndarray]]  # (line, audio path, vector) of one file's records
+_SHOWN = 5  # clips quoted in a leakage error or a repeated-clip warning
+
+
+def _locations(files: Sequence[Path], located: Sequence[Located]) -> dict[str, list[tuple[Path, int]]]:
+    """Each clip (its ``fname``) -> the files listing it, each with the line of its first record
+    there, in the order of ``files``."""
+    where: dict[str, list[tuple[Path, int]]] = {}
+    for path, records in zip(files, located):
+        for line, audio, _ in records:
+            spots = where.setdefault(clip_stem(audio), [])
+            if not spots or spots[-1][0] != path:
+                spots.append((path, line))
+    return where
+
+
+def _at(spot: tuple[Path, int]) -> str:
+    return f"{spot[0]}, line {spot[1]}"
+
+
+def _listing(clips: Sequence[str], describe) -> str:
+    rows = [f"  {fname}: {describe(fname)}" for fname in clips[:_SHOWN]]
+    if len(clips) > _SHOWN:
+        rows.append(f"  ... and {len(clips) - _SHOWN} more")
+    return "\n".join(rows)
+
+
+def _check_no_leakage(train: Mapping[str, list[tuple[Path, int]]],
+                      test: Mapping[str, list[tuple[Path, int]]]) -> None:
+    """A clip in a training list and in a test list would be trained on and then scored: stop,
+    naming its first training and first test record (clips compare by ``fname``, whatever the
+    folder in front)."""
+    leaked = sorted(set(train) & set(test))
+    if not leaked:
+        return
+
+    def both(fname: str) -> str:
+        others = len(test[fname]) - 1
+        more = f" (and {others} more test list(s))" if others else ""
+        return f"{'; '.join(_at(s) for s in train[fname])} and {_at(test[fname][0])}{more}"
+
+    raise ValueError(
+        f"{len(leaked)} clip(s) are in a training list and in a test list, so they would be trained "
+        f"on and then scored (inflated test results):\n{_listing(leaked, both)}\n"
+        "Remove each such clip from its training list(s) or from every test list that holds it: "
+        "training and test clips must be distinct audio files (they are matched by file name "
+        "without folder and extension)."
+    )
+
+
+def _warn_repeated_training(train: Mapping[str, list[tuple[Path, int]]]) -> None:
+    """Log the clips listed in more than one phase's training list.
+
+    Not an error: a training list of phase k labels its clips with phase k's classes only, so a
+    clip holding classes of two phases is a valid example in each (this project's
+    ``assignment: every`` makes such lists; the reference repository's README even shows the
+    same example records under train_phase_3.txt and train_phase_4.txt). Unlike a training clip
+    in a test list, it biases no score, and stopping would leave a published split impossible to
+    import as it is. Where each clip is meant to train in one phase, it is a mistake worth a look,
+    hence the warning.
+    """
+    repeated = sorted(f for f, spots in train.items() if len(spots) > 1)
+    if not repeated:
+        return
+    listing = _listing(repeated, lambda fname: "; ".join(_at(s) for s in train[fname]))
+    log.warning(
+        "%d clip(s) are in more than one phase's training list (each of those phases trains on it "
+        "with its own classes only); if each clip should train in one phase, remove it from all "
+        "lists but one:\n%s", len(repeated), listing)
+
+
+def check_clip_overlaps(folder: Path, names: Sequence[tuple[str, str]],
+                        located: Mapping[str, Sequence[Located]]) -> None:
+    """Stop on a clip in a training and a test list; warn about one in several training lists.
+    ``names``: :func:`paper_list_names`; ``located``: each kind's records with their lines."""
+    where = {kind: _locations([folder / pair[i] for pair in names], located[kind])
+             for i, kind in enumerate(KINDS)}
+    _check_no_leakage(where["train"], where["test"])
+    _warn_repeated_training(where["train"])
+
+
 def paper_list_names(n_phases: int) -> list[tuple[str, str]]:
     """Standard file names ``[(train_phase_k.txt, test_phase_0_..._k.txt), ...]``."""
     return [(f"train_phase_{k}.txt", "test_phase_" + "_".join(str(j) for j in range(k + 1)) + ".txt")
@@ -215,7 +305,8 @@ def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike,
     Writes ``train_phase{k}.tsv`` and ``test_phase{k}.tsv`` for every phase of ``split``, plus
     ``classes.tsv``, ``clips_dev.tsv`` (every training clip) and ``clips_eval.tsv`` (every test
     clip), i.e. a complete lists folder. ``classes`` is the vectors' class order (default
-    ``split.classes``). Every file is read and checked before anything is written. Returns the
+    ``split.classes``). Every file is read and checked before anything is written (a clip in a
+    training list and a test list is an error, see :func:`check_clip_overlaps`). Returns the
     written paths (keys ``train``, ``test``, ``classes``, ``clips_dev``, ``clips_eval``).
     """
     folder, out_folder = Path(folder), Path(out_folder)
@@ -227,8 +318,10 @@ def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike,
             f"papers' list file(s) missing in {folder}: {', '.join(str(p) for p in missing)} "
             f"(expected {', '.join(expected)})"
         )
-    parsed = {kind: [parse_paper_list(folder / pair[i]) for pair in names]
-              for i, kind in enumerate(KINDS)}
+    located = {kind: [_parse_located(folder / pair[i]) for pair in names]
+               for i, kind in enumerate(KINDS)}
+    parsed = {kind: [[(audio, vector) for _, audio, vector in recs] for recs in located[kind]]
+              for kind in KINDS}
     # First pass: each clip's labels per kind, for all_labels.
     frames: dict[str, list[pd.DataFrame]] = {}
     for i, kind in enumerate(KINDS):
@@ -242,6 +335,7 @@ def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike,
                                       source=str(folder / names[k][i]),
                                       all_labels={f: sorted(v) for f, v in union.items()})
                         for k, recs in enumerate(parsed[kind])]
+    check_clip_overlaps(folder, names, located)
     out = {"train": [out_folder / f"train_phase{k}.tsv" for k in range(split.n_phases)],
            "test": [out_folder / f"test_phase{k}.tsv" for k in range(split.n_phases)],
            "classes": out_folder / "classes.tsv", "clips_dev": out_folder / "clips_dev.tsv",

@@ -544,14 +544,13 @@ def test_rule_inputs_dry_run(tmp_path, cka_on):
     m = re.search(r"rule compare_norms:\n\s+input: (.*)\n\s+output: (.*)\n\s+log: (.*)\n", text)
     assert m, text[-3000:]
     inputs = m.group(1).split(", ")
-    final = len(config["datasets"]["synth"]["phases"]) - 1
     seed = config["run"]["seeds"][0]
     methods = (config.get("cka") or {}).get("methods") or config["run"]["methods"]
     expected = []
     for n in ("gn", "bn"):
         expected.append(f"results/synth/{n}/metrics.tsv")
         if cka_on:
-            expected += [f"results/synth/{n}/{mm}/seed{seed}/cka_phase{final}.npz" for mm in methods]
+            expected += [f"results/synth/{n}/{mm}/seed{seed}/cka.npz" for mm in methods]
     assert sorted(inputs) == sorted(expected)
     assert sorted(m.group(2).split(", ")) == [f"results/synth/comparison.{x}" for x in ("html", "md", "tex")]
     assert m.group(3) == "logs/synth/comparison.log"

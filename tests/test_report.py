@@ -15,6 +15,8 @@ import pytest
 
 from cilaudio.plots import (
     cka_diagonal_figure,
+    load_cka,
+    load_cka_files,
     metric_curves_figure,
     plot_cka_diagonal,
     plot_cka_heatmaps,
@@ -86,6 +88,30 @@ def test_plot_cka_rejects_bad_shape(tmp_path):
     np.savez(p, matrix=np.zeros((3, 3)), layers=np.array(LAYERS), phase=np.int64(1), method=np.array("x"))
     with pytest.raises(ValueError, match="bad.npz"):
         plot_cka_heatmaps([p], tmp_path / "x.png")
+
+
+def test_chain_cka_file_gives_one_record_per_phase(tmp_path):
+    """The workflow's `cka` job writes a chain (matrices stacked over phases 1..K): each phase's
+    record must carry its own matrix, in the order written, like one file per phase."""
+    rng = np.random.default_rng(0)
+    mats = rng.uniform(size=(3, len(LAYERS), len(LAYERS)))
+    chain = tmp_path / "cka.npz"
+    np.savez(chain, matrix=mats, layers=np.array(LAYERS), phase=np.array([1, 2, 3]), method=np.array("joint"),
+             seed=np.int64(2))
+    recs = load_cka(chain)
+    assert [r["phase"] for r in recs] == [1, 2, 3]
+    for r, m in zip(recs, mats):
+        np.testing.assert_array_equal(r["matrix"], m)
+        assert r["method"] == "joint" and r["seed"] == 2 and r["layers"] == LAYERS
+    single = write_cka(tmp_path / "one.npz", "finetune", 4)
+    assert [r["phase"] for r in load_cka_files([chain, single])] == [1, 2, 3, 4]
+    np.savez(tmp_path / "short.npz", matrix=mats, layers=np.array(LAYERS), phase=np.array([1, 2]),
+             method=np.array("joint"))
+    with pytest.raises(ValueError, match="short.npz: 3 matrices but 2 phases"):
+        load_cka(tmp_path / "short.npz")
+    heat = tmp_path / "heat.png"
+    plot_cka_heatmaps([chain], heat, phase=3)
+    assert_png(heat)
 
 
 def _luminance(rgba) -> float:

@@ -12,7 +12,7 @@ short status intervals, kept SLURM logs and the number of jobs. Then:
 - every job ran the venv's Python, with the venv first on its PATH;
 - each rule's log is in logs/ (README) and SLURM's log of each job in the profile's
   slurm-logdir (logs/slurm);
-- every metrics_phase*.json equals that of a local run (`snakemake --cores 2`, no profile)
+- every metrics.json equals that of a local run (`snakemake --cores 2`, no profile)
   of the same config and seed.
 
 Without a cluster the test skips, except under CI (the CI variable set), where it fails.
@@ -242,7 +242,7 @@ def runs(cluster, tmp_path_factory) -> Runs:
     assert dry.returncode == 0, dry.stdout + dry.stderr
     planned = parse_plan(dry.stdout + dry.stderr)
     assert len(planned) > 10, dry.stdout
-    metrics = sorted(p for job in planned for p in job.output if re.search(r"/metrics_phase\d+\.json$", p))
+    metrics = sorted(p for job in planned for p in job.output if p.endswith("/metrics.json"))
 
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
     local, local_proc = _start_local_run(env, metrics, tmp_path_factory)
@@ -356,8 +356,8 @@ def test_logs_where_the_readme_says(runs):
 
 
 def test_metrics_equal_a_local_run(runs):
-    slurm_files = sorted(p.relative_to(runs.workdir) for p in (runs.workdir / "results").rglob("metrics_phase*.json"))
-    assert len(slurm_files) == 1 + 2 * 2  # phase 0, and phases 1-2 of two methods
+    slurm_files = sorted(p.relative_to(runs.workdir) for p in (runs.workdir / "results").rglob("metrics.json"))
+    assert len(slurm_files) == 1 + 2  # phase 0, and phases 1-2 of each of two methods
     for rel in slurm_files:
         on_slurm = json.loads((runs.workdir / rel).read_text())
         local = json.loads((runs.local / rel).read_text())

@@ -282,3 +282,33 @@ def test_gap_shares_per_seed():
     assert g[("m", 0)] == pytest.approx(0.5) and g[("m", 1)] == pytest.approx(0.75)
     assert np.isnan(g[("m", 2)]) and np.isnan(g[("finetune", 2)])
     assert g[("finetune", 0)] == pytest.approx(0.0) and g[("joint", 1)] == pytest.approx(1.0)
+
+
+def test_chain_files_read_as_their_phases(tmp_path):
+    """The workflow writes one file per chain ({"phases": [...]}): the table must be the one of
+    the same records written one phase per file."""
+    per_phase = build(tmp_path / "single")
+    expected = metrics_table(per_phase, methods=METHODS)
+    chains: dict[Path, list] = {}
+    for p in per_phase:
+        chains.setdefault(p.parent, []).append(json.loads(p.read_text()))
+    chain_paths = []
+    for folder, records in chains.items():
+        out = tmp_path / "chain" / folder.relative_to(tmp_path / "single") / "metrics.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"phases": sorted(records, key=lambda r: r["phase"])}))
+        chain_paths.append(out)
+    assert len(chain_paths) < len(per_phase)  # some files hold several phases
+    got = metrics_table(chain_paths, methods=METHODS)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_chain_record_without_key_names_file_and_index(tmp_path):
+    p = write_json(tmp_path, "finetune", 0, 1, 0.5, 0.6)
+    record = json.loads(p.read_text())
+    broken = dict(record)
+    del broken["per_class_ap"]
+    chain = tmp_path / "metrics.json"
+    chain.write_text(json.dumps({"phases": [record, broken]}))
+    with pytest.raises(KeyError, match=r"metrics\.json: phases\[1\]"):
+        metrics_table([chain], methods=["finetune"])

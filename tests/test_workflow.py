@@ -38,11 +38,12 @@ def test_full_run_outputs(finished):
     assert sorted(table["phase"].unique()) == [0, 1, 2, 3, 4]
     # every phase's metrics cover exactly the classes seen so far; base-class metrics are
     # taken on the same clips (the phase-0 test clips) after every phase
-    phase0 = json.loads((res / "bn/base/seed0/metrics_phase0.json").read_text())
-    assert phase0["subsets"]["base"] == phase0["subsets"]["all"]
+    (phase0,) = json.loads((res / "bn/base/seed0/metrics.json").read_text())["phases"]
+    assert phase0["phase"] == 0 and phase0["subsets"]["base"] == phase0["subsets"]["all"]
     n_test = [phase0["n_excerpts"]["all"]]
-    for k in range(1, 5):
-        data = json.loads((res / f"bn/joint/seed0/metrics_phase{k}.json").read_text())
+    chain = json.loads((res / "bn/joint/seed0/metrics.json").read_text())["phases"]
+    assert [data["phase"] for data in chain] == [1, 2, 3, 4]  # one evaluation job per chain
+    for k, data in enumerate(chain, start=1):
         assert len(data["classes"]) == 2 + k
         assert data["n_excerpts"]["base"] == phase0["n_excerpts"]["all"]
         n_test.append(data["n_excerpts"]["all"])
@@ -111,7 +112,8 @@ def test_adding_a_method_runs_only_its_jobs(copy):
     write_config(copy, config)
     jobs = planned(copy)
     expected = {f"results/synth/bn/indl/seed0/{f}{k}{ext}" for k in range(1, 5)
-                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"), ("metrics_phase", ".json"))}
+                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"))}
+    expected.add("results/synth/bn/indl/seed0/metrics.json")
     assert _non_aggregate(jobs) == expected
     assert {"results/synth/bn/report.html", "results/synth/bn/metrics.tsv"} <= set(jobs)
 
@@ -122,8 +124,8 @@ def test_changing_temperature_reruns_only_distilling_phases(copy):
     write_config(copy, config)
     jobs = planned(copy)
     expected = {f"results/synth/bn/indl_fd_od/seed0/{f}{k}{ext}" for k in range(1, 5)
-                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"), ("metrics_phase", ".json"),
-                               ("cka_phase", ".npz"))}
+                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"))}
+    expected |= {"results/synth/bn/indl_fd_od/seed0/metrics.json", "results/synth/bn/indl_fd_od/seed0/cka.npz"}
     assert _non_aggregate(jobs) == expected
     assert not any("features" in p or "base" in p or "lists" in p for p in jobs)
 
@@ -132,7 +134,8 @@ def test_deleting_phase3_checkpoint_reruns_phases_3_and_4(copy):
     (copy / "results/synth/bn/finetune/seed0/phase3.pt").unlink()
     jobs = planned(copy)
     expected = {f"results/synth/bn/finetune/seed0/{f}{k}{ext}" for k in (3, 4)
-                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"), ("metrics_phase", ".json"))}
+                for f, ext in (("phase", ".pt"), ("phase", "_history.tsv"))}
+    expected.add("results/synth/bn/finetune/seed0/metrics.json")  # the tiny config's CKA: indl_fd_od only
     assert _non_aggregate(jobs) == expected
 
 

@@ -247,7 +247,7 @@ def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]], *,
     layers except the classifier), ``early`` / ``late`` (mean over the layers of the first /
     second half of the ``block<b>`` blocks), ``lowest_layer``, ``lowest``.
     """
-    from cilaudio.plots import _is_norm, _load_cka
+    from cilaudio.plots import _is_norm, load_cka_files
 
     cols = ["norm", "method", "phase", "n_seeds", "norm_layers", "conv_layers", "early", "late",
             "early_blocks", "late_blocks", "lowest_layer", "lowest"]
@@ -255,7 +255,7 @@ def cka_layer_summary(cka_files: Mapping[str, Sequence[str | os.PathLike]], *,
         cols.insert(2, "seed")
     rows = []
     for norm, paths in cka_files.items():
-        recs = [_load_cka(p) for p in paths]
+        recs = load_cka_files(paths)
         if not recs:
             continue
         k = max(r["phase"] for r in recs)

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -76,35 +77,34 @@ def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, gr
     return subsets
 
 
-def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
-                   features: Path, out: Path, meta: dict[str, Any], threshold: float = 0.5,
-                   batch_size: int = 64, device: str = "auto", threads: int = 1) -> dict:
-    """Metrics after one phase, written as JSON.
+def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
+                  features: Path, meta: dict[str, Any], threshold: float = 0.5, batch_size: int = 64,
+                  device: torch.device | str = "auto", index: Any = None) -> dict:
+    """Metrics after one phase, as a JSON-ready record.
 
     ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
     classes on the phase-0 test clips, the same clips after every phase, so that forgetting
     compares like with like. ``group{j}``: phase j's classes on this phase's test clips.
     Each subset holds the keys of :func:`cilaudio.metrics.compute_metrics`, among them
     ``classes_without_positives``: how many of its classes have no positive test clip and are
-    left out of its ``map`` and ``f1_macro``.
+    left out of its ``map`` and ``f1_macro``. ``index``: the features' excerpt index, when the
+    caller already read it.
     """
     from .metrics import average_precision_per_class
 
-    torch.set_num_threads(max(1, threads))
-    dev = pick_device(device)
+    dev = pick_device(device) if isinstance(device, str) else device
     model, state = load_checkpoint(checkpoint, device=dev)
     phase = state["phase"]
     seen = list(split.seen(phase))
     if state["classes"] != seen:
         raise ValueError(f"{checkpoint} holds classes that differ from phase {phase} of the class split; "
                          "it comes from another config: delete it and rerun")
-    index = excerpt_index(features)
-    test = excerpts_of(read_list(test_list), seen, index, source=str(test_list), features=str(features))
+    index = excerpt_index(features) if index is None else index
+    test_frame = read_list(test_list)
+    test = excerpts_of(test_frame, seen, index, source=str(test_list), features=str(features))
     scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=dev)
     y = test.targets
-    base_frame = read_list(base_list)
-    base_clips = set(base_frame["fname"])
-    test_frame = read_list(test_list)
+    base_clips = set(read_list(base_list)["fname"])
     in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip], dtype=bool)
     subsets = subset_metrics(y, scores, in_base=in_base,
                              group_sizes=[len(split.groups[j]) for j in range(phase + 1)], threshold=threshold)
@@ -121,44 +121,105 @@ def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base
     if state.get("memory") is not None:
         result["memory"] = {"n_clips": len(state["memory"]),
                             "label_counts": histogram(state["memory"], split.seen(phase - 1))}
-    write_text(out, json.dumps(result, indent=1))
     log.info(f"phase {phase}: mAP {subsets['all']['map']:.4f}, base mAP {subsets['base']['map']:.4f}, "
              f"F1 micro {subsets['all']['f1_micro']:.4f} on {len(y)} excerpts")
     return result
 
 
-@torch.no_grad()
-def cka_between(*, reference: Path, other: Path, split: PhaseSplit, base_list: Path, features: Path,
-                out: Path, meta: dict[str, Any], batch_size: int = 64, device: str = "auto",
-                threads: int = 1) -> np.ndarray:
-    """Linear CKA (unbiased mini-batch HSIC) between every pair of the 25 layers of two models,
-    on the base-class test clips, both in eval mode. Saved as ``matrix`` + ``layers`` (npz)."""
+def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
+                   features: Path, out: Path, meta: dict[str, Any], threshold: float = 0.5,
+                   batch_size: int = 64, device: str = "auto", threads: int = 1) -> dict:
+    """:func:`phase_metrics` of one checkpoint, written as a JSON object."""
+    torch.set_num_threads(max(1, threads))
+    result = phase_metrics(checkpoint=checkpoint, split=split, test_list=test_list, base_list=base_list,
+                           features=features, meta=meta, threshold=threshold, batch_size=batch_size,
+                           device=device)
+    write_text(out, json.dumps(result, indent=1))
+    return result
+
+
+def evaluate_chain(*, checkpoints: Sequence[Path], phases: Sequence[int], test_lists: Sequence[Path],
+                   split: PhaseSplit, base_list: Path, features: Path, out: Path, meta: dict[str, Any],
+                   threshold: float = 0.5, batch_size: int = 64, device: str = "auto",
+                   threads: int = 1) -> list[dict]:
+    """:func:`phase_metrics` of every phase model of one chain (method and seed), written as one
+    JSON object ``{"phases": [record, ...]}`` in phase order. One job per chain instead of one
+    per phase: the job's start-up (Python, PyTorch) costs more than scoring a few hundred clips.
+    ``phases[i]`` is the phase of ``checkpoints[i]``, evaluated on ``test_lists[i]``; a checkpoint
+    of another phase is an error (the lists would not match it)."""
+    if not len(checkpoints) == len(phases) == len(test_lists):
+        raise ValueError(f"{len(checkpoints)} checkpoints, {len(phases)} phases and {len(test_lists)} "
+                         "test lists: give one phase and one test list per checkpoint")
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
-    model_a, state_a = load_checkpoint(reference, device=dev)
-    model_b, state_b = load_checkpoint(other, device=dev)
-    names = model_a.layer_names()
-    base = list(split.groups[0])
     index = excerpt_index(features)
-    table = excerpts_of(read_list(base_list), base, index, source=str(base_list), features=str(features))
+    records = []
+    for checkpoint, phase, test_list in zip(checkpoints, phases, test_lists):
+        record = phase_metrics(checkpoint=Path(checkpoint), split=split, test_list=Path(test_list),
+                               base_list=base_list, features=features, meta=meta, threshold=threshold,
+                               batch_size=batch_size, device=dev, index=index)
+        if record["phase"] != int(phase):
+            raise ValueError(f"{checkpoint} is a phase-{record['phase']} model, expected phase {phase}: "
+                             "it comes from another config or was moved; delete it and rerun")
+        records.append(record)
+    write_text(out, json.dumps({"phases": records}, indent=1))
+    return records
+
+
+@torch.no_grad()
+def _cka_matrix(model_a: torch.nn.Module, model_b: torch.nn.Module, data: FeatureDataset, *, batch_size: int,
+                device: torch.device) -> tuple[np.ndarray, int]:
+    """Linear CKA (unbiased mini-batch HSIC) between every pair of layers of two models in eval
+    mode, and the number of excerpts it used."""
+    model_a.eval()
+    model_b.eval()
+    names = model_a.layer_names()
     cka = MinibatchCKA(len(names), len(names))
     used = 0
-    for x, _ in DataLoader(FeatureDataset(features, table), batch_size=batch_size, shuffle=False):
+    for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
         if len(x) < 4:  # the unbiased HSIC needs at least 4 samples
             continue
-        x = x.to(dev)
+        x = x.to(device)
         with record_activations(model_a) as acts_a:
             model_a(x)
         with record_activations(model_b) as acts_b:
             model_b(x)
         cka.update([acts_a[n] for n in names], [acts_b[n] for n in names])
         used += len(x)
-    matrix = cka.compute()
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, matrix=matrix, layers=np.array(names), phase=state_b["phase"],
-                     reference_phase=state_a["phase"], n_excerpts=used,
-                     **{k: v for k, v in meta.items() if k not in ("phase",)})
-    log.info(f"CKA phase {state_a['phase']} vs {state_b['phase']} on {used} excerpts; diagonal "
-             + " ".join(f"{v:.2f}" for v in np.diag(matrix)))
-    return matrix
+    return cka.compute(), used
+
+
+def _base_test_data(split: PhaseSplit, base_list: Path, features: Path) -> FeatureDataset:
+    table = excerpts_of(read_list(base_list), list(split.groups[0]), excerpt_index(features),
+                        source=str(base_list), features=str(features))
+    return FeatureDataset(features, table)
+
+
+@torch.no_grad()
+def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, base_list: Path,
+              features: Path, out: Path | None, meta: dict[str, Any], batch_size: int = 64,
+              device: str = "auto", threads: int = 1) -> np.ndarray:
+    """Linear CKA between the ``reference`` model (phase 0) and each model of ``others`` (a
+    chain's phases), every pair of layers, on the base-class test clips. Saved in one npz:
+    ``matrix`` (n_models, layers, layers), ``phase`` (n_models,), ``layers``,
+    ``reference_phase``, ``n_excerpts`` and ``meta``; returns the matrices."""
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    model_a, state_a = load_checkpoint(reference, device=dev)
+    data = _base_test_data(split, base_list, features)
+    matrices, phases, used = [], [], 0
+    for other in others:
+        model_b, state_b = load_checkpoint(other, device=dev)
+        matrix, used = _cka_matrix(model_a, model_b, data, batch_size=batch_size, device=dev)
+        matrices.append(matrix)
+        phases.append(int(state_b["phase"]))
+        log.info(f"CKA phase {state_a['phase']} vs {state_b['phase']} on {used} excerpts; diagonal "
+                 + " ".join(f"{v:.2f}" for v in np.diag(matrix)))
+    stacked = np.stack(matrices)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, matrix=stacked, layers=np.array(model_a.layer_names()), phase=np.array(phases),
+                         reference_phase=state_a["phase"], n_excerpts=used,
+                         **{k: v for k, v in meta.items() if k not in ("phase",)})
+    return stacked

@@ -153,28 +153,38 @@ def plot_metric_curves(
     _save(metric_curves_figure(table, metrics=metrics), out_png)
 
 
-def _load_cka(path: str | os.PathLike) -> dict:
+def load_cka(path: str | os.PathLike) -> list[dict]:
+    """The CKA records of one file, one per compared phase model: a file of one phase
+    (``matrix`` (layers, layers), scalar ``phase``) or of a chain (``matrix`` (n, layers, layers),
+    ``phase`` (n,), what the workflow's `cka` job writes). Keys: matrix, layers, phase, method, seed."""
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("matrix", "layers", "phase", "method") if k not in z.files]
         if missing:
             raise KeyError(f"{path}: CKA file lacks {missing}")
-        matrix = np.asarray(z["matrix"], dtype=float)  # (layers of phase 0, layers of phase k)
+        matrix = np.asarray(z["matrix"], dtype=float)  # ([n,] layers of phase 0, layers of phase k)
+        phases = np.atleast_1d(z["phase"]).astype(int)
         layers = [str(s) for s in z["layers"]]
-        rec = {
-            "matrix": matrix,
-            "layers": layers,
-            "phase": int(z["phase"]),
-            "method": str(z["method"]),
-            "seed": int(z["seed"]) if "seed" in z.files else None,
-        }
-    if matrix.ndim != 2 or matrix.shape[0] != len(layers) or matrix.shape[1] != len(layers):
+        method = str(z["method"])
+        seed = int(z["seed"]) if "seed" in z.files else None
+    matrices = matrix[None] if matrix.ndim == 2 else matrix
+    if matrices.ndim != 3 or matrices.shape[1:] != (len(layers), len(layers)):
         raise ValueError(f"{path}: matrix shape {matrix.shape} does not match {len(layers)} layer names")
-    return rec
+    if len(matrices) != len(phases):
+        raise ValueError(f"{path}: {len(matrices)} matrices but {len(phases)} phases")
+    return [{"matrix": m, "layers": layers, "phase": int(k), "method": method, "seed": seed}
+            for m, k in zip(matrices, phases)]
 
 
-def plot_cka_heatmaps(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike) -> None:
-    """One CKA heatmap per file: rows = phase-0 layers, columns = phase-k layers, scale 0..1."""
-    recs = [_load_cka(p) for p in npz_paths]
+def load_cka_files(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    """:func:`load_cka` of every file, in order."""
+    return [r for p in paths for r in load_cka(p)]
+
+
+def plot_cka_heatmaps(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike, *,
+                      phase: int | None = None) -> None:
+    """One CKA heatmap per record (of phase ``phase`` only, if given): rows = phase-0 layers,
+    columns = phase-k layers, scale 0..1."""
+    recs = [r for r in load_cka_files(npz_paths) if phase is None or r["phase"] == phase]
     n = max(1, len(recs))
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))
@@ -230,7 +240,7 @@ def _layer_axis(ax, layers) -> None:
 def cka_diagonal_figure(npz_paths: Iterable[str | os.PathLike]) -> Figure:
     """The figure of :func:`plot_cka_diagonal`: one panel per method (stacked, shared axes), one
     line per phase in a sequential colour map (later phases darker)."""
-    recs = [_load_cka(p) for p in npz_paths]
+    recs = load_cka_files(npz_paths)
     groups: dict[str, dict[int, list[dict]]] = {}
     for r in recs:
         groups.setdefault(r["method"], {}).setdefault(r["phase"], []).append(r)
@@ -369,7 +379,7 @@ def cka_diagonal_by_norm_figure(
     ``methods`` sets the order of the lines and of the colours (default: order of appearance).
     """
     norms = list(npz_by_norm)
-    recs_by_norm = {n: [_load_cka(p) for p in npz_by_norm[n]] for n in norms}
+    recs_by_norm = {n: load_cka_files(npz_by_norm[n]) for n in norms}
     colours = _method_colours([*(methods or []), *(r["method"] for rs in recs_by_norm.values() for r in rs)])
     n = max(1, len(norms))
     fig = _new_figure(11.0, 3.6 * n)

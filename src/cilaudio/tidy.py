@@ -1,4 +1,7 @@
-"""Collect the per-phase metrics JSON files into one long ("tidy") results table.
+"""Collect the metrics JSON files into one long ("tidy") results table.
+
+A metrics file holds one phase's record (a JSON object with ``phase``), or a chain's records
+(``{"phases": [record, ...]}``, what the workflow's `evaluate` job writes for each method and seed).
 
 One row per (dataset, norm, method, seed, phase, subset, metric). The phase-0 model is shared
 by every method, so its rows (method ``"base"`` in the JSON) are repeated once per configured
@@ -46,7 +49,8 @@ def _value(x: Any) -> float:
         return math.nan
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path) -> list[dict]:
+    """The phase records of one metrics file (one, or a chain's ``phases``), each checked."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -54,17 +58,27 @@ def _load(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at top level")
+    if "phases" in data:
+        if not isinstance(data["phases"], list) or not data["phases"]:
+            raise ValueError(f"{path}: 'phases' must be a non-empty list of phase records")
+        return [_check_record(r, f"{path}: phases[{i}]") for i, r in enumerate(data["phases"])]
+    return [_check_record(data, str(path))]
+
+
+def _check_record(data: Any, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
-        raise KeyError(f"{path}: metrics JSON lacks key(s) {missing}")
+        raise KeyError(f"{where}: metrics JSON lacks key(s) {missing}")
     if not isinstance(data["subsets"], dict) or not isinstance(data["per_class_ap"], dict):
-        raise ValueError(f"{path}: 'subsets' and 'per_class_ap' must be JSON objects")
+        raise ValueError(f"{where}: 'subsets' and 'per_class_ap' must be JSON objects")
     for name, vals in data["subsets"].items():
         if not isinstance(vals, dict):
-            raise ValueError(f"{path}: subsets[{name!r}] must be a JSON object")
+            raise ValueError(f"{where}: subsets[{name!r}] must be a JSON object")
         for metric in COUNT_METRICS:
             if metric in vals and not _is_count(vals[metric]):
-                raise ValueError(f"{path}: subsets[{name!r}][{metric!r}] must be a count "
+                raise ValueError(f"{where}: subsets[{name!r}][{metric!r}] must be a count "
                                  f"(a whole number >= 0); got {vals[metric]!r}")
     return data
 
@@ -91,7 +105,7 @@ def _rows(data: dict, method: str) -> list[tuple]:
 
 
 def metrics_table(json_paths: Iterable[str | os.PathLike], *, methods: Sequence[str]) -> pd.DataFrame:
-    """Read per-phase metrics JSON files into one long table.
+    """Read metrics JSON files (one phase or a chain each) into one long table.
 
     Columns: ``dataset, norm, method, seed, phase, subset, metric, value``. Files whose
     ``method`` is ``"base"`` (the shared phase-0 model) are replicated for every name in
@@ -103,21 +117,21 @@ def metrics_table(json_paths: Iterable[str | os.PathLike], *, methods: Sequence[
     rows: list[tuple] = []
     seen: dict[tuple, Path] = {}
     for p in sorted(Path(p) for p in json_paths):
-        data = _load(p)
-        src = str(data["method"])
-        if src == BASE_METHOD:
-            targets = methods
-        elif src in methods:
-            targets = [src]
-        else:
-            log.info("skipping %s: method %r is not configured", p, src)
-            continue
-        for m in targets:
-            key = (str(data["dataset"]), str(data["norm"]), m, int(data["seed"]), int(data["phase"]))
-            if key in seen:
-                raise ValueError(f"{p}: duplicate results for {key}, also in {seen[key]}")
-            seen[key] = p
-            rows.extend(_rows(data, m))
+        for data in _load(p):
+            src = str(data["method"])
+            if src == BASE_METHOD:
+                targets = methods
+            elif src in methods:
+                targets = [src]
+            else:
+                log.info("skipping %s: method %r is not configured", p, src)
+                continue
+            for m in targets:
+                key = (str(data["dataset"]), str(data["norm"]), m, int(data["seed"]), int(data["phase"]))
+                if key in seen:
+                    raise ValueError(f"{p}: duplicate results for {key}, also in {seen[key]}")
+                seen[key] = p
+                rows.extend(_rows(data, m))
     df = pd.DataFrame.from_records(rows, columns=COLUMNS)
     df = pd.concat([df, _forgetting(df)], ignore_index=True)
     return _sort(df, methods)

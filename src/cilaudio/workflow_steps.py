@@ -40,17 +40,26 @@ PROTOCOL_NOTES = [
 ]
 
 
-def read_class_list(classes: Sequence[str] | str | None, vocabulary: Sequence[str]) -> tuple[list[str], str]:
-    """The configured classes in learning order, and where they came from (for messages)."""
+def classes_key(outputs: Mapping[str, Any]) -> str:
+    """The config key of a list job's class list, ``datasets.<dataset>.classes``: the job writes
+    ``results/<dataset>/lists/classes.tsv``."""
+    return f"datasets.{Path(outputs['classes']).parent.parent.name}.classes"
+
+
+def read_class_list(classes: Sequence[str] | str | None, vocabulary: Sequence[str], *,
+                    key: str) -> tuple[list[str], str]:
+    """The configured classes in learning order, and where they came from (for messages);
+    ``key`` is the config key, e.g. ``datasets.synth.classes``."""
     if classes is None:
         return list(vocabulary), "the vocabulary"
     if isinstance(classes, str):
         path = Path(classes)
         if not path.exists():
-            raise FileNotFoundError(f"class list file {path} (datasets.<name>.classes) does not exist")
+            raise FileNotFoundError(f"class list file {path} ({key}) does not exist; fix the path in {key} "
+                                    "(a relative path is read from the working directory)")
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return names, str(path)
-    return list(classes), "datasets.<name>.classes in the config"
+    return list(classes), f"{key} in the config"
 
 
 def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequence[int],
@@ -67,7 +76,7 @@ def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequen
         import_lists(outputs=outputs, ds=ds, classes=classes, phases=phases, folder=papers_lists)
         return
     vocab = ds.load_vocabulary()["label"].tolist()
-    names, source = read_class_list(classes, vocab)
+    names, source = read_class_list(classes, vocab, key=classes_key(outputs))
     split = PhaseSplit.from_sizes(match_classes(names, vocab, source=source), phases)
     dev = ds.load_split("dev")
     dev = dev[dev["split"].isin(train_splits)]
@@ -93,7 +102,7 @@ def import_lists(*, outputs: Mapping[str, Any], ds, classes, phases: Sequence[in
     dataset's vocabulary when its metadata is there (the audio alone is enough to run)."""
     from .paper_lists import import_paper_lists
 
-    names, source = read_class_list(classes, [])
+    names, source = read_class_list(classes, [], key=classes_key(outputs))
     if all(Path(p).exists() for p in ds.metadata_files()):
         names = match_classes(names, ds.load_vocabulary()["label"].tolist(), source=source)
     else:
@@ -201,23 +210,26 @@ def _meta(meta: Mapping[str, Any]) -> dict:
     }
 
 
-def evaluate(*, classes: str, checkpoint: str, test_list: str, base_list: str, features: str, out: str,
-             meta: Mapping[str, Any], threshold: float, batch_size: int, device: str = "auto",
-             threads: int = 1) -> None:
-    from .evaluate import evaluate_phase
+def evaluate(*, classes: str, checkpoints: Sequence[str], phases: Sequence[int], test_lists: Sequence[str],
+             base_list: str, features: str, out: str, meta: Mapping[str, Any], threshold: float,
+             batch_size: int, device: str = "auto", threads: int = 1) -> None:
+    """Metrics of every phase model of one chain, in one JSON file (:func:`cilaudio.evaluate.evaluate_chain`)."""
+    from .evaluate import evaluate_chain
 
-    evaluate_phase(checkpoint=Path(checkpoint), split=L.read_classes(classes), test_list=Path(test_list),
+    evaluate_chain(checkpoints=[Path(c) for c in checkpoints], phases=[int(k) for k in phases],
+                   test_lists=[Path(t) for t in test_lists], split=L.read_classes(classes),
                    base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
                    threshold=threshold, batch_size=batch_size, device=device, threads=threads)
 
 
-def cka(*, classes: str, reference: str, other: str, base_list: str, features: str, out: str,
+def cka(*, classes: str, reference: str, others: Sequence[str], base_list: str, features: str, out: str,
         meta: Mapping[str, Any], batch_size: int, device: str = "auto", threads: int = 1) -> None:
-    from .evaluate import cka_between
+    """CKA of the phase-0 model with every later phase model of one chain, in one npz file."""
+    from .evaluate import cka_chain
 
-    cka_between(reference=Path(reference), other=Path(other), split=L.read_classes(classes),
-                base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
-                batch_size=batch_size, device=device, threads=threads)
+    cka_chain(reference=Path(reference), others=[Path(o) for o in others], split=L.read_classes(classes),
+              base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
+              batch_size=batch_size, device=device, threads=threads)
 
 
 def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str], summary: str | None = None) -> None:
@@ -258,12 +270,10 @@ def plot_training(table: str, out: str) -> None:
 
 
 def plot_cka(paths: Sequence[str], *, heatmaps: str, diagonal: str) -> None:
-    from .plots import plot_cka_diagonal, plot_cka_heatmaps
+    from .plots import load_cka_files, plot_cka_diagonal, plot_cka_heatmaps
 
-    import numpy as np
-
-    last = max(int(np.load(p)["phase"]) for p in paths)
-    plot_cka_heatmaps([p for p in paths if int(np.load(p)["phase"]) == last], heatmaps)
+    last = max(r["phase"] for r in load_cka_files(paths))
+    plot_cka_heatmaps(paths, heatmaps, phase=last)
     plot_cka_diagonal(paths, diagonal)
 
 

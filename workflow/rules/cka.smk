@@ -1,15 +1,16 @@
-# Linear CKA between the phase-0 model and each later phase's model, every pair of layers.
+# Linear CKA between the phase-0 model and each later phase's model, every pair of layers; one
+# job per method and seed computes every phase.
 
 
 rule cka:
     input:
         reference="results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
-        other="results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}.pt",
+        others=get_method_checkpoints,
         features="results/{dataset}/features/eval.h5",
         base_list="results/{dataset}/lists/test_phase0.tsv",
         classes="results/{dataset}/lists/classes.tsv",
     output:
-        "results/{dataset}/{norm}/{method}/seed{seed}/cka_phase{phase}.npz",
+        "results/{dataset}/{norm}/{method}/seed{seed}/cka.npz",
     params:
         batch_size=config["cka"]["batch_size"],
         device=config["training"]["device"],
@@ -18,9 +19,9 @@ rule cka:
         mem_mb=4000,
         runtime=60,
     log:
-        "logs/{dataset}/{norm}/{method}/seed{seed}/cka_phase{phase}.log",
+        "logs/{dataset}/{norm}/{method}/seed{seed}/cka.log",
     benchmark:
-        "benchmarks/{dataset}/{norm}/{method}/seed{seed}/cka_phase{phase}.tsv"
+        "benchmarks/{dataset}/{norm}/{method}/seed{seed}/cka.tsv"
     conda:
         "../../envs/cilaudio.yaml"
     script:

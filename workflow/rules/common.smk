@@ -11,6 +11,8 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 def _check_config():
     """Cross-key checks that a JSON schema cannot express."""
+    from cilaudio.config_checks import check_class_list
+
     errors = []
     for key in ("datasets", "methods"):
         for name in config["run"][key]:
@@ -33,6 +35,9 @@ def _check_config():
                 f"datasets.{name}.papers_lists needs datasets.{name}.classes: the class names in "
                 "the order of the lists' label vectors (a list, or a file with one name per line)"
             )
+        # duplicates, misspelt names (with the closest ones) and the count against `phases`,
+        # now rather than in the list job (cilaudio.config_checks)
+        errors.extend(check_class_list(name, ds))
     if errors:
         raise ValueError("config error:\n  " + "\n  ".join(errors))
 
@@ -79,14 +84,13 @@ def dataset_root(dataset):
 def run_outputs(dataset, norm, seed):
     """Every checkpoint, metrics file and CKA file of one dataset, norm and seed."""
     prefix = f"results/{dataset}/{norm}"
-    out = [f"{prefix}/base/seed{seed}/phase0.pt", f"{prefix}/base/seed{seed}/metrics_phase0.json"]
-    for method in config["run"]["methods"]:
-        for k in range(1, n_phases(dataset)):
-            out.append(f"{prefix}/{method}/seed{seed}/phase{k}.pt")
-            out.append(f"{prefix}/{method}/seed{seed}/metrics_phase{k}.json")
-            # CKA is computed for the first seed (what the figures show)
-            if config["cka"]["activate"] and method in cka_methods() and seed == config["run"]["seeds"][0]:
-                out.append(f"{prefix}/{method}/seed{seed}/cka_phase{k}.npz")
+    out = [f"{prefix}/base/seed{seed}/phase0.pt", f"{prefix}/base/seed{seed}/metrics.json"]
+    for method in config["run"]["methods"] if n_phases(dataset) > 1 else []:
+        out.extend(f"{prefix}/{method}/seed{seed}/phase{k}.pt" for k in range(1, n_phases(dataset)))
+        out.append(f"{prefix}/{method}/seed{seed}/metrics.json")
+        # CKA is computed for the first seed (what the figures show)
+        if config["cka"]["activate"] and method in cka_methods() and seed == config["run"]["seeds"][0]:
+            out.append(f"{prefix}/{method}/seed{seed}/cka.npz")
     return out
 
 
@@ -276,9 +280,33 @@ def get_incremental_optim_params(wildcards):
     return canonical(config["training"]["incremental"])
 
 
-def get_run_checkpoint(wildcards):
-    """Checkpoint evaluated by the `evaluate` rule (`run` is `base` for phase 0)."""
-    return f"results/{wildcards.dataset}/{wildcards.norm}/{wildcards.run}/seed{wildcards.seed}/phase{wildcards.phase}.pt"
+def chain_phases(dataset, run):
+    """The phases of one chain: the shared phase 0 (`base`), or phases 1..K of a method."""
+    return [0] if run == "base" else list(range(1, n_phases(dataset)))
+
+
+def get_chain_phases(wildcards):
+    return chain_phases(wildcards.dataset, wildcards.run)
+
+
+def get_chain_checkpoints(wildcards):
+    """The checkpoints evaluated by one `evaluate` job, in phase order."""
+    prefix = f"results/{wildcards.dataset}/{wildcards.norm}/{wildcards.run}/seed{wildcards.seed}"
+    return [f"{prefix}/phase{k}.pt" for k in chain_phases(wildcards.dataset, wildcards.run)]
+
+
+def get_chain_test_lists(wildcards):
+    """Each phase's cumulative test list, in the order of `get_chain_checkpoints`."""
+    return [
+        f"results/{wildcards.dataset}/lists/test_phase{k}.tsv"
+        for k in chain_phases(wildcards.dataset, wildcards.run)
+    ]
+
+
+def get_method_checkpoints(wildcards):
+    """Phases 1..K of a method and seed (the models that `cka` compares with phase 0)."""
+    prefix = f"results/{wildcards.dataset}/{wildcards.norm}/{wildcards.method}/seed{wildcards.seed}"
+    return [f"{prefix}/phase{k}.pt" for k in chain_phases(wildcards.dataset, wildcards.method)]
 
 
 def cka_methods():
@@ -306,11 +334,7 @@ def get_history_files(wildcards):
 
 def get_cka_files(wildcards):
     seed = config["run"]["seeds"][0]
-    return [
-        f"results/{wildcards.dataset}/{wildcards.norm}/{m}/seed{seed}/cka_phase{k}.npz"
-        for m in cka_methods()
-        for k in range(1, n_phases(wildcards.dataset))
-    ]
+    return [f"results/{wildcards.dataset}/{wildcards.norm}/{m}/seed{seed}/cka.npz" for m in cka_methods()]
 
 
 def get_figures(wildcards):
@@ -324,19 +348,15 @@ def get_figures(wildcards):
 
 def get_comparison_inputs(wildcards):
     """Inputs of `compare_norms`: every configured norm's metrics table (`metrics_<norm>`) and,
-    with CKA on, its CKA files of the first seed and the final phase for every CKA method
-    (`cka_<norm>`, as `get_cka_files` but the final phase only)."""
+    with CKA on, its CKA files of the first seed for every CKA method (`cka_<norm>`, as
+    `get_cka_files`; the page compares the final phase)."""
     dataset = wildcards.dataset
     seed = config["run"]["seeds"][0]
-    final = n_phases(dataset) - 1
     out = {}
     for norm in config["run"]["norms"]:
         out[f"metrics_{norm}"] = f"results/{dataset}/{norm}/metrics.tsv"
-        if config["cka"]["activate"] and final >= 1:
-            out[f"cka_{norm}"] = [
-                f"results/{dataset}/{norm}/{m}/seed{seed}/cka_phase{final}.npz"
-                for m in cka_methods()
-            ]
+        if config["cka"]["activate"] and n_phases(dataset) > 1:
+            out[f"cka_{norm}"] = [f"results/{dataset}/{norm}/{m}/seed{seed}/cka.npz" for m in cka_methods()]
     return out
 
 

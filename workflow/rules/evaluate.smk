@@ -1,17 +1,19 @@
 # Metrics after every phase on the cumulative test list; base-class metrics on the phase-0
-# test clips every time.
+# test clips every time. One job per chain (the shared phase 0, or phases 1..K of a method and
+# seed) writes every phase's metrics: a job's start-up costs more than scoring its clips.
 
 
 rule evaluate:
     input:
-        checkpoint=get_run_checkpoint,
+        checkpoints=get_chain_checkpoints,
+        test_lists=get_chain_test_lists,
         features="results/{dataset}/features/eval.h5",
-        test_list="results/{dataset}/lists/test_phase{phase}.tsv",
         base_list="results/{dataset}/lists/test_phase0.tsv",
         classes="results/{dataset}/lists/classes.tsv",
     output:
-        "results/{dataset}/{norm}/{run}/seed{seed}/metrics_phase{phase}.json",
+        "results/{dataset}/{norm}/{run}/seed{seed}/metrics.json",
     params:
+        phases=get_chain_phases,
         threshold=config["evaluation"]["threshold"],
         batch_size=config["evaluation"]["batch_size"],
         device=config["training"]["device"],
@@ -20,9 +22,9 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     log:
-        "logs/{dataset}/{norm}/{run}/seed{seed}/evaluate_phase{phase}.log",
+        "logs/{dataset}/{norm}/{run}/seed{seed}/evaluate.log",
     benchmark:
-        "benchmarks/{dataset}/{norm}/{run}/seed{seed}/evaluate_phase{phase}.tsv"
+        "benchmarks/{dataset}/{norm}/{run}/seed{seed}/evaluate.tsv"
     conda:
         "../../envs/cilaudio.yaml"
     script:

@@ -5,7 +5,7 @@ with job(snakemake):
     cka(
         classes=snakemake.input.classes,
         reference=snakemake.input.reference,
-        other=snakemake.input.other,
+        others=list(snakemake.input.others),
         base_list=snakemake.input.base_list,
         features=snakemake.input.features,
         out=snakemake.output[0],

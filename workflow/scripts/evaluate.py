@@ -4,8 +4,9 @@ from cilaudio.workflow_steps import evaluate
 with job(snakemake):
     evaluate(
         classes=snakemake.input.classes,
-        checkpoint=snakemake.input.checkpoint,
-        test_list=snakemake.input.test_list,
+        checkpoints=list(snakemake.input.checkpoints),
+        phases=snakemake.params.phases,
+        test_lists=list(snakemake.input.test_lists),
         base_list=snakemake.input.base_list,
         features=snakemake.input.features,
         out=snakemake.output[0],

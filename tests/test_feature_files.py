@@ -326,3 +326,48 @@ def test_open_features_is_a_context_manager(tmp_path):
     with open_features(path) as h5:
         assert h5["features"].shape == (2, 3, 4)
     assert not h5.id.valid
+
+
+def test_move_to_device_keeps_no_host_copy(tmp_path):
+    """`features_on_gpu` moves a phase's features to the GPU: the host must keep no copy (the
+    dataset's in-memory rows are released) and, streamed, must not hold two copies at once while
+    ordering them. The "meta" device stands in for a GPU: it stores nothing, so the host memory
+    traced is all the move costs."""
+    join = tmp_path / "dev.h5"
+    join_shards(make_shards(tmp_path, n_shards=2), join)
+    table = all_rows(join)
+    expected = np.stack([x.numpy() for x, _ in FeatureDataset(join, table)])
+    for in_memory in (False, True):
+        ds = FeatureDataset(join, table, in_memory=in_memory)
+        np.testing.assert_array_equal(ds.move_to("cpu").numpy(), expected)
+        assert ds._cache is None  # nothing of it kept on the host by the dataset
+    FeatureDataset(join, table).move_to("meta")  # first-call costs (imports, caches) not counted
+    ds = FeatureDataset(join, table)
+    tracemalloc.start()
+    moved = ds.move_to("meta")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert moved.shape == expected.shape and moved.device.type == "meta"
+    assert peak < 1.5 * expected.nbytes, (peak, expected.nbytes)
+
+
+def test_evaluation_with_loader_workers_scores_the_same(tmp_path):
+    """Evaluation and CKA read test excerpts through loader workers when `training.num_workers`
+    is set: the scores must be those of the plain loop, in the same order."""
+    import torch
+
+    from cilaudio.evaluate import predict
+    from cilaudio.model import CNN14, ModelSettings
+
+    join = tmp_path / "dev.h5"
+    join_shards(make_shards(tmp_path, n_shards=2), join)
+    data = FeatureDataset(join, all_rows(join))
+    torch.manual_seed(0)
+    model = CNN14(ModelSettings(norm="bn", width=4, n_classes=3))
+    plain = predict(model, data, batch_size=3, device=torch.device("cpu"))
+    with torch.no_grad():  # an independent computation: every excerpt on its own, in table order
+        one_by_one = np.concatenate([torch.sigmoid(model.eval()(data[i][0][None])[0]).numpy()
+                                     for i in range(len(data))])
+    np.testing.assert_allclose(plain, one_by_one, rtol=1e-5, atol=1e-6)
+    workers = predict(model, data, batch_size=3, device=torch.device("cpu"), num_workers=2)
+    np.testing.assert_array_equal(workers, plain)

@@ -62,3 +62,42 @@ def test_changing_the_feature_settings_plans_extraction_and_join(copy):
     (copy / "config.yaml").write_text(yaml.safe_dump(config(n_mels=40), sort_keys=False))
     jobs = planned(copy, TARGET)
     assert jobs == {**{shard: "extract_features" for shard in SHARDS}, TARGET: "join_features"}
+
+
+# ----------------------------------------------------------------------------- a downloaded dataset
+
+
+@pytest.fixture(scope="module")
+def downloaded(finished, tmp_path_factory) -> Path:
+    """The tiny benchmark used as a downloaded dataset (`root`, nothing generated), its
+    features extracted."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("downloaded_run")
+    shutil.copytree(finished / "results/synth/dataset", workdir / "FSD50K")
+    cfg = config()
+    cfg["datasets"]["synth"]["root"] = str(workdir / "FSD50K")
+    cfg["datasets"]["synth"]["generate"] = {"activate": False}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    snakemake(workdir, TARGET)
+    return workdir
+
+
+def test_audio_rewritten_in_place_extracts_the_split_again(downloaded):
+    """Rewriting one clip of a downloaded dataset (its folder's time does not change) must plan
+    the split's extraction and join again; an untouched dataset plans nothing."""
+    import os
+
+    import soundfile as sf
+
+    work = downloaded  # (the config names this folder's audio: a copy would change `root`)
+    assert planned(work, TARGET) == {}
+    folder = work / "FSD50K" / "FSD50K.dev_audio"
+    clip = sorted(folder.glob("*.wav"))[0]
+    folder_time = folder.stat().st_mtime_ns
+    data, rate = sf.read(clip)
+    sf.write(clip, 0.5 * data, rate, subtype="PCM_16")  # repaired in place: same name and size
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))
+    assert folder.stat().st_mtime_ns == folder_time
+    jobs = planned(work, TARGET)
+    assert jobs == {**{shard: "extract_features" for shard in SHARDS}, TARGET: "join_features"}

@@ -154,3 +154,30 @@ def test_dataset_paths_and_loading(tmp_path: Path) -> None:
     assert set(ds.load_split("eval")["split"]) == {"eval"}
     with pytest.raises(ValueError, match="split"):
         ds.load_split("test")
+
+
+def test_audio_fingerprint_follows_the_files(tmp_path):
+    """Same files, same value; a file rewritten in place (same size, a new time), added or
+    removed changes it; a missing folder has its own value."""
+    import os
+
+    from cilaudio.datasets import audio_fingerprint
+
+    folder = tmp_path / "FSD50K.dev_audio"
+    folder.mkdir()
+    for name in ("1.wav", "2.wav"):
+        (folder / name).write_bytes(b"RIFF" + bytes(40))
+    first = audio_fingerprint(folder)
+    assert audio_fingerprint(folder) == first and first.startswith("2 files")
+    st = (folder / "1.wav").stat()
+    os.utime(folder / "1.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    touched = audio_fingerprint(folder)
+    assert touched != first
+    (folder / "3.wav").write_bytes(b"x")
+    added = audio_fingerprint(folder)
+    assert added not in (first, touched) and added.startswith("3 files")
+    (folder / "3.wav").unlink()
+    assert audio_fingerprint(folder) == touched
+    (folder / "sub").mkdir()  # folders are not clips
+    assert audio_fingerprint(folder) == touched
+    assert audio_fingerprint(tmp_path / "absent") == "missing"

@@ -160,3 +160,89 @@ extract_to_hdf5([(n, Path(p)) for n, p in {clips!r}], {str(out)!r}, s, chunk=4)
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out, "r") as h5:
         assert h5["features"].shape[0] == 60
+
+
+# ----------------------------------------------------------------------------- GPU resume state, CUDA mocked
+
+
+class _Scaler:
+    """Records what a resume loads into the gradient scaler."""
+
+    def __init__(self) -> None:
+        self.loaded = []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:  # what torch's enabled GradScaler does with the state of a disabled one
+            raise RuntimeError("The source state dict is empty")
+        self.loaded.append(state)
+
+
+def _parts():
+    from cilaudio.model import CNN14, ModelSettings
+
+    model = CNN14(ModelSettings(norm="bn", width=4, n_classes=3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
+    return dict(model=model, opt=opt, sched=sched, scaler=_Scaler(), sampler_gen=torch.Generator())
+
+
+def test_resume_identity_holds_precision_and_device():
+    """A state of an fp32 or CPU run must not be resumed by an fp16 run on a GPU (and so on)."""
+    from cilaudio.train import LoaderSettings, run_id
+
+    ids = {run_id("job", LoaderSettings(precision=p), torch.device(d))
+           for p in ("fp32", "bf16", "fp16") for d in ("cpu", "cuda")}
+    assert len(ids) == 6
+    assert run_id("job", LoaderSettings(), torch.device("cpu")) == run_id("job", LoaderSettings(), torch.device("cpu"))
+
+
+def test_empty_scaler_state_is_not_loaded():
+    from cilaudio.train import restore_training_state, training_state
+
+    parts = _parts()
+    state = training_state(run_id="x", epoch=0, history=[], **parts)
+    assert state["scaler"] == {}
+    restore_training_state(state, **parts)  # an enabled scaler would raise on {}
+    assert parts["scaler"].loaded == []
+    state["scaler"] = {"scale": 1024.0}
+    restore_training_state(state, **parts)
+    assert parts["scaler"].loaded == [{"scale": 1024.0}]
+
+
+def test_cuda_generators_saved_and_restored(monkeypatch, caplog):
+    """On CUDA, dropout draws from the GPU generators: the resume state must hold them, and a
+    resume must restore them (only with as many devices as saved them)."""
+    from cilaudio.train import restore_training_state, training_state
+
+    saved = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5, 6], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [t.clone() for t in saved])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
+    parts = _parts()
+    state = training_state(run_id="x", epoch=0, history=[], **parts)
+    assert [torch.equal(a, b) for a, b in zip(state["cuda_rng"], saved)] == [True, True]
+    restore_training_state(state, **parts)
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], saved))
+    # one device now: not restored, and the log says the masks will differ
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with caplog.at_level("WARNING"):
+        restore_training_state(state, **parts)
+    assert len(restored) == 1 and "2 CUDA generator state(s)" in caplog.text
+
+
+def test_no_cuda_no_cuda_state(monkeypatch):
+    from cilaudio.train import restore_training_state, training_state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    called = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: called.append(states))
+    parts = _parts()
+    state = training_state(run_id="x", epoch=0, history=[], **parts)
+    assert state["cuda_rng"] is None
+    restore_training_state(state, **parts)
+    assert called == []

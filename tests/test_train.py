@@ -218,6 +218,16 @@ def test_loader_workers_give_the_same_batches_as_the_main_process(prepared):
             assert torch.equal(x, xe) and torch.equal(y, ye)
 
 
+def test_in_memory_trains_the_same_model(prepared, tmp_path):
+    """Features read into RAM give the same weights as streamed from HDF5: `training.in_memory`
+    is an execution setting, and changing it reruns nothing (tests/test_workflow.py)."""
+    _base(prepared, tmp_path / "stream.pt")
+    _base(prepared, tmp_path / "ram.pt", loader=dict(LOADER, in_memory=True))
+    (ms, _), (mr, _) = (load_checkpoint(tmp_path / f"{n}.pt") for n in ("stream", "ram"))
+    s0, s1 = ms.state_dict(), mr.state_dict()
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+
+
 def test_loader_workers_train_the_same_model(prepared, tmp_path):
     """Two epochs streamed through 2 loader workers give the same weights as without workers."""
     _base(prepared, tmp_path / "w0.pt")

@@ -48,6 +48,11 @@ def test_full_run_outputs(finished):
         assert data["n_excerpts"]["base"] == phase0["n_excerpts"]["all"]
         n_test.append(data["n_excerpts"]["all"])
     assert n_test == sorted(n_test) and n_test[-1] > n_test[0]  # cumulative test lists grow
+    # every result records the library version that made it, and the report names it
+    versions = pd.read_csv(res / "bn" / "versions.tsv", sep="\t", dtype=str)
+    assert set(versions["step"]) == {"training", "evaluation"} and versions["library"].nunique() == 1
+    assert chain[0]["code_version"]["training"]["library"] == versions["library"].iloc[0]
+    assert f"<dd>{versions['library'].iloc[0]}</dd>" in report
     # every heavy job wrote its declared log and benchmark
     assert (finished / "logs/synth/bn/joint/seed0/train_phase4.log").read_text().count("epoch 1/1") == 1
     assert (finished / "benchmarks/synth/bn/base/seed0/train_phase0.tsv").exists()
@@ -128,6 +133,42 @@ def test_changing_temperature_reruns_only_distilling_phases(copy):
     expected |= {"results/synth/bn/indl_fd_od/seed0/metrics.json", "results/synth/bn/indl_fd_od/seed0/cka.npz"}
     assert _non_aggregate(jobs) == expected
     assert not any("features" in p or "base" in p or "lists" in p for p in jobs)
+
+
+@pytest.mark.parametrize("section, key, value", [("training", "num_workers", 1), ("training", "in_memory", False),
+                                                ("training", "device", "cpu"), ("model", "gn_groups", 2)])
+def test_execution_settings_rerun_no_computation(copy, section, key, value):
+    """How a job runs (loader workers, features in RAM, the device) and a setting of other norms
+    (GroupNorm groups, for a BatchNorm run) must not rerun training, evaluation or CKA."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    assert config.get(section, {}).get(key) != value
+    config.setdefault(section, {})[key] = value
+    write_config(copy, config)
+    jobs = planned(copy)
+    assert _non_aggregate(jobs) == set()
+    assert "results/synth/bn/report.html" in jobs  # the report prints the configuration
+
+
+@pytest.mark.parametrize("module, reruns, keeps", [
+    ("losses.py", {"train_base", "train_incremental", "evaluate", "cka", "report"},
+     {"extract_features", "join_features", "make_lists_synth", "generate_synth"}),
+    ("plots.py", {"plot_metrics", "plot_cka", "plot_training", "report", "compare_norms"},
+     {"train_base", "train_incremental", "evaluate", "cka", "extract_features"}),
+])
+def test_library_edit_reruns_the_jobs_that_run_it(copy, tmp_path, module, reruns, keeps):
+    """With provenance.rerun_on_code_change (on in the tiny config), an edit of a library module
+    reruns the jobs whose code imports it, and no other: Snakemake's own code trigger sees only
+    the scripts. The edited library is a copy put first on PYTHONPATH."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "cilaudio", src / "cilaudio", ignore=shutil.ignore_patterns("__pycache__"))
+    edited = src / "cilaudio" / module
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    assert planned(copy, env={**os.environ, "PYTHONPATH": str(REPO / "src")}) == {}
+    rules = set(planned(copy, env={**os.environ, "PYTHONPATH": str(src)}).values())
+    assert reruns <= rules, rules
+    assert not rules & keeps, rules
 
 
 def test_deleting_phase3_checkpoint_reruns_phases_3_and_4(copy):

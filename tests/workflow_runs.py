@@ -15,20 +15,21 @@ TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 
 
 # the timeout only bounds a hang: a tiny run takes 1-3 minutes on 2 cores, idle or loaded
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Snakemake on ``workdir`` with its ``config.yaml``; ``args`` (targets included) come after
     ``--cores``, never right after ``--configfile`` (which would read them as config files)."""
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 
-def planned(workdir: Path, *args: str) -> dict[str, str]:
-    """Output path -> rule of every job a dry run plans."""
-    proc = snakemake(workdir, "-n", *args)
+def planned(workdir: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """Output path -> rule of every job a dry run plans (``env``: the environment of Snakemake)."""
+    proc = snakemake(workdir, "-n", *args, env=env)
     jobs: dict[str, str] = {}
     rule = None
     for line in (proc.stdout + proc.stderr).splitlines():

@@ -16,8 +16,13 @@ FORMAT_VERSION = 1
 def save_checkpoint(path: str | os.PathLike, *, model: CNN14, classes: list[str], phase: int,
                     method: str, seed: int, params: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """``extra`` holds what later steps need beside the model: the feature settings
-    (``features``, so a model can tag new audio) and a replay method's exemplar memory."""
+    (``features``, so a model can tag new audio) and a replay method's exemplar memory. The
+    library version that trained it is recorded as ``code_version``
+    (:func:`cilaudio.code_version.code_version`)."""
+    from .code_version import code_version
+
     state = {
+        "code_version": code_version(),
         **(extra or {}),
         "format_version": FORMAT_VERSION,
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},

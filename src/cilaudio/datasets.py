@@ -20,3 +20,23 @@ def open_dataset(format: str, root: str | Path, files: Mapping[str, Any] | None 
 
         return AudioSet.from_root(Path(root), **dict(files or {}))
     raise ValueError(f"unknown dataset format {format!r}; allowed: {list(FORMATS)}")
+
+
+def audio_fingerprint(folder: str | Path) -> str:
+    """A short hash of the name, size and modification time of every file in an audio folder
+    (not its subfolders: the readers keep a split's clips side by side). It changes when a clip
+    is added, removed, or rewritten in place (a folder's own time does not change then), so
+    that the workflow extracts a split's features again; it is the same as long as nothing
+    there is touched. A missing folder has its own value (its extraction stops naming the clips)."""
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    try:
+        entries = sorted((e for e in os.scandir(folder) if e.is_file()), key=lambda e: e.name)
+    except FileNotFoundError:
+        return "missing"
+    for e in entries:
+        st = e.stat()
+        h.update(f"{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"{len(entries)} files, {h.hexdigest()[:16]}"

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from .atomic import atomic_path, write_text
 from .checkpoint import load_checkpoint
 from .cka import MinibatchCKA
+from .code_version import code_version
 from .data import FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .memory import histogram
@@ -27,14 +28,21 @@ from .train import pick_device
 log = logging.getLogger(__name__)
 
 
+def eval_loader(data: FeatureDataset, *, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
+    """Test excerpts in table order, read by ``num_workers`` loader processes (HDF5 reads off
+    the main process), into pinned memory when the model is on a GPU."""
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: FeatureDataset, *, batch_size: int,
-            device: torch.device) -> np.ndarray:
+            device: torch.device, num_workers: int = 0) -> np.ndarray:
     """Sigmoid scores (n_excerpts, n_outputs) in eval mode."""
     model.eval()
     out = []
-    for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
-        logits, _ = model(x.to(device))
+    for x, _ in eval_loader(data, batch_size=batch_size, device=device, num_workers=num_workers):
+        logits, _ = model(x.to(device, non_blocking=True))
         out.append(torch.sigmoid(logits).float().cpu().numpy())
     return np.concatenate(out)
 
@@ -79,7 +87,7 @@ def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, gr
 
 def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
                   features: Path, meta: dict[str, Any], threshold: float = 0.5, batch_size: int = 64,
-                  device: torch.device | str = "auto", index: Any = None) -> dict:
+                  device: torch.device | str = "auto", index: Any = None, num_workers: int = 0) -> dict:
     """Metrics after one phase, as a JSON-ready record.
 
     ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
@@ -102,7 +110,8 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     index = excerpt_index(features) if index is None else index
     test_frame = read_list(test_list)
     test = excerpts_of(test_frame, seen, index, source=str(test_list), features=str(features))
-    scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=dev)
+    scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=dev,
+                     num_workers=num_workers)
     y = test.targets
     base_clips = set(read_list(base_list)["fname"])
     in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip], dtype=bool)
@@ -118,6 +127,9 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
         "subsets": {k: _clean(v) for k, v in subsets.items()},
         "per_class_ap": {c: (None if math.isnan(a) else float(a)) for c, a in zip(seen, ap)},
     }
+    # which library versions trained the model and evaluated it (the report warns when a run mixes
+    # versions); a checkpoint written before versions were recorded has None
+    result["code_version"] = {"training": state.get("code_version"), "evaluation": code_version()}
     if state.get("memory") is not None:
         result["memory"] = {"n_clips": len(state["memory"]),
                             "label_counts": histogram(state["memory"], split.seen(phase - 1))}
@@ -141,7 +153,7 @@ def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base
 def evaluate_chain(*, checkpoints: Sequence[Path], phases: Sequence[int], test_lists: Sequence[Path],
                    split: PhaseSplit, base_list: Path, features: Path, out: Path, meta: dict[str, Any],
                    threshold: float = 0.5, batch_size: int = 64, device: str = "auto",
-                   threads: int = 1) -> list[dict]:
+                   threads: int = 1, num_workers: int = 0) -> list[dict]:
     """:func:`phase_metrics` of every phase model of one chain (method and seed), written as one
     JSON object ``{"phases": [record, ...]}`` in phase order. One job per chain instead of one
     per phase: the job's start-up (Python, PyTorch) costs more than scoring a few hundred clips.
@@ -157,7 +169,7 @@ def evaluate_chain(*, checkpoints: Sequence[Path], phases: Sequence[int], test_l
     for checkpoint, phase, test_list in zip(checkpoints, phases, test_lists):
         record = phase_metrics(checkpoint=Path(checkpoint), split=split, test_list=Path(test_list),
                                base_list=base_list, features=features, meta=meta, threshold=threshold,
-                               batch_size=batch_size, device=dev, index=index)
+                               batch_size=batch_size, device=dev, index=index, num_workers=num_workers)
         if record["phase"] != int(phase):
             raise ValueError(f"{checkpoint} is a phase-{record['phase']} model, expected phase {phase}: "
                              "it comes from another config or was moved; delete it and rerun")
@@ -168,7 +180,7 @@ def evaluate_chain(*, checkpoints: Sequence[Path], phases: Sequence[int], test_l
 
 @torch.no_grad()
 def _cka_matrix(model_a: torch.nn.Module, model_b: torch.nn.Module, data: FeatureDataset, *, batch_size: int,
-                device: torch.device) -> tuple[np.ndarray, int]:
+                device: torch.device, num_workers: int = 0) -> tuple[np.ndarray, int]:
     """Linear CKA (unbiased mini-batch HSIC) between every pair of layers of two models in eval
     mode, and the number of excerpts it used."""
     model_a.eval()
@@ -176,10 +188,10 @@ def _cka_matrix(model_a: torch.nn.Module, model_b: torch.nn.Module, data: Featur
     names = model_a.layer_names()
     cka = MinibatchCKA(len(names), len(names))
     used = 0
-    for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
+    for x, _ in eval_loader(data, batch_size=batch_size, device=device, num_workers=num_workers):
         if len(x) < 4:  # the unbiased HSIC needs at least 4 samples
             continue
-        x = x.to(device)
+        x = x.to(device, non_blocking=True)
         with record_activations(model_a) as acts_a:
             model_a(x)
         with record_activations(model_b) as acts_b:
@@ -198,7 +210,7 @@ def _base_test_data(split: PhaseSplit, base_list: Path, features: Path) -> Featu
 @torch.no_grad()
 def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, base_list: Path,
               features: Path, out: Path | None, meta: dict[str, Any], batch_size: int = 64,
-              device: str = "auto", threads: int = 1) -> np.ndarray:
+              device: str = "auto", threads: int = 1, num_workers: int = 0) -> np.ndarray:
     """Linear CKA between the ``reference`` model (phase 0) and each model of ``others`` (a
     chain's phases), every pair of layers, on the base-class test clips. Saved in one npz:
     ``matrix`` (n_models, layers, layers), ``phase`` (n_models,), ``layers``,
@@ -210,7 +222,8 @@ def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, bas
     matrices, phases, used = [], [], 0
     for other in others:
         model_b, state_b = load_checkpoint(other, device=dev)
-        matrix, used = _cka_matrix(model_a, model_b, data, batch_size=batch_size, device=dev)
+        matrix, used = _cka_matrix(model_a, model_b, data, batch_size=batch_size, device=dev,
+                                   num_workers=num_workers)
         matrices.append(matrix)
         phases.append(int(state_b["phase"]))
         log.info(f"CKA phase {state_a['phase']} vs {state_b['phase']} on {used} excerpts; diagonal "

@@ -380,9 +380,15 @@ def write_report(
     notes: Sequence[str] = (),
     setup: Mapping[str, str] = {},  # noqa: B006 (read only)
     training: pd.DataFrame | None = None,
+    warnings: Sequence[str] = (),
 ) -> None:
-    """Write one self-contained HTML report (figures embedded as base64 PNG), atomically."""
-    h: list[str] = [*html_head(title), "<h2>Setup</h2>"]
+    """Write one self-contained HTML report (figures embedded as base64 PNG), atomically.
+    ``warnings`` (e.g. results of several library versions) are shown first, in a box."""
+    h: list[str] = [*html_head(title)]
+    for warning in warnings:
+        h.append(f'<p class="warning" style="border:2px solid #b00;padding:0.5em;background:#fee">'
+                 f"<strong>Warning:</strong> {_e(warning)}</p>")
+    h.append("<h2>Setup</h2>")
     if setup:
         h.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in setup.items()) + "</dl>")
     else:

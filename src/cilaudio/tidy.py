@@ -291,3 +291,47 @@ def gap_shares(table: pd.DataFrame, *, subset: str = "base", metric: str = "map"
             share = gap_share(float(v), by.get(("finetune", s), math.nan), by.get(("joint", s), math.nan))
             rows.append((ds, norm, m, s, share))
     return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------- code versions
+
+VERSION_COLUMNS = ["dataset", "norm", "method", "seed", "phase", "step", "library", "commit", "dirty"]
+NOT_RECORDED = "not recorded"
+
+
+def code_versions(json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Which library version trained and which evaluated each phase model: one row per metrics
+    record and step (``training``, ``evaluation``), columns :data:`VERSION_COLUMNS`
+    (``library`` is :data:`NOT_RECORDED` for results made before versions were recorded)."""
+    rows = []
+    for p in sorted(Path(p) for p in json_paths):
+        for data in _load(p):
+            versions = data.get("code_version") or {}
+            for step in ("training", "evaluation"):
+                v = versions.get(step) or {}
+                rows.append((str(data["dataset"]), str(data["norm"]), str(data["method"]), int(data["seed"]),
+                             int(data["phase"]), step, str(v.get("library") or NOT_RECORDED),
+                             str(v.get("commit") or ""), "" if v.get("dirty") is None else str(bool(v["dirty"]))))
+    return pd.DataFrame.from_records(rows, columns=VERSION_COLUMNS)
+
+
+def version_warnings(versions: pd.DataFrame) -> list[str]:
+    """Sentences for the report when its results come from more than one library version (or
+    partly from an unrecorded one); empty when every result comes from one version."""
+    if versions is None or versions.empty:
+        return []
+    groups = versions.groupby("library", sort=True)
+    if len(groups) <= 1:
+        return []
+    parts = []
+    for library, g in groups:
+        runs = sorted({f"{m} seed {s}" for m, s in zip(g["method"], g["seed"])})
+        steps = ", ".join(sorted(set(g["step"])))
+        example = ", ".join(runs[:4]) + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+        commits = sorted({c[:10] for c in g["commit"] if c})
+        where = f" (commit {', '.join(commits)})" if commits else ""
+        parts.append(f"{library}{where}: {len(g)} {steps} step(s), e.g. {example}")
+    return [f"These results come from {len(groups)} versions of the library, so the code changed "
+            "between them and differences between methods, seeds or phases may be differences of code: "
+            + "; ".join(parts) + ". To recompute with one version, set provenance.rerun_on_code_change: "
+            "true (it reruns the jobs whose modules changed) or rerun everything (snakemake --forceall)."]

@@ -168,7 +168,7 @@ class DeviceBatches:
     def __init__(self, dataset: FeatureDataset, sampler: RandomSampler, batch_size: int,
                  device: torch.device) -> None:
         self.sampler, self.batch_size = sampler, batch_size
-        self.x = dataset.features_tensor().to(device)  # (n, frames, mels)
+        self.x = dataset.move_to(device)  # (n, frames, mels), no host copy kept
         self.y = torch.from_numpy(dataset.table.targets).to(device)  # (n, classes)
 
     def __iter__(self):
@@ -322,6 +322,55 @@ def fingerprint(params: dict[str, Any], inputs: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def run_id(job_id: str, loader: LoaderSettings, device: torch.device) -> str:
+    """The identity of a resume state: the job's fingerprint, its arithmetic precision and the
+    device type. A state of an fp32, bf16 or CPU run is then never resumed by an fp16 run on a GPU
+    (whose scaler and masks it does not hold), nor the other way round."""
+    return f"{job_id}|precision={loader.precision}|device={device.type}"
+
+
+def _cuda_rng_states() -> list[torch.Tensor] | None:
+    """Every CUDA generator's state (dropout on a GPU draws from them), or None without CUDA."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def training_state(*, run_id: str, epoch: int, model: torch.nn.Module, opt, sched, scaler, sampler_gen,
+                   history: Sequence[dict]) -> dict[str, Any]:
+    """Everything a resumed run needs to continue as if never stopped: weights, optimiser,
+    scheduler, gradient scaler, every random generator (CPU, CUDA, the sampler's, Python's and
+    NumPy's) and the history."""
+    return {"job_id": run_id, "epoch": epoch, "model": model.state_dict(), "scaler": scaler.state_dict(),
+            "history": list(history), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_states(),
+            "sampler_rng": sampler_gen.get_state(), "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state()}
+
+
+def restore_training_state(state: dict[str, Any], *, model: torch.nn.Module, opt, sched, scaler, sampler_gen,
+                           what: str = "training") -> None:
+    """The inverse of :func:`training_state`. A disabled gradient scaler saves an empty state:
+    there is nothing to load then (loading it into an enabled scaler raises). CUDA generators are
+    restored only when this process has as many CUDA devices as the run that saved them."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    cuda = state.get("cuda_rng")
+    if cuda is not None:
+        if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            log.warning(f"{what}: the resume state holds {len(cuda)} CUDA generator state(s) but this "
+                        f"process sees {n} CUDA device(s): the dropout masks after the resume differ "
+                        "from those of an uninterrupted run")
+    sampler_gen.set_state(state["sampler_rng"])
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
+
+
 #: Conv weights and activations in NHWC during training: oneDNN's convolution backward ran 2.1x
 #: faster than in NCHW here (width-8 CNN14, 1 thread; a whole BatchNorm step 1.4x). The saved weights are
 #: the same numbers; a checkpoint loads into a model of either layout.
@@ -370,21 +419,16 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
     scaler = torch.amp.GradScaler(device.type, enabled=loader.precision == "fp16" and device.type == "cuda")
     first_epoch = 0
     history: list[dict] = []
+    run = run_id(job_id, loader, device)
     if resume is not None and resume.exists():
         try:
             state = torch.load(resume, map_location="cpu", weights_only=False)
         except Exception as exc:  # a state file we cannot read is only lost time
             log.warning(f"{what}: ignoring unreadable resume state {resume}: {exc}")
             state = None
-        if state is not None and state.get("job_id") == job_id:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"])
-            sampler_gen.set_state(state["sampler_rng"])
-            random.setstate(state["python_rng"])
-            np.random.set_state(state["numpy_rng"])
+        if state is not None and state.get("job_id") == run:
+            restore_training_state(state, model=model, opt=opt, sched=sched, scaler=scaler,
+                                   sampler_gen=sampler_gen, what=what)
             history = list(state.get("history", []))
             first_epoch = state["epoch"] + 1
             log.info(f"{what}: resuming after epoch {first_epoch} of {optim.epochs} from {resume}")
@@ -422,11 +466,8 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
         if writer is not None:
             _tensorboard_epoch(writer, history[-1])
         if resume is not None and epoch + 1 < optim.epochs:
-            state = {"job_id": job_id, "epoch": epoch, "model": model.state_dict(),
-                     "scaler": scaler.state_dict(), "history": history,
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "torch_rng": torch.get_rng_state(), "sampler_rng": sampler_gen.get_state(),
-                     "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}
+            state = training_state(run_id=run, epoch=epoch, model=model, opt=opt, sched=sched,
+                                   scaler=scaler, sampler_gen=sampler_gen, history=history)
             with atomic_path(resume) as tmp:
                 torch.save(state, tmp)
         elapsed = time.monotonic() - start

@@ -192,6 +192,20 @@ def train_incremental(*, classes: str, train_lists: Sequence[str], features: str
                         tensorboard=Path(tensorboard) if tensorboard else None)
 
 
+EXECUTION_LOADER_KEYS = ("num_workers", "in_memory", "features_on_gpu")
+
+
+def execution_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that decide how a job runs but not what it computes: ``loader`` (loader
+    workers, features read into RAM, features held on the GPU) and ``device``. The workflow reads
+    them from the config instead of passing them as rule params, so that changing them reruns
+    nothing. (The CPU and a GPU, or fp32 and bf16, do give different last bits: ``precision``
+    and ``deterministic`` are params; to recompute on another device, use ``--forcerun``.)"""
+    training = config.get("training", {})
+    return {"loader": {k: training[k] for k in EXECUTION_LOADER_KEYS if k in training},
+            "device": training.get("device", "auto")}
+
+
 def tensorboard_dir(log_path: str, config: Mapping[str, Any]) -> str | None:
     """Where a training job writes TensorBoard events when ``training.tensorboard`` is on: beside
     its log, ``logs/<dataset>/<norm>/<method>/seed<s>/train_phase<k>.tensorboard/`` (so that
@@ -212,30 +226,40 @@ def _meta(meta: Mapping[str, Any]) -> dict:
 
 def evaluate(*, classes: str, checkpoints: Sequence[str], phases: Sequence[int], test_lists: Sequence[str],
              base_list: str, features: str, out: str, meta: Mapping[str, Any], threshold: float,
-             batch_size: int, device: str = "auto", threads: int = 1) -> None:
+             batch_size: int, device: str = "auto", threads: int = 1, num_workers: int = 0) -> None:
     """Metrics of every phase model of one chain, in one JSON file (:func:`cilaudio.evaluate.evaluate_chain`)."""
     from .evaluate import evaluate_chain
 
     evaluate_chain(checkpoints=[Path(c) for c in checkpoints], phases=[int(k) for k in phases],
                    test_lists=[Path(t) for t in test_lists], split=L.read_classes(classes),
                    base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
-                   threshold=threshold, batch_size=batch_size, device=device, threads=threads)
+                   threshold=threshold, batch_size=batch_size, device=device, threads=threads,
+                   num_workers=num_workers)
 
 
 def cka(*, classes: str, reference: str, others: Sequence[str], base_list: str, features: str, out: str,
-        meta: Mapping[str, Any], batch_size: int, device: str = "auto", threads: int = 1) -> None:
+        meta: Mapping[str, Any], batch_size: int, device: str = "auto", threads: int = 1,
+        num_workers: int = 0) -> None:
     """CKA of the phase-0 model with every later phase model of one chain, in one npz file."""
     from .evaluate import cka_chain
 
     cka_chain(reference=Path(reference), others=[Path(o) for o in others], split=L.read_classes(classes),
               base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
-              batch_size=batch_size, device=device, threads=threads)
+              batch_size=batch_size, device=device, threads=threads, num_workers=num_workers)
 
 
-def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str], summary: str | None = None) -> None:
+def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str], summary: str | None = None,
+                    versions: str | None = None) -> None:
     """The tidy table of every metrics file (one row per seed) and, in ``summary``, its summary over
-    seeds (mean, std, 95 % interval, number of seeds: :func:`cilaudio.tidy.summarise`)."""
-    from .tidy import metrics_table, summarise, write_tsv
+    seeds (mean, std, 95 % interval, number of seeds: :func:`cilaudio.tidy.summarise`); in
+    ``versions``, the library version that trained and evaluated each phase model."""
+    from .tidy import code_versions, metrics_table, summarise, version_warnings, write_tsv
+
+    if versions is not None:
+        table = code_versions([Path(p) for p in paths])
+        write_tsv(table, versions)
+        for warning in version_warnings(table):
+            log.warning(warning)
 
     table = metrics_table([Path(p) for p in paths], methods=methods)
     write_tsv(table, out)
@@ -312,7 +336,7 @@ def deviations(config: Mapping) -> list[str]:
 
 def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str], config: Mapping,
                 dataset: str, norm: str, features: Sequence[str] = (), repo_dir: Path | None = None,
-                training: str | None = None) -> None:
+                training: str | None = None, versions: str | None = None) -> None:
     import pandas as pd
 
     from .report import provenance, write_report
@@ -353,11 +377,19 @@ def make_report(*, out: str, table: str, classes: str, figures: Mapping[str, str
             notes.append(f"{len(skipped)} clip(s) were skipped at feature extraction ({path}, "
                          f"on_bad_audio: skip), e.g. {first}")
     training_table = pd.read_csv(training, sep="\t") if training else None
+    warnings: list[str] = []
+    if versions:
+        from .tidy import version_warnings
+
+        version_table = pd.read_csv(versions, sep="\t", dtype=str, keep_default_na=False)
+        warnings = version_warnings(version_table)
+        libraries = sorted(set(version_table["library"]))
+        setup["library version"] = libraries[0] if len(libraries) == 1 else f"{len(libraries)} versions (see the warning)"
     write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
                  table=frame, training=training_table,
                  figures=figs,
                  config=_plain(config), provenance=provenance(repo),
-                 notes=notes, setup=setup)
+                 notes=notes, setup=setup, warnings=warnings)
 
 
 def _plain(obj: Any) -> Any:

@@ -12,8 +12,8 @@ rule cka:
     output:
         "results/{dataset}/{norm}/{method}/seed{seed}/cka.npz",
     params:
+        code=code_param("cka"),
         batch_size=config["cka"]["batch_size"],
-        device=config["training"]["device"],
     threads: 1
     resources:
         mem_mb=4000,
@@ -42,6 +42,8 @@ rule plot_cka:
             caption="../report/cka_diagonal.rst",
             category="CKA",
         ),
+    params:
+        code=code_param("report"),
     log:
         "logs/{dataset}/{norm}/plot_cka.log",
     conda:

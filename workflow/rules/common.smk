@@ -1,6 +1,7 @@
 # Helpers shared by every rule: config validation, wildcard constraints, input and params
 # functions (named get_*). Included first.
 
+import functools
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -218,6 +219,23 @@ def get_audio_dirs(wildcards):
     return [f"results/{wildcards.dataset}/dataset/FSD50K.{wildcards.split}_audio"]
 
 
+def get_audio_fingerprint(wildcards):
+    """Names, sizes and times of a downloaded dataset's audio files of one split
+    (`cilaudio.datasets.audio_fingerprint`), as a param of extraction and join: rewriting,
+    adding or removing a clip extracts that split again. A generated dataset's audio folders
+    are declared inputs (outputs of `generate_synth`) instead."""
+    if config["datasets"][wildcards.dataset]["generate"]["activate"]:
+        return "generated"
+    return _audio_fingerprint(wildcards.dataset, wildcards.split)
+
+
+@functools.lru_cache(maxsize=None)
+def _audio_fingerprint(dataset, split):
+    from cilaudio.datasets import audio_fingerprint, open_dataset
+
+    return audio_fingerprint(open_dataset(**reader_params(dataset)).audio_dir(split))
+
+
 def get_checkpoint(wildcards):
     """The model after phase `wildcards.phase` of `wildcards.method` (phase 0: shared)."""
     return checkpoint_path(wildcards, wildcards.method, int(wildcards.phase))
@@ -256,12 +274,32 @@ def get_method_params(wildcards):
 
 
 def get_loader_params(wildcards):
-    return canonical(
-        {
-            k: config["training"][k]
-            for k in ("num_workers", "in_memory", "features_on_gpu", "precision", "deterministic")
-        }
-    )
+    """The loader settings that change results (on a GPU): the arithmetic precision and
+    deterministic algorithms. The execution settings (`num_workers`, `in_memory`,
+    `features_on_gpu`, `device`) are not params: the scripts read them from the config
+    (`cilaudio.workflow_steps.execution_settings`), so changing them reruns nothing."""
+    return canonical({k: config["training"][k] for k in ("precision", "deterministic")})
+
+
+def code_param(kind):
+    """A params function: with `provenance.rerun_on_code_change`, the hash of the library modules
+    that a kind of job runs (`cilaudio.code_version.JOB_ENTRY_MODULES`), so that editing one of
+    them reruns exactly those jobs; off, a constant (an edit then reruns nothing, and the
+    reports warn when their results come from several versions)."""
+
+    def get(wildcards):
+        if not config["provenance"]["rerun_on_code_change"]:
+            return "not tracked"
+        return _job_source_hash(kind)
+
+    return get
+
+
+@functools.lru_cache(maxsize=None)
+def _job_source_hash(kind):
+    from cilaudio.code_version import job_source_hash
+
+    return job_source_hash(kind)
 
 
 def get_config_params(wildcards):
@@ -269,7 +307,12 @@ def get_config_params(wildcards):
 
 
 def get_model_params(wildcards):
-    return canonical(config["model"])
+    """The model settings; `gn_groups` only for the norms that have groups (GroupNorm and CN),
+    so that changing it reruns no BatchNorm job."""
+    model = dict(config["model"])
+    if wildcards.norm == "bn":
+        model.pop("gn_groups", None)
+    return canonical(model)
 
 
 def get_base_optim_params(wildcards):

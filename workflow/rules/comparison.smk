@@ -9,6 +9,8 @@ rule compare_norms:
         html="results/{dataset}/comparison.html",
         tex="results/{dataset}/comparison.tex",
         md="results/{dataset}/comparison.md",
+    params:
+        code=code_param("report"),
     log:
         "logs/{dataset}/comparison.log",
     conda:

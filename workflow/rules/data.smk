@@ -11,6 +11,7 @@ rule generate_synth:
         eval_audio=directory("results/{dataset}/dataset/FSD50K.eval_audio"),
     params:
         generate=get_generate_params,
+        code=code_param("lists"),
     log:
         "logs/{dataset}/generate_synth.log",
     benchmark:
@@ -38,6 +39,7 @@ for _dataset in DATASETS:
             test=[f"results/{_dataset}/lists/test_phase{k}.tsv" for k in range(n_phases(_dataset))],
         params:
             lists=list_params(_dataset),
+            code=code_param("lists"),
         log:
             f"logs/{_dataset}/make_lists.log",
         conda:

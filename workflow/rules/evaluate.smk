@@ -13,10 +13,10 @@ rule evaluate:
     output:
         "results/{dataset}/{norm}/{run}/seed{seed}/metrics.json",
     params:
+        code=code_param("evaluation"),
         phases=get_chain_phases,
         threshold=config["evaluation"]["threshold"],
         batch_size=config["evaluation"]["batch_size"],
-        device=config["training"]["device"],
     threads: 1
     resources:
         mem_mb=4000,

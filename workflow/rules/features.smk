@@ -3,7 +3,9 @@
 # in blocks). Readers use only the joined file, so the shards are temp(): Snakemake deletes
 # them once joined, and extracts them again only when the joined file must be rebuilt
 # (deleted, or its features settings changed: join_features has the same params as
-# extraction, so a change of settings reruns the join, which needs the shards again).
+# extraction, so a change of settings reruns the join, which needs the shards again). For a
+# downloaded dataset the params hold a fingerprint of the split's audio files (names, sizes,
+# times): a clip rewritten in place, added or removed extracts the split again.
 
 
 rule extract_features:
@@ -13,8 +15,10 @@ rule extract_features:
     output:
         temp("results/{dataset}/features/{split}/shard{shard}of{n_shards}.h5"),
     params:
+        code=code_param("features"),
         features=get_feature_params,
         reader=get_reader_params,
+        audio=get_audio_fingerprint,
     threads: 2
     resources:
         mem_mb=4000,
@@ -35,9 +39,11 @@ rule join_features:
     output:
         "results/{dataset}/features/{split}.h5",
     params:
+        code=code_param("features"),
         # not used by the join: a change of them must rebuild the joined file (see above)
         features=get_feature_params,
         reader=get_reader_params,
+        audio=get_audio_fingerprint,
     resources:
         # copies the split's features (hundreds of GB for AudioSet), a block at a time
         runtime=240,

@@ -8,7 +8,10 @@ rule collect_metrics:
     output:
         table="results/{dataset}/{norm}/metrics.tsv",
         summary="results/{dataset}/{norm}/summary.tsv",
+        # the library version that trained and evaluated each phase model
+        versions="results/{dataset}/{norm}/versions.tsv",
     params:
+        code=code_param("tables"),
         methods=config["run"]["methods"],
     log:
         "logs/{dataset}/{norm}/collect_metrics.log",
@@ -27,6 +30,8 @@ rule plot_metrics:
             caption="../report/metrics.rst",
             category="Metrics",
         ),
+    params:
+        code=code_param("report"),
     log:
         "logs/{dataset}/{norm}/plot_metrics.log",
     conda:
@@ -40,11 +45,13 @@ rule report:
         unpack(get_figures),
         table="results/{dataset}/{norm}/metrics.tsv",
         training="results/{dataset}/{norm}/training.tsv",
+        versions="results/{dataset}/{norm}/versions.tsv",
         classes="results/{dataset}/lists/classes.tsv",
         features=expand("results/{{dataset}}/features/{split}.h5", split=["dev", "eval"]),
     output:
         "results/{dataset}/{norm}/report.html",
     params:
+        code=code_param("report"),
         config=get_config_params,
     log:
         "logs/{dataset}/{norm}/report.log",

@@ -12,11 +12,11 @@ rule train_base:
         checkpoint="results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
         history="results/{dataset}/{norm}/base/seed{seed}/phase0_history.tsv",
     params:
+        code=code_param("training"),
         model=get_model_params,
         features=get_feature_params,
         optim=get_base_optim_params,
         loader=get_loader_params,
-        device=config["training"]["device"],
     threads: 1
     resources:
         mem_mb=8000,
@@ -43,11 +43,11 @@ rule train_incremental:
     wildcard_constraints:
         phase=r"[1-9]\d*",
     params:
+        code=code_param("training"),
         method=get_method_params,
         model=get_model_params,
         optim=get_incremental_optim_params,
         loader=get_loader_params,
-        device=config["training"]["device"],
     threads: 1
     resources:
         mem_mb=8000,
@@ -67,6 +67,8 @@ rule collect_training:
         get_history_files,
     output:
         "results/{dataset}/{norm}/training.tsv",
+    params:
+        code=code_param("tables"),
     log:
         "logs/{dataset}/{norm}/collect_training.log",
     conda:
@@ -80,6 +82,8 @@ rule plot_training:
         "results/{dataset}/{norm}/training.tsv",
     output:
         "results/{dataset}/{norm}/figures/training.png",
+    params:
+        code=code_param("report"),
     log:
         "logs/{dataset}/{norm}/plot_training.log",
     conda:

@@ -1,5 +1,5 @@
 from cilaudio.logs import job
-from cilaudio.workflow_steps import cka
+from cilaudio.workflow_steps import execution_settings, cka
 
 with job(snakemake):
     cka(
@@ -11,6 +11,8 @@ with job(snakemake):
         out=snakemake.output[0],
         meta=dict(snakemake.wildcards.items()),
         batch_size=snakemake.params.batch_size,
-        device=snakemake.params.device,
+        # execution settings, from the config rather than params: changing them reruns nothing
+        device=execution_settings(snakemake.config)["device"],
+        num_workers=execution_settings(snakemake.config)["loader"]["num_workers"],
         threads=snakemake.threads,
     )

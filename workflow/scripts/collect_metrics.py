@@ -7,4 +7,5 @@ with job(snakemake):
         snakemake.output.table,
         methods=snakemake.params.methods,
         summary=snakemake.output.summary,
+        versions=snakemake.output.versions,
     )

@@ -1,5 +1,5 @@
 from cilaudio.logs import job
-from cilaudio.workflow_steps import evaluate
+from cilaudio.workflow_steps import execution_settings, evaluate
 
 with job(snakemake):
     evaluate(
@@ -13,6 +13,8 @@ with job(snakemake):
         meta=dict(snakemake.wildcards.items()),
         threshold=snakemake.params.threshold,
         batch_size=snakemake.params.batch_size,
-        device=snakemake.params.device,
+        # execution settings, from the config rather than params: changing them reruns nothing
+        device=execution_settings(snakemake.config)["device"],
+        num_workers=execution_settings(snakemake.config)["loader"]["num_workers"],
         threads=snakemake.threads,
     )

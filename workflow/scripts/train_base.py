@@ -1,5 +1,5 @@
 from cilaudio.logs import job
-from cilaudio.workflow_steps import tensorboard_dir, train_base
+from cilaudio.workflow_steps import execution_settings, tensorboard_dir, train_base
 
 with job(snakemake):
     train_base(
@@ -12,10 +12,10 @@ with job(snakemake):
         model=snakemake.params.model,
         feature_settings=snakemake.params.features,
         optim=snakemake.params.optim,
-        loader=snakemake.params.loader,
-        device=snakemake.params.device,
+        # execution settings (device, loader workers, in-memory features, TensorBoard) come from
+        # the config, not from params: changing them reruns nothing
+        loader={**snakemake.params.loader, **execution_settings(snakemake.config)["loader"]},
+        device=execution_settings(snakemake.config)["device"],
         threads=snakemake.threads,
-        # an execution setting, read from the config rather than a param: turning it on or off
-        # reruns nothing
         tensorboard=tensorboard_dir(snakemake.log[0], snakemake.config),
     )

@@ -1,0 +1,143 @@
+"""Which version of the library made a result.
+
+Snakemake's code trigger sees only the thin scripts under ``workflow/scripts``, not this
+library: after an edit of ``losses.py`` it would plan nothing, and a report would mix results
+of the old and the new code without a word. So every checkpoint and metrics record carries
+:func:`code_version` (a hash of the library's source, and the git commit when there is one,
+dirty or not), the report warns when its results come from more than one version, and with
+``provenance.rerun_on_code_change`` a job's params hold the hash of exactly the modules it runs
+(:func:`module_closure`), so that Snakemake reruns the jobs whose code changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Iterable
+
+PACKAGE = "cilaudio"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: The library modules that each kind of job runs (its entry points); the job depends on their
+#: import closure (:func:`module_closure`) and on the glue every job runs (:data:`GLUE`). Rules map
+#: to these kinds in workflow/rules/common.smk; the README lists the closures.
+JOB_ENTRY_MODULES: dict[str, tuple[str, ...]] = {
+    "lists": ("lists", "datasets", "paper_lists", "synth"),
+    "features": ("features",),
+    "training": ("train",),
+    "evaluation": ("evaluate", "metrics"),
+    "cka": ("evaluate", "cka"),
+    "tables": ("tidy", "training_history"),
+    "report": ("report", "plots", "comparison"),
+}
+#: Modules every job runs whose own imports are the entry points above (``workflow_steps``
+#: imports every step lazily): hashed as files, their imports not followed.
+GLUE = ("workflow_steps", "logs")
+
+
+def _imports(path: Path, package_dir: Path, package: str) -> set[str]:
+    """The package's modules that ``path`` imports anywhere in it (top level or inside a
+    function), as module names relative to the package (``"train"``, ``"losses"``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # from . import x / from .x import y
+                base = node.module or ""
+                names = [base] if base else [a.name for a in node.names]
+                if base:
+                    names += [f"{base}.{a.name}" for a in node.names]
+            elif node.module and (node.module == package or node.module.startswith(package + ".")):
+                base = node.module[len(package) + 1:]
+                names = [base] if base else [a.name for a in node.names]
+                if base:
+                    names += [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            found.update(n for n in names if n)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith(package + "."):
+                    found.add(a.name[len(package) + 1:])
+    return {n for n in found if (package_dir / f"{n.replace('.', '/')}.py").is_file()}
+
+
+def module_closure(entries: Iterable[str], *, package_dir: Path = PACKAGE_DIR,
+                   package: str = PACKAGE) -> list[str]:
+    """Every module of the package that ``entries`` (module names relative to the package)
+    import, directly or through each other, the entries included; sorted."""
+    todo = [e for e in entries]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = package_dir / f"{name.replace('.', '/')}.py"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no module {name!r} in {package_dir}")
+        seen.add(name)
+        todo.extend(_imports(path, package_dir, package) - seen)
+    return sorted(seen)
+
+
+def source_hash(entries: Iterable[str] | None = None, *, also: Iterable[str] = (),
+                package_dir: Path = PACKAGE_DIR, package: str = PACKAGE) -> str:
+    """A short hash of the source of ``entries``' import closure and of the modules ``also``
+    (their imports not followed); None: every module of the package. The same text gives the
+    same hash on every machine; an edit changes it."""
+    if entries is None:
+        names = sorted(p.relative_to(package_dir).with_suffix("").as_posix().replace("/", ".")
+                       for p in package_dir.rglob("*.py"))
+    else:
+        names = sorted(set(module_closure(entries, package_dir=package_dir, package=package)) | set(also))
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode() + b"\0")
+        h.update((package_dir / f"{name.replace('.', '/')}.py").read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def job_modules(kind: str) -> list[str]:
+    """The modules a kind of job runs (:data:`JOB_ENTRY_MODULES`: its closure and the glue)."""
+    return sorted(set(module_closure(JOB_ENTRY_MODULES[kind])) | set(GLUE))
+
+
+def job_source_hash(kind: str) -> str:
+    """:func:`source_hash` of what a kind of job runs (a param of its rule with
+    ``provenance.rerun_on_code_change``)."""
+    return source_hash(JOB_ENTRY_MODULES[kind], also=GLUE)
+
+
+def _git(args: list[str]) -> str | None:
+    try:
+        res = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=30,
+                             check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, str | bool | None]:
+    """``{"library": source hash of the whole package, "commit": git commit of the checkout
+    holding the package (None outside git), "dirty": uncommitted changes in it (None outside
+    git)}``. Computed once per process."""
+    commit = _git(["rev-parse", "HEAD"])
+    dirty = None
+    if commit:
+        status = _git(["status", "--porcelain", "--", "."])
+        dirty = None if status is None else bool(status)
+    return {"library": source_hash(), "commit": commit, "dirty": dirty}
+
+
+def describe(version: dict | None) -> str:
+    """``<library hash> (commit <short>[, dirty])`` for messages and the report."""
+    if not version:
+        return "not recorded"
+    text = str(version.get("library"))
+    if version.get("commit"):
+        text += f" (commit {str(version['commit'])[:10]}{', with uncommitted changes' if version.get('dirty') else ''})"
+    return text

@@ -7,17 +7,23 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 from sklearn.metrics import average_precision_score
 
 from cilaudio.metrics import (
     average_precision_per_class,
+    classes_without_negatives,
     classes_without_positives,
     compute_metrics,
+    d_prime,
+    d_prime_from_auc,
     f1_micro_macro,
     lwlrap,
     lwlrap_thresholded_reference,
     map_thresholded_reference,
     mean_average_precision,
+    mean_roc_auc,
+    roc_auc_per_class,
 )
 
 
@@ -279,14 +285,101 @@ def test_map_thresholded_equals_reference_expression(seed):
     assert map_thresholded_reference(y, s, threshold=0.3) == _reference_map(y, s > 0.3)
 
 
+def _brute_auc(labels: np.ndarray, col: np.ndarray) -> float:
+    """ROC AUC as the share of (positive, negative) pairs ordered correctly, a tie counting 1/2."""
+    pos = [v for v, lab in zip(col, labels) if lab == 1]
+    neg = [v for v, lab in zip(col, labels) if lab == 0]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _phi(x: float) -> float:
+    """The standard normal distribution function, from math.erf (independent of scipy)."""
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+# 5 clips x 4 classes; class 2 has no negative clip, class 3 no positive clip
+AUC_Y = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 0]])
+AUC_S = np.array([[0.9, 0.3, 0.5, 0.1], [0.8, 0.6, 0.5, 0.2], [0.4, 0.2, 0.5, 0.3],
+                  [0.4, 0.7, 0.5, 0.4], [0.1, 0.5, 0.5, 0.5]])
+
+
+def test_auc_hand_counted():
+    # class 0: positives 0.9, 0.4; negatives 0.8, 0.4, 0.1 -> 6 pairs:
+    #   0.9 beats all three (3); 0.4 loses to 0.8 (0), ties 0.4 (1/2), beats 0.1 (1) -> 4.5 / 6 = 3/4
+    # class 1: positives 0.6, 0.2, 0.7; negatives 0.3, 0.5 -> 6 pairs:
+    #   0.6 beats both (2); 0.2 beats none (0); 0.7 beats both (2) -> 4 / 6 = 2/3
+    # class 2: every clip positive (no negative) -> left out; class 3: no positive -> left out
+    auc = roc_auc_per_class(AUC_Y, AUC_S)
+    assert auc[0] == pytest.approx(3 / 4) and auc[1] == pytest.approx(2 / 3)
+    assert math.isnan(auc[2]) and math.isnan(auc[3])
+    assert mean_roc_auc(AUC_Y, AUC_S) == pytest.approx((3 / 4 + 2 / 3) / 2)  # 17/24
+    assert classes_without_negatives(AUC_Y) == 1 and classes_without_positives(AUC_Y) == 1
+    m = compute_metrics(AUC_Y, AUC_S)
+    assert m["auc"] == pytest.approx(17 / 24)
+    assert m["classes_without_negatives"] == 1 and m["classes_without_positives"] == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auc_matches_brute_force_pair_count_with_ties(seed):
+    y, s = _tied_case(seed, n_clips=30, n_classes=15)
+    y = np.concatenate([y, np.ones((len(y), 1), dtype=int)], axis=1)  # a 16th class without a negative clip
+    s = np.concatenate([s, s[:, :1]], axis=1)
+    assert (s[:, None, :] == s[None, :, :]).sum() > s.size  # ties between clips
+    kept = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+    assert len(kept) == y.shape[1] - 4  # the last class and the three classes without positives are left out
+    expected = [_brute_auc(y[:, c], s[:, c]) for c in kept]
+    got = roc_auc_per_class(y, s)
+    np.testing.assert_allclose(got[kept], expected, rtol=0, atol=1e-12)
+    assert np.isnan(np.delete(got, kept)).all()
+    assert mean_roc_auc(y, s) == pytest.approx(np.mean(expected), abs=1e-12)
+    assert classes_without_negatives(y) == 1 and classes_without_positives(y) == 3
+
+
+def test_auc_without_an_eligible_class_is_nan():
+    y = np.array([[1, 0], [1, 0]])  # class 0 has no negative, class 1 no positive
+    assert math.isnan(mean_roc_auc(y, np.random.default_rng(0).random((2, 2))))
+    assert math.isnan(d_prime(y, np.random.default_rng(0).random((2, 2))))
+    assert classes_without_negatives(np.zeros((0, 3), dtype=int)) == 3  # no clip: no negative either
+
+
+def test_d_prime_of_hand_values():
+    assert d_prime_from_auc(0.5) == pytest.approx(0.0, abs=1e-15)
+    # AUC = Phi(d' / sqrt(2)) for two unit-variance normals d' apart: d' = 1 <-> Phi(1/sqrt(2))
+    assert d_prime_from_auc(_phi(1 / math.sqrt(2))) == pytest.approx(1.0, abs=1e-12)
+    assert d_prime_from_auc(_phi(2.5 / math.sqrt(2))) == pytest.approx(2.5, abs=1e-12)
+    assert d_prime_from_auc(1 - _phi(1 / math.sqrt(2))) == pytest.approx(-1.0, abs=1e-12)
+    assert d_prime_from_auc(0.9) == pytest.approx(math.sqrt(2) * norm.ppf(0.9), abs=1e-15)
+    # perfect (or perfectly inverted) separation: d' would be infinite -> NaN, as is a NaN AUC
+    assert math.isnan(d_prime_from_auc(1.0)) and math.isnan(d_prime_from_auc(0.0))
+    assert math.isnan(d_prime_from_auc(float("nan")))
+
+
+def test_d_prime_is_that_of_the_mean_auc():
+    # the AudioSet convention: d' of the mean AUC (17/24), not the mean of the per-class d'
+    of_mean = math.sqrt(2) * norm.ppf(17 / 24)
+    mean_of = math.sqrt(2) * (norm.ppf(3 / 4) + norm.ppf(2 / 3)) / 2
+    assert abs(of_mean - mean_of) > 1e-3  # the two conventions differ on this case
+    assert d_prime(AUC_Y, AUC_S) == pytest.approx(of_mean, abs=1e-12)
+    assert compute_metrics(AUC_Y, AUC_S)["dprime"] == pytest.approx(of_mean, abs=1e-12)
+
+
 def test_compute_metrics_keys_and_values():
     y, s = _random_case(4)
     y[:, 3] = 0  # a class without any positive clip
+    y[:, 7] = 1  # a class without any negative clip
     m = compute_metrics(y, s, threshold=0.4)
     assert set(m) == {"f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref",
-                      "classes_without_positives"}
+                      "classes_without_positives", "auc", "dprime", "classes_without_negatives"}
+    counts = ("classes_without_positives", "classes_without_negatives")
     assert m["classes_without_positives"] == 1 and isinstance(m["classes_without_positives"], int)
-    assert all(isinstance(v, float) for k, v in m.items() if k != "classes_without_positives")
+    assert m["classes_without_negatives"] == 1 and isinstance(m["classes_without_negatives"], int)
+    assert all(isinstance(v, float) for k, v in m.items() if k not in counts)
+    # AUC over the 10 classes with a positive and a negative (3 and 7 left out), d' of their mean
+    kept = [c for c in range(y.shape[1]) if c not in (3, 7)]
+    auc = np.mean([_brute_auc(y[:, c], s[:, c]) for c in kept])
+    assert m["auc"] == pytest.approx(auc, abs=1e-12)
+    assert m["dprime"] == pytest.approx(math.sqrt(2) * norm.ppf(auc), abs=1e-9)
     assert m["lwlrap"] == pytest.approx(_brute_lwlrap(y, lambda i, c: -s[i, c]))
     assert m["lwlrap_thresholded_ref"] == _reference_lwlrap(y, s > 0.4)
     assert m["map_thresholded_ref"] == _reference_map(y, s > 0.4)

@@ -347,3 +347,26 @@ def test_left_out_note_counts_classes_without_positives():
     note = left_out_note(rows)
     assert "left out of mAP and macro F1" in note and "group1: up to 2" in note and "all:" not in note
     assert "no class was left out" in left_out_note(rows.assign(value=0))
+
+
+def test_metric_sections_follow_the_registry_and_name_the_threshold(tmp_path):
+    """Sections and forgetting headings come from cilaudio.metrics.REGISTRY; a metric taken on
+    predictions (scores > threshold) names the threshold of the run's config (0.5 by default)."""
+    table = make_table({"finetune": 0.3, "joint": 0.7})
+    out = tmp_path / "r.html"
+    write_report(out, title="t", table=table, figures={}, config={"evaluation": {"threshold": 0.4}}, provenance={})
+    text = out.read_text(encoding="utf-8")
+    standard, rest = text.split("<h2>Reference code's thresholded variants", 1)
+    reference, forgetting = rest.split("<h2>Forgetting</h2>", 1)
+    forgetting = forgetting.split("<h2>", 1)[0]
+    labels = ["mAP", "F1 micro (threshold 0.4)", "F1 macro (threshold 0.4)", "lwlrap", "ROC AUC", "d-prime"]
+    # one section per score and subset, in registry order; none for the counts
+    sections = re.findall(r"<h4>([^<]*)</h4>", standard.split("<h2>Results per phase</h2>", 1)[1])
+    assert sections == [f"{label} - {what}" for what in ("all classes seen so far", "base classes")
+                        for label in labels]
+    assert re.findall(r"<h4>forgetting of ([^<]*)</h4>", forgetting) == labels
+    assert "reference code&#x27;s thresholded lwlrap (threshold 0.4) - base classes" in reference
+    # the fixture has no AUC rows (results from before AUC existed): the sections say so
+    assert standard.split("<h4>ROC AUC - base classes</h4>", 1)[1].startswith('\n<p class="note">no data</p>')
+    write_report(out, title="t", table=table, figures={}, config={}, provenance={})
+    assert "<h4>F1 micro (threshold 0.5) - base classes</h4>" in out.read_text(encoding="utf-8")

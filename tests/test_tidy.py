@@ -14,15 +14,20 @@ import pytest
 from cilaudio.evaluate import _clean, subset_metrics
 from cilaudio.tidy import COLUMNS, metrics_table, summary_table, write_tsv
 
-METRICS = ("f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
+# the scores and counts of a subset, as cilaudio.evaluate writes them (the keys of compute_metrics)
+METRICS = ("auc", "dprime", "f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
 COUNT = "classes_without_positives"
+COUNT_NEG = "classes_without_negatives"
+FORGETTING = {"forgetting_map", "forgetting_lwlrap", "forgetting_f1_micro", "forgetting_f1_macro",
+              "forgetting_auc", "forgetting_dprime"}
 CLASSES = ["Dog", "Speech, male", "Rain", "Car", "Bell"]  # 3 base classes, then 1 per phase
 GROUPS = [["Dog", "Speech, male", "Rain"], ["Car"], ["Bell"]]
 
 
 def _subset(v: float) -> dict:
-    """Six metrics: map = v, the others offset by fixed amounts; and one class without positives."""
-    return {m: round(v + 0.01 * i, 6) for i, m in enumerate(METRICS[::-1])} | {"map": v, COUNT: 1}
+    """Eight scores: map = v, the others offset by fixed amounts; one class without positives and
+    none without negatives."""
+    return {m: round(v + 0.01 * i, 6) for i, m in enumerate(METRICS[::-1])} | {"map": v, COUNT: 1, COUNT_NEG: 0}
 
 
 def write_json(root: Path, method: str, seed: int, phase: int, base_map: float, all_map: float) -> Path:
@@ -63,9 +68,11 @@ def build(root: Path, methods=METHODS) -> list[Path]:
 def test_columns_and_row_counts(tmp_path):
     t = metrics_table(build(tmp_path), methods=METHODS)
     assert list(t.columns) == COLUMNS
-    # per (method, seed, phase k): (2 + (k+1) groups) subsets x (6 metrics + 1 count) + (3+k) class APs
-    # + 4 forgetting
-    per_phase = {k: (3 + k) * 7 + (3 + k) + 4 for k in range(3)}
+    # per (method, seed, phase k): (2 + (k+1) groups) subsets x (8 scores + 2 counts) + (3+k) class APs
+    # + 6 forgetting; the 8 scores are the 6 of before plus auc and dprime, the 2 counts
+    # classes_without_positives and (new) classes_without_negatives, and forgetting rows are made
+    # for map, lwlrap, f1_micro, f1_macro and (new) auc and dprime
+    per_phase = {k: (3 + k) * (8 + 2) + (3 + k) + 6 for k in range(3)}
     expected = len(METHODS) * 2 * sum(per_phase.values())
     assert len(t) == expected
     assert set(t["method"]) == set(METHODS)
@@ -97,8 +104,11 @@ def test_forgetting_hand_computed(tmp_path):
     # f1_micro of the fixture = map + 0.05 on every subset, so its forgetting equals the map one
     fm = t[(t["subset"] == "base") & (t["metric"] == "forgetting_f1_micro")]
     assert fm[(fm["method"] == "joint") & (fm["seed"] == 1) & (fm["phase"] == 2)]["value"].item() == pytest.approx(0.05)
-    assert set(t[t["metric"].str.startswith("forgetting_")]["metric"]) == {
-        "forgetting_map", "forgetting_lwlrap", "forgetting_f1_micro", "forgetting_f1_macro"}
+    assert set(t[t["metric"].str.startswith("forgetting_")]["metric"]) == FORGETTING
+    # auc of the fixture = map + 0.07 on every subset: its forgetting is the map one too
+    fa = t[(t["subset"] == "base") & (t["metric"] == "forgetting_auc")]
+    assert fa[(fa["method"] == "finetune") & (fa["seed"] == 0) & (fa["phase"] == 2)]["value"].item() == \
+        pytest.approx(0.5)
 
 
 def test_per_class_rows_and_null(tmp_path):
@@ -205,16 +215,19 @@ def test_classes_without_positives_rows_and_no_forgetting(tmp_path):
     assert got == {(0, "all"): 2, (0, "base"): 2, (0, "group0"): 2,
                    (1, "all"): 1, (1, "base"): 2, (1, "group0"): 1, (1, "group1"): 0}
     forgetting = set(t.loc[t["metric"].str.startswith("forgetting_"), "metric"])
-    assert forgetting == {"forgetting_map", "forgetting_lwlrap", "forgetting_f1_micro", "forgetting_f1_macro"}
+    assert forgetting == FORGETTING  # no forgetting_classes_without_positives, a count
+    # phase 0 base (excerpts 0-1, classes 0-2): Dog is positive on excerpt 0 only, so it has a negative
+    assert t.loc[t["metric"] == COUNT_NEG, "value"].eq(0).all() and (t["metric"] == COUNT_NEG).sum() == 7
 
 
+@pytest.mark.parametrize("count", [COUNT, COUNT_NEG])
 @pytest.mark.parametrize("bad", [-1, 1.5, None, "2", True, float("nan")])
-def test_count_that_is_not_a_whole_number_is_refused(tmp_path, bad):
+def test_count_that_is_not_a_whole_number_is_refused(tmp_path, bad, count):
     p = write_json(tmp_path, "base", 0, 0, 0.8, 0.9)
     data = json.loads(p.read_text())
-    data["subsets"]["base"][COUNT] = bad
+    data["subsets"]["base"][count] = bad
     p.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"metrics_phase0\.json.*classes_without_positives"):
+    with pytest.raises(ValueError, match=rf"metrics_phase0\.json.*{count}"):
         metrics_table([p], methods=["finetune"])
 
 

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cilaudio.atomic import atomic_path
+from cilaudio.metrics import metric_label
 from cilaudio.stats import interval
 
 BAND_CAPTION = ("mean over seeds; band: 95 % t-interval of the mean over seeds, "
@@ -35,21 +36,7 @@ DEFAULT_CURVES = (
     ("all", "lwlrap"),
     ("base", "forgetting_map"),
 )
-
-METRIC_LABELS = {
-    "map": "mAP",
-    "lwlrap": "lwlrap",
-    "f1_micro": "F1 (micro)",
-    "f1_macro": "F1 (macro)",
-    "map_thresholded_ref": "reference thresholded 'mAP'",
-    "lwlrap_thresholded_ref": "reference thresholded lwlrap",
-}
-
-
-def _metric_label(metric: str) -> str:
-    if metric.startswith("forgetting_"):
-        return "forgetting of " + METRIC_LABELS.get(metric[len("forgetting_"):], metric[len("forgetting_"):])
-    return METRIC_LABELS.get(metric, metric)
+# a panel's title and axis name its metric by its label in cilaudio.metrics.REGISTRY (metric_label)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -123,10 +110,10 @@ def metric_curves_figure(table: pd.DataFrame, *, metrics: Sequence[tuple[str, st
             c = colour[(ds, norm, method)]
             ax.plot(stats.index, stats["mean"], marker="o", color=c, label=label)
             _band(ax, stats, c)
-        ax.set_title(f"{_metric_label(metric)} - {subset} classes" if not subset.startswith("class:") else
-                     f"{_metric_label(metric)} - {subset}")
+        ax.set_title(f"{metric_label(metric)} - {subset} classes" if not subset.startswith("class:") else
+                     f"{metric_label(metric)} - {subset}")
         ax.set_xlabel("phase")
-        ax.set_ylabel(_metric_label(metric))
+        ax.set_ylabel(metric_label(metric))
         phases = sorted(sel["phase"].unique()) if not sel.empty else []
         if phases:
             ax.set_xticks([int(p) for p in phases])
@@ -347,8 +334,8 @@ def metric_by_norm_figure(
     if not norms:
         axes[0].text(0.5, 0.5, "no data", ha="center", va="center", transform=axes[0].transAxes)
     what = {"base": "the base classes", "all": "all classes seen so far"}.get(subset, subset)
-    axes[0].set_ylabel(f"{_metric_label(metric)} - {what}")
-    fig.suptitle(f"{_metric_label(metric)} on {what} after each phase, per norm\n({BAND_CAPTION})")
+    axes[0].set_ylabel(f"{metric_label(metric)} - {what}")
+    fig.suptitle(f"{metric_label(metric)} on {what} after each phase, per norm\n({BAND_CAPTION})")
     return fig
 
 

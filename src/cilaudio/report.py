@@ -17,17 +17,35 @@ import pandas as pd
 import yaml
 
 from cilaudio.atomic import write_text
+from cilaudio.metrics import registry
 from cilaudio.stats import INTERVAL_NOTE, PAIRED_NOTE, Interval, describe, fmt_interval, interval, paired, seeds_word
-from cilaudio.tidy import FORGETTING_METRICS, final_per_seed, gap_shares
+from cilaudio.tidy import final_per_seed, gap_shares
 
 PACKAGES = ("torch", "torchaudio", "numpy", "pandas", "scikit-learn", "h5py", "soundfile", "matplotlib", "snakemake")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LOWER, UPPER = "finetune", "joint"
 
-STANDARD = [("map", "mAP"), ("f1_micro", "F1 micro (threshold 0.5)"), ("f1_macro", "F1 macro (threshold 0.5)"),
-            ("lwlrap", "lwlrap")]
-THRESHOLDED = [("map_thresholded_ref", "reference code's thresholded \"mAP\""),
-               ("lwlrap_thresholded_ref", "reference code's thresholded lwlrap")]
+DEFAULT_THRESHOLD = 0.5  # the schema's evaluation.threshold
+
+
+def report_metrics(config: Mapping | None = None) -> dict[str, list[tuple[str, str]]]:
+    """``(name, label)`` of the report's metrics, from :data:`cilaudio.metrics.REGISTRY` as it is
+    when called: ``standard`` (scores that are not reference variants), ``reference`` (the
+    reference code's variants) and ``forgetting`` (the metrics with forgetting rows). Counts get
+    no section. The label of a metric taken on ``scores > threshold`` names the threshold of
+    ``config`` (``evaluation.threshold``, else 0.5)."""
+    evaluation = config.get("evaluation") if isinstance(config, Mapping) else None
+    threshold = evaluation.get("threshold") if isinstance(evaluation, Mapping) else None
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    out: dict[str, list[tuple[str, str]]] = {"standard": [], "reference": [], "forgetting": []}
+    for m in registry():
+        if m.count:
+            continue
+        label = f"{m.label} (threshold {threshold:g})" if m.thresholded else m.label
+        out["reference" if m.reference else "standard"].append((m.name, label))
+        if m.forgetting:
+            out["forgetting"].append((m.name, label))
+    return out
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -419,14 +437,15 @@ def write_report(
     h.append('<p class="note">Mean over seeds [95 % interval]; the mean alone with one seed. "all": every class '
              'seen so far, on that phase\'s cumulative test set; "base": the phase-0 classes on the phase-0 test '
              "clips. " + _e(left_out_note(table)) + "</p>")
-    h.extend(_metric_sections(groups, STANDARD))
+    sections = report_metrics(config)
+    h.extend(_metric_sections(groups, sections["standard"]))
     h.append("<h2>Reference code's thresholded variants (NOT the standard metrics)</h2>")
     h.append('<p class="note">These reproduce the reference implementation\'s "mAP" and lwlrap, computed '
              "on 0/1 predictions at threshold 0.5 instead of on scores, only so that published numbers can be "
              "compared. They reproduce the reference exactly, including its mean over every class (a class "
              "without positives counts as AP 0), except its alias defect that zeroes the first test clip's "
              "labels. Use the standard metrics above for conclusions.</p>")
-    h.extend(_metric_sections(groups, THRESHOLDED))
+    h.extend(_metric_sections(groups, sections["reference"]))
 
     h.append("<h2>Forgetting</h2>")
     h.append('<p class="note">Forgetting = (base-class value after phase 0) - (base-class value after phase k), '
@@ -434,8 +453,7 @@ def write_report(
     for ds, norm, sub in groups:
         if multi:
             h.append(f"<h3>{_e(ds)} / {_e(norm)}</h3>")
-        for m in FORGETTING_METRICS:
-            label = dict(STANDARD).get(m, m)
+        for m, label in sections["forgetting"]:
             h.append(f"<h4>forgetting of {_e(label)}</h4>")
             h.append(_phase_table(sub, "base", f"forgetting_{m}"))
 

@@ -7,12 +7,14 @@ One row per (dataset, norm, method, seed, phase, subset, metric). The phase-0 mo
 by every method, so its rows (method ``"base"`` in the JSON) are repeated once per configured
 method: every method's curve then starts at phase 0. Forgetting is added as rows of subset
 ``base`` with metric ``forgetting_<m>`` = (base-class value after phase 0) - (base-class value
-after phase k), on the same phase-0 test clips, for the same dataset, norm and seed.
+after phase k), on the same phase-0 test clips, for the same dataset, norm and seed, for every
+metric that :data:`cilaudio.metrics.REGISTRY` flags ``forgetting`` (read when the table is made).
 
-Besides the scores, each subset has a row of metric ``classes_without_positives``: how many of
-the subset's classes had no positive test excerpt and were left out of its ``map`` and
-``f1_macro`` (a count, not a score: no forgetting row is made for it). Metrics JSON files
-written before this count existed simply lack those rows.
+Besides the scores, each subset has rows of the registry's counts, e.g.
+``classes_without_positives``: how many of the subset's classes had no positive test excerpt and
+were left out of its ``map``, ``f1_macro`` and ``auc`` (a count, not a score: no forgetting row
+is made for it; a count that is not a whole number >= 0 is refused). Metrics JSON files written
+before a metric existed simply lack its rows.
 """
 
 from __future__ import annotations
@@ -28,13 +30,11 @@ import numpy as np
 import pandas as pd
 
 from cilaudio.atomic import atomic_path
+from cilaudio.metrics import metric_names
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["dataset", "norm", "method", "seed", "phase", "subset", "metric", "value"]
-METRICS = ("f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
-COUNT_METRICS = ("classes_without_positives",)
-FORGETTING_METRICS = ("map", "lwlrap", "f1_micro", "f1_macro")  # scores only, never COUNT_METRICS
 BASE_METHOD = "base"
 _REQUIRED = ("dataset", "norm", "method", "seed", "phase", "subsets", "per_class_ap")
 
@@ -73,10 +73,11 @@ def _check_record(data: Any, where: str) -> dict:
         raise KeyError(f"{where}: metrics JSON lacks key(s) {missing}")
     if not isinstance(data["subsets"], dict) or not isinstance(data["per_class_ap"], dict):
         raise ValueError(f"{where}: 'subsets' and 'per_class_ap' must be JSON objects")
+    counts = metric_names(count=True)
     for name, vals in data["subsets"].items():
         if not isinstance(vals, dict):
             raise ValueError(f"{where}: subsets[{name!r}] must be a JSON object")
-        for metric in COUNT_METRICS:
+        for metric in counts:
             if metric in vals and not _is_count(vals[metric]):
                 raise ValueError(f"{where}: subsets[{name!r}][{metric!r}] must be a count "
                                  f"(a whole number >= 0); got {vals[metric]!r}")
@@ -138,8 +139,9 @@ def metrics_table(json_paths: Iterable[str | os.PathLike], *, methods: Sequence[
 
 
 def _forgetting(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows ``subset=base, metric=forgetting_<m>`` from the base-subset rows of ``df``."""
-    base = df[(df["subset"] == "base") & df["metric"].isin(FORGETTING_METRICS)]
+    """Rows ``subset=base, metric=forgetting_<m>`` from the base-subset rows of ``df``, for the
+    metrics the registry flags ``forgetting`` (never a count)."""
+    base = df[(df["subset"] == "base") & df["metric"].isin(metric_names(forgetting=True))]
     if base.empty:
         return pd.DataFrame(columns=COLUMNS)
     ref = base[base["phase"] == 0].set_index(["dataset", "norm", "method", "seed", "metric"])["value"]

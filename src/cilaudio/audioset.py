@@ -28,6 +28,7 @@ import os
 import string
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, ClassVar, Mapping
 
 import pandas as pd
 
@@ -189,6 +190,14 @@ class AudioSet:
     dev_audio: Path
     eval_audio: Path
     file_pattern: str = "Y{id}_{start_ms}.wav"
+
+    DOWNLOAD: ClassVar[str] = "AudioSet strong labels: https://research.google.com/audioset/download_strong.html"
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, files: Mapping[str, Any]) -> "AudioSet":
+        """The reader interface (:class:`cilaudio.datasets.DatasetReader`): ``files`` are the
+        keyword arguments of :meth:`from_root`."""
+        return cls.from_root(Path(root), **dict(files))
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -3,23 +3,54 @@ paths, metadata files), so lists and features do not depend on the layout."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping, Protocol
 
-FORMATS = ("fsd50k", "audioset")
+class DatasetReader(Protocol):
+    """What the workflow needs of a dataset format (one module per format, named in
+    :data:`FORMATS`): the class opens a dataset with ``open(root, files)`` and says where the data
+    comes from in ``DOWNLOAD`` (the message when it is missing)."""
+
+    DOWNLOAD: ClassVar[str]
+
+    def metadata_files(self) -> list[Path]: ...
+
+    def load_vocabulary(self) -> Any: ...
+
+    def load_split(self, split: str) -> Any: ...
+
+    def audio_dir(self, split: str) -> Path: ...
+
+    def audio_path(self, split: str, fname: str) -> Path: ...
 
 
-def open_dataset(format: str, root: str | Path, files: Mapping[str, Any] | None = None):
-    """The reader of a dataset in ``format`` layout under ``root`` (``files``: AudioSet's file names)."""
-    if format == "fsd50k":
-        from .fsd50k import FSD50K
+#: The dataset formats: ``datasets.<name>.format`` -> (module of this package, reader class).
+#: A new format is one module with a reader class and one entry here; the config schema's
+#: ``format`` enum is checked against these keys (tests/test_datasets.py).
+FORMATS: dict[str, tuple[str, str]] = {
+    "fsd50k": ("fsd50k", "FSD50K"),
+    "audioset": ("audioset", "AudioSet"),
+}
 
-        return FSD50K(Path(root))
-    if format == "audioset":
-        from .audioset import AudioSet
 
-        return AudioSet.from_root(Path(root), **dict(files or {}))
-    raise ValueError(f"unknown dataset format {format!r}; allowed: {list(FORMATS)}")
+def reader_class(format: str) -> type:
+    """The reader class of a dataset format."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown dataset format {format!r}; allowed: {list(FORMATS)}")
+    module, name = FORMATS[format]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
+def open_dataset(format: str, root: str | Path, files: Mapping[str, Any] | None = None) -> DatasetReader:
+    """The reader of a dataset in ``format`` layout under ``root`` (``files``: its file names,
+    for the formats that have settable ones)."""
+    return reader_class(format).open(Path(root), dict(files or {}))
+
+
+def download_hint(format: str) -> str:
+    """Where a dataset of ``format`` comes from (for the message when it is missing)."""
+    return reader_class(format).DOWNLOAD
 
 
 def audio_fingerprint(folder: str | Path) -> str:

@@ -18,6 +18,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, Mapping
 
 import pandas as pd
 
@@ -157,8 +158,17 @@ class FSD50K:
 
     root: Path
 
+    DOWNLOAD: ClassVar[str] = "FSD50K: Zenodo record 4060432 (https://zenodo.org/record/4060432)"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, files: Mapping[str, Any]) -> "FSD50K":
+        """The reader interface (:class:`cilaudio.datasets.DatasetReader`). FSD50K's file names
+        are fixed: ``files`` (the config's AudioSet file names, filled with their defaults for
+        every dataset) is not used."""
+        return cls(Path(root))
 
     @property
     def ground_truth_dir(self) -> Path:

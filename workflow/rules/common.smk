@@ -118,16 +118,13 @@ def reader_params(dataset):
 def metadata_files(dataset):
     """The dataset's metadata files. For a downloaded dataset that is not there, stop at once
     with the path and where the data comes from (a generated one is made by a rule)."""
-    from cilaudio.datasets import open_dataset
+    from cilaudio.datasets import download_hint, open_dataset
 
     files = [str(p) for p in open_dataset(**reader_params(dataset)).metadata_files()]
     if not config["datasets"][dataset]["generate"]["activate"]:
         missing = [f for f in files if not Path(f).exists()]
         if missing and dataset in requested_datasets():
-            where = {
-                "fsd50k": "FSD50K: Zenodo record 4060432 (https://zenodo.org/record/4060432)",
-                "audioset": "AudioSet strong labels: https://research.google.com/audioset/download_strong.html",
-            }[config["datasets"][dataset]["format"]]
+            where = download_hint(config["datasets"][dataset]["format"])
             raise FileNotFoundError(
                 f"dataset {dataset!r}: {len(missing)} metadata file(s) missing, e.g. {missing[0]}. "
                 f"Download {where} and set datasets.{dataset}.root (and files) in the config."

@@ -101,7 +101,7 @@ def test_phases_are_chained(tmp_path):
     assert text.count("rule train_base:") == 1  # phase 0 shared by every method
 
 
-AGGREGATES = {"results/synth/bn/metrics.tsv", "results/synth/bn/figures/metrics.png",
+AGGREGATES = {"results/synth/bn/metrics.tsv", "results/synth/bn/versions.tsv", "results/synth/bn/figures/metrics.png",
               "results/synth/bn/training.tsv", "results/synth/bn/figures/training.png",
               "results/synth/bn/summary.tsv", "results/synth/comparison.tex", "results/synth/comparison.md",
               "results/synth/bn/figures/cka_heatmaps.png", "results/synth/bn/figures/cka_diagonal.png",

@@ -345,7 +345,7 @@ def test_left_out_note_counts_classes_without_positives():
     rows = pd.DataFrame({"subset": ["all", "base", "group1", "group1"], "metric": "classes_without_positives",
                          "value": [0, 0, 1, 2], "phase": [1, 1, 1, 2]})
     note = left_out_note(rows)
-    assert "left out of mAP and macro F1" in note and "group1: up to 2" in note and "all:" not in note
+    assert "left out of mAP, macro F1 and ROC AUC" in note and "group1: up to 2" in note and "all:" not in note
     assert "no class was left out" in left_out_note(rows.assign(value=0))
 
 

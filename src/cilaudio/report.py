@@ -208,9 +208,10 @@ SINGLE_SEED = (
 def left_out_note(table: pd.DataFrame) -> str:
     """What the report says about classes without a positive test excerpt (left out of mAP and
     macro F1), from the ``classes_without_positives`` rows of ``table``."""
-    rule = ("Classes without any positive test excerpt in a subset are left out of mAP and macro F1 "
-            "(micro F1 still counts predictions on them as false positives); metrics.tsv gives their "
-            "number per subset as classes_without_positives.")
+    rule = ("Classes without any positive test excerpt in a subset are left out of mAP, macro F1 and "
+            "ROC AUC (micro F1 still counts predictions on them as false positives), and classes without "
+            "a negative one are left out of ROC AUC too; metrics.tsv gives their number per subset as "
+            "classes_without_positives and classes_without_negatives.")
     rows = table[table["metric"] == "classes_without_positives"] if "metric" in table else table.iloc[:0]
     if rows.empty:
         return rule

@@ -23,7 +23,8 @@ PROTOCOL_NOTES = [
     "phase k label them with every class seen so far. Base-class metrics (and so forgetting) "
     "are measured on the phase-0 test clips after every phase, unlike the reference code, "
     "which compares different clip sets.",
-    "mAP and lwlrap are computed from the continuous scores (the standard definitions). The "
+    "mAP, lwlrap, ROC AUC and d-prime are computed from the continuous scores (the standard "
+    "definitions; d-prime from the mean AUC, as AudioSet papers report it). The "
     "reference code's variants computed on 0/1 predictions are shown separately and named "
     "'thresholded (reference)'; use them only to compare with published numbers.",
     "Feature distillation takes the new model's embedding after the last block's dropout, as the "

@@ -184,10 +184,6 @@ def get_generate_params(wildcards):
     return canonical({**settings, "group_sizes": ds["phases"]})
 
 
-def get_dataset_root(wildcards):
-    return dataset_root(wildcards.dataset)
-
-
 def get_feature_params(wildcards):
     return canonical(config["datasets"][wildcards.dataset]["features"])
 
@@ -195,10 +191,6 @@ def get_feature_params(wildcards):
 def get_reader_params(wildcards):
     ds = config["datasets"][wildcards.dataset]
     return canonical({**reader_params(wildcards.dataset), "on_bad_audio": ds["on_bad_audio"]})
-
-
-def get_n_shards(wildcards):
-    return config["datasets"][wildcards.dataset]["shards"]
 
 
 def get_feature_shards(wildcards):
@@ -231,11 +223,6 @@ def _audio_fingerprint(dataset, split):
     from cilaudio.datasets import audio_fingerprint, open_dataset
 
     return audio_fingerprint(open_dataset(**reader_params(dataset)).audio_dir(split))
-
-
-def get_checkpoint(wildcards):
-    """The model after phase `wildcards.phase` of `wildcards.method` (phase 0: shared)."""
-    return checkpoint_path(wildcards, wildcards.method, int(wildcards.phase))
 
 
 def checkpoint_path(wildcards, method, phase):
@@ -398,9 +385,3 @@ def get_comparison_inputs(wildcards):
         if config["cka"]["activate"] and n_phases(dataset) > 1:
             out[f"cka_{norm}"] = [f"results/{dataset}/{norm}/{m}/seed{seed}/cka.npz" for m in cka_methods()]
     return out
-
-
-def get_comparison_outputs():
-    """One norms-side-by-side page per configured dataset and its table as LaTeX and Markdown
-    (for `rule all`, if wanted)."""
-    return [f"results/{d}/comparison.{ext}" for d in config["run"]["datasets"] for ext in ("html", "tex", "md")]

@@ -191,7 +191,13 @@ class AudioSet:
     eval_audio: Path
     file_pattern: str = "Y{id}_{start_ms}.wav"
 
-    DOWNLOAD: ClassVar[str] = "AudioSet strong labels: https://research.google.com/audioset/download_strong.html"
+    DOWNLOAD: ClassVar[str] = ("Download AudioSet's strong labels (https://research.google.com/audioset/download_strong.html) "
+                               "and your copy of its audio")
+
+    @property
+    def vocabulary_file(self) -> Path:
+        """Where the vocabulary is read from (the reader interface): the label table."""
+        return self.label_names
 
     @classmethod
     def open(cls, root: str | os.PathLike, files: Mapping[str, Any]) -> "AudioSet":

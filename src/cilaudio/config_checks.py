@@ -51,11 +51,6 @@ def _synth_vocabulary(ds: Mapping[str, Any], *, name: str) -> tuple[list[str], s
     return names, f"the built-in benchmark's vocabulary ({n} classes, generator seed {seed})"
 
 
-def _vocabulary_file(reader, format: str) -> Path:
-    """Where :mod:`cilaudio.datasets`' reader of ``format`` reads the vocabulary."""
-    return reader.vocabulary_file if format == "fsd50k" else reader.label_names
-
-
 def dataset_vocabulary(ds: Mapping[str, Any], *, name: str) -> tuple[list[str], str] | None:
     """The vocabulary's names and where they come from (for messages), or None when unknown
     before a job runs (a download whose vocabulary file is not there). ValueError naming the
@@ -68,7 +63,7 @@ def dataset_vocabulary(ds: Mapping[str, Any], *, name: str) -> tuple[list[str], 
     from .datasets import open_dataset
 
     reader = open_dataset(ds["format"], ds["root"], ds.get("files"))
-    path = _vocabulary_file(reader, ds["format"])
+    path = reader.vocabulary_file
     if not path.is_file():
         return None
     try:

@@ -14,6 +14,9 @@ class DatasetReader(Protocol):
 
     DOWNLOAD: ClassVar[str]
 
+    @property
+    def vocabulary_file(self) -> Path: ...
+
     def metadata_files(self) -> list[Path]: ...
 
     def load_vocabulary(self) -> Any: ...
@@ -31,6 +34,7 @@ class DatasetReader(Protocol):
 FORMATS: dict[str, tuple[str, str]] = {
     "fsd50k": ("fsd50k", "FSD50K"),
     "audioset": ("audioset", "AudioSet"),
+    "folder_csv": ("folder_csv", "FolderCSV"),
 }
 
 

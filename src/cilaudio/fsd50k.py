@@ -158,7 +158,7 @@ class FSD50K:
 
     root: Path
 
-    DOWNLOAD: ClassVar[str] = "FSD50K: Zenodo record 4060432 (https://zenodo.org/record/4060432)"
+    DOWNLOAD: ClassVar[str] = "Download FSD50K: Zenodo record 4060432 (https://zenodo.org/record/4060432)"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))

@@ -127,7 +127,7 @@ def metadata_files(dataset):
             where = download_hint(config["datasets"][dataset]["format"])
             raise FileNotFoundError(
                 f"dataset {dataset!r}: {len(missing)} metadata file(s) missing, e.g. {missing[0]}. "
-                f"Download {where} and set datasets.{dataset}.root (and files) in the config."
+                f"{where}; then set datasets.{dataset}.root (and files) in the config."
             )
     return files
 

@@ -310,3 +310,16 @@ def test_rerun_incomplete_after_snakemake_crash(tmp_path):
     snakemake(tmp_path, "--unlock")  # the crashed run's lock, as the README says
     snakemake(tmp_path, "--rerun-incomplete")
     assert planned(tmp_path) == {}
+
+
+def test_failed_collection_keeps_the_finished_table(copy):
+    """A collect_metrics job that fails (here: a metrics file broken after the run) must leave the
+    last good metrics.tsv and summary.tsv in place, not delete them before its replacement exists."""
+    table = copy / "results/synth/bn/metrics.tsv"
+    summary = copy / "results/synth/bn/summary.tsv"
+    before = table.read_bytes(), summary.read_bytes()
+    (copy / "results/synth/bn/joint/seed0/metrics.json").write_text("{ not json")
+    proc = snakemake(copy, "results/synth/bn/metrics.tsv", check=False)
+    assert proc.returncode != 0
+    assert "not valid JSON" in (copy / "logs/synth/bn/collect_metrics.log").read_text()
+    assert (table.read_bytes(), summary.read_bytes()) == before

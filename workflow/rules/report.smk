@@ -5,11 +5,13 @@
 rule collect_metrics:
     input:
         get_metrics_files,
+    # update(): Snakemake keeps the finished tables while the job runs and puts them back if it
+    # fails, instead of deleting them first (a failed collection never loses the last good table)
     output:
-        table="results/{dataset}/{norm}/metrics.tsv",
-        summary="results/{dataset}/{norm}/summary.tsv",
+        table=update("results/{dataset}/{norm}/metrics.tsv"),
+        summary=update("results/{dataset}/{norm}/summary.tsv"),
         # the library version that trained and evaluated each phase model
-        versions="results/{dataset}/{norm}/versions.tsv",
+        versions=update("results/{dataset}/{norm}/versions.tsv"),
     params:
         code=code_param("tables"),
         methods=config["run"]["methods"],

@@ -82,3 +82,12 @@ def test_one_version_no_warning_two_versions_one_warning_naming_both():
     assert "joint seed 1" in warning and "rerun_on_code_change" in warning
     (warning,) = version_warnings(_versions({("finetune", 0): "aaa", ("joint", 0): "not recorded"}))
     assert "not recorded" in warning
+
+
+def test_jobs_that_open_a_dataset_run_every_registered_reader():
+    """The readers are imported by name from the format registry: the lists and features jobs
+    must still count them among their modules, or an edit of a reader would rerun nothing."""
+    from cilaudio.datasets import FORMATS
+
+    readers = {module for module, _ in FORMATS.values()}
+    assert readers <= set(job_modules("lists")) and readers <= set(job_modules("features"))

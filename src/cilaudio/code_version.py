@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: to these kinds in workflow/rules/common.smk; the README lists the closures.
 JOB_ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "lists": ("lists", "datasets", "paper_lists", "synth"),
-    "features": ("features",),
+    "features": ("features", "datasets"),
     "training": ("train",),
     "evaluation": ("evaluate", "metrics"),
     "cka": ("evaluate", "cka"),
@@ -80,6 +80,11 @@ def module_closure(entries: Iterable[str], *, package_dir: Path = PACKAGE_DIR,
             raise FileNotFoundError(f"{path}: no module {name!r} in {package_dir}")
         seen.add(name)
         todo.extend(_imports(path, package_dir, package) - seen)
+        if name == "datasets" and package_dir == PACKAGE_DIR:
+            # the readers are imported by name from the registry, not by an import statement
+            from .datasets import FORMATS
+
+            todo.extend(module for module, _ in FORMATS.values() if module not in seen)
     return sorted(seen)
 
 

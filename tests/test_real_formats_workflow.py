@@ -7,8 +7,9 @@ or empty.
   left out; the clips of other rates and channel counts are used.
 - ``on_bad_audio: stop``: the run stops, the failed job's log names the file, the list it came
   from and the fix; with ``--keep-going`` every job that does not need the failed one finishes
-  and keeps its output; once the files are fixed, only the failed job and what depends on it
-  run again.
+  and keeps its output; once the files are fixed, the split whose audio changed is extracted
+  again (its audio fingerprint changed) and what depends on it runs; the lists and the other
+  split's features are kept.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def test_skip_runs_to_the_report_and_counts_the_bad_clips(tmp_path):
     assert not list((res / "features").rglob("shard*.h5"))
 
 
-def test_stop_names_the_file_keeps_finished_work_and_reruns_only_the_failed_part(tmp_path):
+def test_stop_names_the_file_keeps_finished_work_and_reruns_only_the_changed_split(tmp_path):
     root, workdir = _setup(tmp_path, "stop")
     # as the SLURM profile: one retry, and the attempt passed to the jobs as a resource
     proc = snakemake(workdir, "--keep-going", "--retries", "1", "--default-resources", "attempt=attempt")
@@ -192,16 +193,20 @@ def test_stop_names_the_file_keeps_finished_work_and_reruns_only_the_failed_part
     other_shard = feats / "dev/shard1of2.h5"
     for path in (res / "lists/clips_dev.tsv", other_shard, feats / "eval.h5"):
         assert path.exists(), path
-    # the rerun's join deletes the shard: its extraction log tells whether it was extracted again
-    kept = [res / "lists/clips_dev.tsv", workdir / "logs/audioset/extract_features_dev_shard1of2.log",
-            feats / "eval.h5"]
+    # fixing the files changes the dev audio (its fingerprint: names, sizes, times), so the dev
+    # split is extracted again, both shards (the rerun's join deletes the shard: its extraction
+    # log tells whether it was extracted again); the lists and the eval features are kept
+    kept = [res / "lists/clips_dev.tsv", feats / "eval.h5"]
     times = {p: os.stat(p).st_mtime_ns for p in kept}
+    shard1_log = workdir / "logs/audioset/extract_features_dev_shard1of2.log"
+    shard1_time = os.stat(shard1_log).st_mtime_ns
 
     fix_bad_clips(root)
     proc = snakemake(workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for path, t in times.items():
         assert os.stat(path).st_mtime_ns == t, f"{path} was computed again"
+    assert os.stat(shard1_log).st_mtime_ns != shard1_time, "the changed dev audio was not extracted again"
     import h5py
 
     with h5py.File(feats / "dev.h5", "r") as h5:

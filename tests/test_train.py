@@ -34,11 +34,13 @@ def _incremental(root: Path, previous: Path, out: Path, method: dict, phase: int
 
 
 def _evaluate(root: Path, ckpt: Path, out: Path, phase: int) -> dict:
-    W.evaluate(classes=str(root / "lists/classes.tsv"), checkpoint=str(ckpt),
-               test_list=str(root / f"lists/test_phase{phase}.tsv"), base_list=str(root / "lists/test_phase0.tsv"),
+    """The metrics record of one phase model (the workflow's evaluate step, on a chain of one)."""
+    W.evaluate(classes=str(root / "lists/classes.tsv"), checkpoints=[str(ckpt)], phases=[phase],
+               test_lists=[str(root / f"lists/test_phase{phase}.tsv")], base_list=str(root / "lists/test_phase0.tsv"),
                features=str(root / "eval.h5"), out=str(out), meta={"dataset": "t", "norm": "bn", "run": "base", "seed": "0"},
                threshold=0.5, batch_size=16)
-    return json.loads(out.read_text())
+    (record,) = json.loads(out.read_text())["phases"]
+    return record
 
 
 def test_fixed_seed_gives_identical_models_and_metrics(prepared, tmp_path):

@@ -238,3 +238,35 @@ def test_loader_workers_train_the_same_model(prepared, tmp_path):
     s0, s2 = m0.state_dict(), m2.state_dict()
     assert all(torch.equal(s0[k], s2[k]) for k in s0)
 
+
+
+def test_no_host_sync_per_step(prepared, tmp_path, monkeypatch):
+    """Reading a loss value on the host (`.item()`, `float(tensor)`) makes the CPU wait for the
+    GPU before the next step is queued: the loop may read the loss terms once per epoch, never
+    once per step. Counted on the CPU: the reads must not grow with the number of steps."""
+    def reads(batch_size: int) -> tuple[int, int]:
+        calls = {"n": 0}
+        item, to_float = torch.Tensor.item, torch.Tensor.__float__
+
+        def counted_item(self):
+            calls["n"] += 1
+            return item(self)
+
+        def counted_float(self):
+            calls["n"] += 1
+            return to_float(self)
+
+        with monkeypatch.context() as m:
+            m.setattr(torch.Tensor, "item", counted_item)
+            m.setattr(torch.Tensor, "__float__", counted_float)
+            W.train_base(classes=str(prepared / "lists/classes.tsv"),
+                         train_list=str(prepared / "lists/train_phase0.tsv"), features=str(prepared / "dev.h5"),
+                         out=str(tmp_path / f"b{batch_size}.pt"), norm="bn", seed=0, model=MODEL,
+                         optim=dict(OPTIM0, batch_size=batch_size), loader=LOADER)
+        n_steps = OPTIM0["epochs"] * -(-len(read_list(prepared / "lists/train_phase0.tsv")) // batch_size)
+        return calls["n"], n_steps
+
+    few, few_steps = reads(16)
+    many, many_steps = reads(2)
+    assert many_steps >= 4 * few_steps  # the same epochs in many more steps
+    assert many == few, (few, many)  # host reads per epoch and per job only

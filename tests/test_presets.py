@@ -42,6 +42,12 @@ def _audioset(root: Path) -> None:
 
 
 def _dry_run(workdir: Path, *configs: Path, target: str | None = None) -> subprocess.CompletedProcess:
+    """A dry run in ``workdir`` as a user runs one: from a folder holding config/config.yaml (the
+    repository root, or a run folder with a copy), which Snakemake reads before the presets."""
+    default = workdir / "config" / "config.yaml"
+    if not default.exists():
+        default.parent.mkdir(parents=True, exist_ok=True)
+        default.write_text((REPO / "config" / "config.yaml").read_text())
     cmd = [str(SNAKEMAKE), *([target] if target else []), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "-n", "--quiet", "rules", "--configfile", *map(str, configs)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -85,3 +91,31 @@ def test_missing_data_stops_at_once_naming_the_path(tmp_path, preset, hint):
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert str(tmp_path / "nowhere") in text and hint in text and f"datasets.{preset}.root" in text
+
+
+def _leaves(node, path=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, (*path, k))
+    else:
+        yield path, node
+
+
+@pytest.mark.parametrize("preset", ["fsd50k", "audioset"])
+def test_preset_holds_only_what_differs_from_the_default_config(preset):
+    """A preset is read over config/config.yaml: a value equal to the default's would be a second
+    copy that drifts (as the presets' copied method catalogue did). Its own dataset's block is new
+    and exempt; every other value must change something, and every method it tunes must exist."""
+    import yaml
+
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    data = yaml.safe_load((REPO / f"config/presets/{preset}.yaml").read_text())
+    for path, value in _leaves(data):
+        if path[:2] == ("datasets", preset):
+            continue
+        node = default
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        assert node != value, f"config/presets/{preset}.yaml: {'.'.join(path)} = {value!r} repeats config/config.yaml"
+    assert set(data.get("methods", {})) <= set(default["methods"])
+    assert set(data["run"]["methods"]) <= set(default["methods"])

@@ -39,7 +39,7 @@ def planned(workdir: Path, *args: str, env: dict[str, str] | None = None) -> dic
         m = re.match(r"^\s+output: (.*)$", line)
         if m and rule:
             for path in m.group(1).split(", "):
-                jobs[path.strip()] = rule
+                jobs[re.sub(r" \(\w+\)$", "", path.strip())] = rule  # "x.tsv (update)": the flag dropped
     return jobs
 
 

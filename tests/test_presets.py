@@ -77,7 +77,7 @@ def test_full_paper_grid_plans_in_seconds(tmp_path):
     assert counts["cka"] == 2 * 3 * 11  # first seed only, one job per method (every phase)
     assert counts["evaluate"] == 2 * 3 * 3 * (1 + 11)  # one job per chain: phase 0, each method
     print(f"full paper grid: {sum(v for k, v in counts.items() if k != 'total')} jobs planned in {seconds:.1f} s")
-    # the target is < 10 s (4.7 s measured on 2 idle cores, see the README); the time is printed,
+    # the target is < 10 s (4.3 s measured on 2 idle cores, see the README); the time is printed,
     # never asserted (15 s measured on 2 loaded cores): only _dry_run's 300 s timeout bounds a hang
 
 

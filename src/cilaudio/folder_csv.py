@@ -33,7 +33,6 @@ own data has no ontology ids, so ``mid`` / ``mids`` repeat the class names.
 
 from __future__ import annotations
 
-import csv
 import inspect
 import logging
 import os
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import pandas as pd
+
+from .fsd50k import csv_rows
 
 __all__ = ["FolderCSV", "LAYOUT", "read_clip_table"]
 
@@ -70,18 +71,7 @@ def _require(path: Path) -> None:
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(1-based line number, fields) of every non-blank row of a CSV file."""
     _require(path)
-    out: list[tuple[int, list[str]]] = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            for fields in reader:
-                if fields and any(x.strip() for x in fields):
-                    out.append((reader.line_num, fields))
-        except csv.Error as err:
-            raise ValueError(f"{path}, line {reader.line_num}: unreadable CSV ({err})") from err
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text ({err}); save it as UTF-8 CSV") from err
-    return out
+    return csv_rows(path)
 
 
 def _labels(field: str, *, where: str, fname: str) -> tuple[str, ...]:

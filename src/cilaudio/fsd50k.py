@@ -41,18 +41,26 @@ def _require(path: Path) -> None:
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(1-based line number, fields) for every non-blank row of a CSV file."""
+    """(1-based line number, fields) of every non-blank row of a CSV file (:func:`csv_rows`)."""
     _require(path)
+    return csv_rows(path)
+
+
+def csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(1-based line number, fields) of every non-blank row of a UTF-8 CSV file (a byte-order
+    mark, as spreadsheets write, is allowed); an unreadable row or non-UTF-8 text is a
+    ValueError naming the file (and line). The FSD50K and folder_csv readers share it."""
     out: list[tuple[int, list[str]]] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
             for fields in reader:
-                if not fields or all(not x.strip() for x in fields):
-                    continue
-                out.append((reader.line_num, fields))
+                if fields and any(x.strip() for x in fields):
+                    out.append((reader.line_num, fields))
         except csv.Error as err:
             raise ValueError(f"{path}, line {reader.line_num}: unreadable CSV ({err})") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err}); save it as UTF-8 CSV") from err
     return out
 
 

@@ -32,6 +32,8 @@ from typing import Any, ClassVar, Mapping
 
 import pandas as pd
 
+from .datasets import check_split
+
 __all__ = ["AudioSet", "MISSING_HINT", "PATTERN_FIELDS", "parse_segment_id", "read_label_names",
            "read_strong_labels"]
 
@@ -55,7 +57,6 @@ PATTERN_FIELDS = {
     "segment_id": "<id>_<start_ms>, as in the label files",
 }
 
-_SPLITS = ("dev", "eval")
 
 
 def _require(path: Path, key: str) -> None:
@@ -349,6 +350,4 @@ def _check_pattern(pattern: str) -> None:
 
 
 def _check_split(split: str) -> str:
-    if split not in _SPLITS:
-        raise ValueError(f"AudioSet split must be 'dev' or 'eval', got {split!r}")
-    return split
+    return check_split(split, format="AudioSet")

@@ -38,6 +38,17 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
+#: The splits every reader has: the development clips (trained on) and the evaluation clips.
+SPLITS = ("dev", "eval")
+
+
+def check_split(split: str, *, format: str) -> str:
+    """``split`` when it is one of :data:`SPLITS`; else a ValueError naming the format."""
+    if split not in SPLITS:
+        raise ValueError(f"{format} split must be 'dev' or 'eval', got {split!r}")
+    return split
+
+
 def reader_class(format: str) -> type:
     """The reader class of a dataset format."""
     if format not in FORMATS:

@@ -87,7 +87,7 @@ def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, gr
 
 def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
                   features: Path, meta: dict[str, Any], threshold: float = 0.5, batch_size: int = 64,
-                  device: torch.device | str = "auto", index: Any = None, num_workers: int = 0) -> dict:
+                  device: torch.device, index: Any = None, num_workers: int = 0) -> dict:
     """Metrics after one phase, as a JSON-ready record.
 
     ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
@@ -100,8 +100,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     """
     from .metrics import average_precision_per_class
 
-    dev = pick_device(device) if isinstance(device, str) else device
-    model, state = load_checkpoint(checkpoint, device=dev)
+    model, state = load_checkpoint(checkpoint, device=device)
     phase = state["phase"]
     seen = list(split.seen(phase))
     if state["classes"] != seen:
@@ -110,7 +109,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     index = excerpt_index(features) if index is None else index
     test_frame = read_list(test_list)
     test = excerpts_of(test_frame, seen, index, source=str(test_list), features=str(features))
-    scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=dev,
+    scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=device,
                      num_workers=num_workers)
     y = test.targets
     base_clips = set(read_list(base_list)["fname"])
@@ -135,18 +134,6 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
                             "label_counts": histogram(state["memory"], split.seen(phase - 1))}
     log.info(f"phase {phase}: mAP {subsets['all']['map']:.4f}, base mAP {subsets['base']['map']:.4f}, "
              f"F1 micro {subsets['all']['f1_micro']:.4f} on {len(y)} excerpts")
-    return result
-
-
-def evaluate_phase(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
-                   features: Path, out: Path, meta: dict[str, Any], threshold: float = 0.5,
-                   batch_size: int = 64, device: str = "auto", threads: int = 1) -> dict:
-    """:func:`phase_metrics` of one checkpoint, written as a JSON object."""
-    torch.set_num_threads(max(1, threads))
-    result = phase_metrics(checkpoint=checkpoint, split=split, test_list=test_list, base_list=base_list,
-                           features=features, meta=meta, threshold=threshold, batch_size=batch_size,
-                           device=device)
-    write_text(out, json.dumps(result, indent=1))
     return result
 
 
@@ -209,7 +196,7 @@ def _base_test_data(split: PhaseSplit, base_list: Path, features: Path) -> Featu
 
 @torch.no_grad()
 def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, base_list: Path,
-              features: Path, out: Path | None, meta: dict[str, Any], batch_size: int = 64,
+              features: Path, out: Path, meta: dict[str, Any], batch_size: int = 64,
               device: str = "auto", threads: int = 1, num_workers: int = 0) -> np.ndarray:
     """Linear CKA between the ``reference`` model (phase 0) and each model of ``others`` (a
     chain's phases), every pair of layers, on the base-class test clips. Saved in one npz:
@@ -229,10 +216,9 @@ def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, bas
         log.info(f"CKA phase {state_a['phase']} vs {state_b['phase']} on {used} excerpts; diagonal "
                  + " ".join(f"{v:.2f}" for v in np.diag(matrix)))
     stacked = np.stack(matrices)
-    if out is not None:
-        with atomic_path(out) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, matrix=stacked, layers=np.array(model_a.layer_names()), phase=np.array(phases),
-                         reference_phase=state_a["phase"], n_excerpts=used,
-                         **{k: v for k, v in meta.items() if k not in ("phase",)})
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, matrix=stacked, layers=np.array(model_a.layer_names()), phase=np.array(phases),
+                     reference_phase=state_a["phase"], n_excerpts=used,
+                     **{k: v for k, v in meta.items() if k not in ("phase",)})
     return stacked

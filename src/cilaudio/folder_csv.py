@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Mapping
 
 import pandas as pd
 
+from .datasets import check_split
 from .fsd50k import csv_rows
 
 __all__ = ["FolderCSV", "LAYOUT", "read_clip_table"]
@@ -58,7 +59,6 @@ LAYOUT = (
     "holding the files named in fname (extension included)"
 )
 
-_SPLITS = ("dev", "eval")
 _DEV_SPLITS = ("train", "val")
 _LIST_SEPARATOR = "|"  # the phase lists' label separator (cilaudio.lists.SEPARATOR)
 
@@ -242,6 +242,4 @@ class FolderCSV:
 
 
 def _check_split(split: str) -> str:
-    if split not in _SPLITS:
-        raise ValueError(f"folder_csv split must be 'dev' or 'eval', got {split!r}")
-    return split
+    return check_split(split, format="folder_csv")

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Mapping
 
 import pandas as pd
 
+from .datasets import check_split
+
 __all__ = ["FSD50K", "read_vocabulary", "read_ground_truth", "MISSING_HINT"]
 
 MISSING_HINT = (
@@ -210,6 +212,4 @@ class FSD50K:
 
 
 def _check_split(split: str) -> str:
-    if split not in ("dev", "eval"):
-        raise ValueError(f"FSD50K split must be 'dev' or 'eval', got {split!r}")
-    return split
+    return check_split(split, format="FSD50K")

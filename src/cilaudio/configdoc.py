@@ -56,7 +56,11 @@ def _rows(node: dict, root: dict, prefix: str) -> Iterator[tuple[str, Any, str]]
 
 
 def render(schema_path: str | Path) -> str:
+    from .methods import method_schema
+
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    # a method's settings are declared by the mechanism modules, not in the schema file
+    schema["$defs"]["method"].update(method_schema())
     lines = [HEADER]
     for path, default, description in _rows(schema, schema, ""):
         lines.append(f"| `{path}` | `{json.dumps(default)}` | {description} |\n")

@@ -56,6 +56,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -70,6 +71,8 @@ __all__ = [
     "anneal_exemplars",
     "select_annealing",
     "select_exemplars",
+    "SELECTORS",
+    "register_selector",
     "SelectionReport",
     "selection_report",
 ]
@@ -450,16 +453,30 @@ def select_annealing(
                             time_limit_s=time_limit_s, init=init, zero_penalty=zero_penalty).indices
 
 
+#: Exemplar selectors by name (the ``replay`` setting of a method): each takes the candidates'
+#: ``(n_clips, n_old_classes)`` 0/1 label matrix, the budget and a seed and returns sorted int64
+#: indices of ``budget`` clips. A new selector is a module that calls :func:`register_selector`
+#: (e.g. :mod:`cilaudio.methods.balanced_replay`).
+SELECTORS: dict[str, Callable[..., np.ndarray]] = {"random": select_random, "annealing": select_annealing}
+
+
+def register_selector(name: str):
+    """Decorator: add an exemplar selector ``fn(labels, budget, *, seed, **options)`` under ``name``."""
+    def add(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        if name in SELECTORS and SELECTORS[name] is not fn:
+            raise ValueError(f"an exemplar selector named {name!r} is registered already")
+        SELECTORS[name] = fn
+        return fn
+    return add
+
+
 def select_exemplars(labels: np.ndarray, budget: int, *, method: str, seed: int, **options) -> np.ndarray:
-    """Dispatch on ``method``: ``"random"`` (:func:`select_random`) or ``"annealing"``
-    (:func:`select_annealing`, ``options`` passed on)."""
-    if method == "random":
-        if options:
-            raise ValueError(f"random selection takes no options; got {sorted(options)}")
-        return select_random(labels, budget, seed=seed)
-    if method == "annealing":
-        return select_annealing(labels, budget, seed=seed, **options)
-    raise ValueError(f"method must be 'random' or 'annealing'; got {method!r}")
+    """The selector ``method`` of :data:`SELECTORS` (``options`` passed on)."""
+    if method not in SELECTORS:
+        raise ValueError(f"unknown exemplar selector {method!r}; registered: {sorted(SELECTORS)}")
+    if method == "random" and options:
+        raise ValueError(f"random selection takes no options; got {sorted(options)}")
+    return SELECTORS[method](labels, budget, seed=seed, **options)
 
 
 # --------------------------------------------------------------------------------------------

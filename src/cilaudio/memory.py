@@ -15,9 +15,6 @@ import pandas as pd
 
 from .lists import LIST_COLUMNS, label_matrix
 
-STRATEGIES = ("random", "annealing")
-
-
 #: Columns of a memory record: a list row plus the phases whose classes it is labelled for.
 MEMORY_COLUMNS = [*LIST_COLUMNS, "phases"]
 
@@ -58,20 +55,18 @@ def known_phases(memory: pd.DataFrame) -> list[list[int]]:
 
 def select(pool: pd.DataFrame, old_classes: Sequence[str], *, budget: int, strategy: str,
            seed: int) -> pd.DataFrame:
-    """Choose ``budget`` clips of ``pool`` (all of them when the pool is smaller)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown replay strategy {strategy!r}; allowed: {list(STRATEGIES)}")
+    """Choose ``budget`` clips of ``pool`` (all of them when the pool is smaller) with the
+    exemplar selector ``strategy`` (:data:`cilaudio.exemplars.SELECTORS`)."""
+    from . import exemplars
+
+    if strategy not in exemplars.SELECTORS:
+        raise ValueError(f"unknown replay strategy {strategy!r}; allowed: {sorted(exemplars.SELECTORS)}")
     if budget <= 0:
         raise ValueError(f"the memory budget must be positive, got {budget}")
     if len(pool) <= budget:
         return pool.reset_index(drop=True)
-    from . import exemplars
-
     labels = label_matrix(pool, old_classes, source="exemplar candidates")
-    if strategy == "random":
-        idx = exemplars.select_random(labels, budget, seed=seed)
-    else:
-        idx = exemplars.select_annealing(labels, budget, seed=seed)
+    idx = exemplars.select_exemplars(labels, budget, method=strategy, seed=seed)
     return pool.iloc[np.sort(idx)].reset_index(drop=True)
 
 

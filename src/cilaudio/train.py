@@ -33,7 +33,8 @@ from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
 from . import memory as replay_memory
 from .features import open_features, read_settings
-from .model import CNN14, EMBEDDING_POINTS, ModelSettings, set_frozen_blocks
+from .model import CNN14, ModelSettings, set_frozen_blocks
+from . import methods as method_registry
 from .phases import PhaseSplit
 from .progress import Progress, _duration
 
@@ -71,23 +72,16 @@ class LoaderSettings:
     deterministic: bool = False
 
 
-FD_PASSES = ("shared", "second")
-
-
 @dataclass(frozen=True)
 class MethodSettings:
-    """A continual-learning method of the incremental phases.
+    """A continual-learning method of the incremental phases: its settings, every one declared
+    by a mechanism of :mod:`cilaudio.methods` (where each is described), with typed views of the
+    core mechanisms' settings.
 
-    ``data``: ``current`` (phase k's training list, labelled with phase k's classes) or
-    ``cumulative`` (all training lists so far, labelled with every class seen so far: joint).
-    ``epoch_size``: ``all`` (an epoch passes over every training excerpt once) or ``phase``
-    (an epoch draws, without replacement, as many excerpts as phase k's own list holds, so a
-    cumulative method makes as many updates as the others).
-    ``fd_embedding``: where feature distillation takes the new model's embedding, ``after_dropout``
-    (the reference's point: in training it carries the dropout mask, the old model's in eval
-    mode does not) or ``before_dropout``. ``fd_pass``: ``shared`` (one forward pass of the new
-    model serves every loss term) or ``second`` (L_FD on a second forward pass with its own
-    dropout masks, as the reference runs it).
+    ``data``/``epoch_size``: :mod:`cilaudio.methods.data_source`; ``loss``, ``fd_embedding``,
+    ``fd_pass``: :mod:`cilaudio.methods.distillation`; ``replay``/``memory_clips``:
+    :mod:`cilaudio.methods.replay`; ``freeze_*``: :mod:`cilaudio.methods.freeze`. ``values``
+    holds every setting (defaults filled in), which the extension mechanisms read.
     """
 
     data: str = "current"
@@ -100,37 +94,30 @@ class MethodSettings:
     freeze_norm_stats: bool = False
     fd_embedding: str = "after_dropout"
     fd_pass: str = "shared"
+    values: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.values:  # built field by field (tests): the same settings as a dict
+            loss = {f.name: getattr(self.loss, f.name) for f in fields(IncrementalLossSettings)}
+            object.__setattr__(self, "values", method_registry.complete({
+                "data": self.data, "epoch_size": self.epoch_size, **loss, "replay": self.replay,
+                "memory_clips": self.memory_clips, "freeze_blocks": list(self.freeze_blocks),
+                "freeze_norm_stats": self.freeze_norm_stats, "fd_embedding": self.fd_embedding,
+                "fd_pass": self.fd_pass}))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MethodSettings":
-        loss_keys = {f.name for f in fields(IncrementalLossSettings)}
-        given = {k: v for k, v in d.items() if k in loss_keys}
-        loss = IncrementalLossSettings(**{"bce_on": "all", "feature_distill": 0.0,
-                                          "output_distill": "none", **given})
-        if d.get("data", "current") not in ("current", "cumulative"):
-            raise ValueError(f"method data must be 'current' or 'cumulative', not {d['data']!r}")
-        if d.get("epoch_size", "all") not in ("all", "phase"):
-            raise ValueError(f"method epoch_size must be 'all' or 'phase', not {d['epoch_size']!r}")
-        replay = d.get("replay", "none")
-        if replay not in ("none", "random", "annealing"):
-            raise ValueError(f"method replay must be none, random or annealing, not {replay!r}")
-        if replay != "none" and int(d.get("memory_clips", 0)) <= 0:
-            raise ValueError("a replay method needs memory_clips > 0 (the exemplar budget in clips)")
-        fd_embedding = d.get("fd_embedding", "after_dropout")
-        if fd_embedding not in EMBEDDING_POINTS:
-            raise ValueError(f"method fd_embedding must be one of {list(EMBEDDING_POINTS)}, not {fd_embedding!r}")
-        fd_pass = d.get("fd_pass", "shared")
-        if fd_pass not in FD_PASSES:
-            raise ValueError(f"method fd_pass must be one of {list(FD_PASSES)}, not {fd_pass!r}")
-        return cls(data=d.get("data", "current"), epoch_size=d.get("epoch_size", "all"), loss=loss,
-                   replay=replay, memory_clips=int(d.get("memory_clips", 0)),
-                   freeze_blocks=tuple(d.get("freeze_blocks", ()) or ()),
-                   freeze_norm_stats=bool(d.get("freeze_norm_stats", False)),
-                   fd_embedding=fd_embedding, fd_pass=fd_pass)
+    def from_dict(cls, d: dict[str, Any], *, where: str = "method") -> "MethodSettings":
+        """Check ``d`` against the method registry (``ValueError`` naming ``where.<setting>``)."""
+        v = method_registry.complete(d, where=where)
+        loss = IncrementalLossSettings(**{f.name: v[f.name] for f in fields(IncrementalLossSettings)})
+        return cls(data=v["data"], epoch_size=v["epoch_size"], loss=loss, replay=v["replay"],
+                   memory_clips=int(v["memory_clips"]), freeze_blocks=tuple(v["freeze_blocks"]),
+                   freeze_norm_stats=bool(v["freeze_norm_stats"]), fd_embedding=v["fd_embedding"],
+                   fd_pass=v["fd_pass"], values=v)
 
     @property
     def needs_old_model(self) -> bool:
-        return self.loss.feature_distill > 0 or self.loss.output_distill != "none"
+        return method_registry.needs_old_model(self.values)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -602,10 +589,11 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
         log.info(f"frozen blocks {list(method.freeze_blocks)} "
                  f"({'with' if method.freeze_norm_stats else 'without'} their norm statistics)")
     classes = list(split.seen(phase))
+    previous_list = train_lists[-2] if method_registry.needs_previous_list(method.values) else None
 
     memory = None
     if method.replay != "none":
-        pool = replay_memory.candidates(state.get("memory"), read_list(train_lists[-2]), phase - 1)
+        pool = replay_memory.candidates(state.get("memory"), read_list(previous_list), phase - 1)
         memory = replay_memory.select(pool, split.seen(phase - 1), budget=method.memory_clips,
                                       strategy=method.replay, seed=s)
         log.info(f"exemplar memory: {len(memory)} of {len(pool)} old clips ({method.replay})")
@@ -613,12 +601,20 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
                         cumulative=method.data == "cumulative", loader=loader,
                         bce_on=method.loss.bce_on, memory=memory)
     pos_weight = pos_weights_of(data.table.targets, n_old).to(dev)
+    mechanisms = method_registry.active_mechanisms(method.values)
     log.info(f"phase {phase} ({method_name}): {len(data)} excerpts, {n_old} old + {n_new} new classes, "
              f"{_describe_pos_weight(pos_weight, n_old)}, device {dev}, loss {method.loss}"
              + (f", L_FD on the embedding {method.fd_embedding} ({method.fd_pass} forward pass)"
-                if method.loss.feature_distill > 0 else ""))
+                if method.loss.feature_distill > 0 else "")
+             + (f", mechanisms {[m.name for m in mechanisms]}" if mechanisms else ""))
+    ctx = method_registry.PhaseContext(
+        phase=phase, split=split, model=model, old_model=old_model, previous_state=state,
+        train_list=train_lists[-1], previous_list=previous_list, features=features, device=dev, seed=s,
+        in_memory=loader.in_memory, batch_size=optim.batch_size)
+    for mechanism in mechanisms:
+        mechanism.prepare(ctx)
     step_loss = incremental_step(model=model, old_model=old_model, method=method, n_old=n_old,
-                                 pos_weight=pos_weight)
+                                 pos_weight=pos_weight, mechanisms=mechanisms)
 
     epoch_size = None
     if method.epoch_size == "phase":
@@ -629,12 +625,18 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "method": method, "optim": optim, "seed": seed},
                          [previous, features, *train_lists])
-    history = _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
-                   step_loss=step_loss, what=f"phase {phase} {method_name}", epoch_size=epoch_size,
-                   resume=resume, job_id=job_id, tensorboard=tensorboard)
+    fitted = [h for h in (m.fit(ctx) for m in mechanisms) if h is not None]
+    if len(fitted) > 1:
+        raise ValueError(f"method {method_name!r}: more than one mechanism replaces training")
+    history = fitted[0] if fitted else _fit(
+        model=model, data=data, optim=optim, loader=loader, seed=s, device=dev, step_loss=step_loss,
+        what=f"phase {phase} {method_name}", epoch_size=epoch_size, resume=resume, job_id=job_id,
+        tensorboard=tensorboard)
     extra = {"features": read_settings(features)}
     if memory is not None:
         extra["memory"] = memory.to_dict("records")
+    for mechanism in mechanisms:
+        extra.update({mechanism.name: mechanism.state()} if mechanism.state() else {})
     save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
                     params=params or {}, extra=extra)
     # after the checkpoint: a history table stands only beside a finished phase
@@ -643,13 +645,15 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
 
 
 def incremental_step(*, model: CNN14, old_model: CNN14 | None, method: MethodSettings, n_old: int,
-                     pos_weight: torch.Tensor):
+                     pos_weight: torch.Tensor, mechanisms: Sequence[method_registry.Mechanism] = ()):
     """The loss of one batch of an incremental phase, ``step(x, y) -> (loss, parts)``.
 
     BCE on the known entries of ``y`` (``UNKNOWN`` elsewhere); L_OD on the first forward pass's
     old-class logits against the old model's; L_FD on the embedding at ``method.fd_embedding``,
     of the same pass (``fd_pass: shared``) or of a second pass with its own dropout masks
-    (``second``, the reference's way). The old model runs without gradient.
+    (``second``, the reference's way). The old model runs without gradient. The extension
+    ``mechanisms`` may first change the targets and mask (:meth:`Mechanism.adjust`) and then add
+    their own terms to the total (:meth:`Mechanism.loss`, logged under their names).
     """
     fd = method.loss.feature_distill > 0
     point = method.fd_embedding
@@ -661,10 +665,21 @@ def incremental_step(*, model: CNN14, old_model: CNN14 | None, method: MethodSet
         if old_model is not None:
             with torch.no_grad():
                 old_logits, old_emb = old_model(x, embedding=point)
+        batch = method_registry.Batch(x=x, targets=y.clamp(min=0), mask=mask, logits=logits,
+                                      old_logits=old_logits, n_old=n_old, model=model)
+        for mechanism in mechanisms:
+            mechanism.adjust(batch)
         if fd and method.fd_pass == "second":
             _, emb = model(x, embedding=point)
-        return incremental_loss(logits=logits, targets=y.clamp(min=0), n_old=n_old, pos_weight=pos_weight,
-                                settings=method.loss, old_logits=old_logits,
-                                old_embedding=old_emb, new_embedding=emb, mask=mask)
+        total, parts = incremental_loss(logits=logits, targets=batch.targets, n_old=n_old, pos_weight=pos_weight,
+                                        settings=method.loss, old_logits=old_logits,
+                                        old_embedding=old_emb, new_embedding=emb, mask=batch.mask)
+        for mechanism in mechanisms:
+            for name, term in mechanism.loss(batch).items():
+                total = total + term
+                parts[name] = term.detach()
+        parts.pop("total")
+        parts["total"] = total.detach()  # last, as the history table shows it
+        return total, parts
 
     return step

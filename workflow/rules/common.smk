@@ -10,6 +10,20 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 
+def _complete_methods():
+    """Each method's settings checked against the method registry (cilaudio.methods), with
+    the `distillation` block as the default of the distillation settings and every other
+    default filled in."""
+    from cilaudio import methods
+
+    for name, given in config["methods"].items():
+        config["methods"][name] = methods.complete(
+            {**config["distillation"], **(given or {})}, where=f"methods.{name}")
+
+
+_complete_methods()
+
+
 def _check_config():
     """Cross-key checks that a JSON schema cannot express."""
     from cilaudio.config_checks import check_class_list
@@ -237,11 +251,13 @@ def get_previous_checkpoint(wildcards):
 def get_train_lists(wildcards):
     """Phase k's list last; before it every earlier list for cumulative (joint) methods, or
     phase k-1's list for replay methods (the exemplar candidates beside the old memory)."""
+    from cilaudio.methods import needs_previous_list
+
     k = int(wildcards.phase)
     method = config["methods"][wildcards.method]
     if method["data"] == "cumulative":
         first = 0
-    elif method["replay"] != "none":
+    elif needs_previous_list(method):
         first = k - 1
     else:
         first = k
@@ -249,12 +265,16 @@ def get_train_lists(wildcards):
 
 
 def get_method_params(wildcards):
-    """The method's settings, with the distillation block only for methods that use it, so
-    changing the temperature reruns exactly the methods that distil."""
+    """The method's settings that differ from their defaults, the distillation ones only for
+    methods that distil: changing the temperature reruns exactly the methods that distil, and
+    a new mechanism (off by default) reruns nothing."""
+    from cilaudio.methods import without_defaults
+
     method = dict(config["methods"][wildcards.method])
-    if method["output_distill"] != "none":
-        method.update(config["distillation"])
-    return canonical(method)
+    if method["output_distill"] == "none":
+        for key in config["distillation"]:
+            method.pop(key)
+    return canonical(without_defaults(method))
 
 
 def get_loader_params(wildcards):

@@ -1,0 +1,43 @@
+"""Continual-learning method mechanisms, one module each, found by name from the config.
+
+:mod:`.registry` holds the interface (:class:`~.registry.Mechanism`) and the registry; every
+other module of this package declares one mechanism and registers it. All of them are imported
+here, so a new module is found without a list to edit (``docs/adding-a-method.md``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .registry import (
+    MECHANISMS,
+    Batch,
+    Mechanism,
+    PhaseContext,
+    active_mechanisms,
+    complete,
+    method_schema,
+    needs_old_model,
+    needs_previous_list,
+    register,
+    without_defaults,
+)
+
+__all__ = [
+    "Batch",
+    "Mechanism",
+    "MECHANISMS",
+    "PhaseContext",
+    "active_mechanisms",
+    "complete",
+    "method_schema",
+    "needs_old_model",
+    "needs_previous_list",
+    "register",
+    "without_defaults",
+]
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "registry":
+        importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,24 @@
+"""Core mechanism: the TASLP paper's selective updates - conv blocks whose weights (and, if
+asked, BatchNorm statistics) stay fixed in phases 1..K (:func:`cilaudio.model.set_frozen_blocks`)."""
+
+from __future__ import annotations
+
+from .registry import Mechanism, register
+
+
+@register
+class Freeze(Mechanism):
+    name = "freeze"
+    settings = {
+        "freeze_blocks": {
+            "type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 6}, "uniqueItems": True,
+            "default": [],
+            "description": "Conv blocks (1-6) whose weights stay fixed in phases 1..K (the TASLP paper's selective "
+                           "updates; e.g. [1, 2, 3]).",
+        },
+        "freeze_norm_stats": {
+            "type": "boolean", "default": False,
+            "description": "Also keep the frozen blocks' BatchNorm running statistics fixed (requires_grad=False "
+                           "alone does not stop them from moving).",
+        },
+    }

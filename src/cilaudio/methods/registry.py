@@ -1,0 +1,235 @@
+"""The method registry: every mechanism of the incremental phases, with the settings it declares.
+
+A *mechanism* is one thing a continual-learning method can do in phases 1..K: a data source, a
+loss term, an exemplar selector, a regulariser with its own state, a closed-form classifier.
+A *method* in the config is a set of setting values (``methods: {name: {setting: value}}``);
+each setting belongs to exactly one mechanism, so combining existing mechanisms is config
+only. A new mechanism is one module of :mod:`cilaudio.methods` with a :class:`Mechanism`
+subclass decorated with :func:`register` (``docs/adding-a-method.md``).
+
+The registry is the one list of method settings: the config check (:func:`complete`), the
+schema the config documentation is written from (:func:`method_schema`), the rule params
+(:func:`without_defaults`) and the training job (:func:`active_mechanisms`) all read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import jsonschema
+
+if TYPE_CHECKING:  # only for the annotations: the registry imports no torch at start-up
+    import torch
+    from torch import Tensor
+
+    from ..model import CNN14
+    from ..phases import PhaseSplit
+
+__all__ = [
+    "Batch",
+    "Mechanism",
+    "MECHANISMS",
+    "PhaseContext",
+    "active_mechanisms",
+    "complete",
+    "method_schema",
+    "needs_old_model",
+    "needs_previous_list",
+    "register",
+    "without_defaults",
+]
+
+
+@dataclass
+class Batch:
+    """What a mechanism's step hooks see of one training batch of phase k.
+
+    ``targets`` and ``mask`` are ``(batch, classes seen)``: 0/1 targets and 1 where the entry
+    counts in the BCE (a clip's known labels). :meth:`Mechanism.adjust` may change both (in
+    place or by assignment) before the loss is computed. ``old_logits`` is the frozen previous
+    model's ``(batch, n_old)`` output when a mechanism of the method asked for that model.
+    """
+
+    x: "Tensor"
+    targets: "Tensor"
+    mask: "Tensor"
+    logits: "Tensor"
+    old_logits: "Tensor | None"
+    n_old: int
+    model: "CNN14"
+
+
+@dataclass
+class PhaseContext:
+    """What a mechanism's phase hooks see: the phase, its data and the two models.
+
+    ``previous_state`` is the previous phase's checkpoint dict (a mechanism's own
+    :meth:`Mechanism.state` of that phase is under its name); ``previous_list`` is phase k-1's
+    training list when :meth:`Mechanism.needs_previous_list` asked for it (a summary of the
+    previous phase's data computed now stands for one computed at the end of that phase; no clip
+    of it is trained on), else None.
+    """
+
+    phase: int
+    split: "PhaseSplit"
+    model: "CNN14"
+    old_model: "CNN14 | None"
+    previous_state: dict
+    train_list: Path
+    previous_list: Path | None
+    features: Path
+    device: "torch.device"
+    seed: int
+    in_memory: bool
+    batch_size: int
+
+
+class Mechanism:
+    """Base class of a mechanism; subclasses set ``name`` and ``settings`` and override hooks.
+
+    ``settings``: ``{setting: JSON-schema fragment}``, each fragment with a ``default`` and a
+    ``description`` (what the config documentation shows). Hooks, in the order a phase job
+    calls them:
+
+    - :meth:`prepare` once, after the model was grown and frozen parts set;
+    - :meth:`fit`: return the phase's history rows to replace SGD training (a closed-form
+      classifier), or None;
+    - per batch, :meth:`adjust` (targets and mask) then :meth:`loss` (terms added to the total);
+    - :meth:`state`, saved in the phase's checkpoint under the mechanism's name.
+
+    The core mechanisms (data source, distillation, replay, frozen blocks) declare their
+    settings here and run inside :mod:`cilaudio.train`; extensions run only through the hooks.
+    """
+
+    name: ClassVar[str] = ""
+    settings: ClassVar[dict[str, dict]] = {}
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = {k: values[k] for k in self.setting_schemas()}
+
+    @classmethod
+    def setting_schemas(cls) -> dict[str, dict]:
+        """The settings' schema fragments (override when they depend on another registry)."""
+        return cls.settings
+
+    @classmethod
+    def active(cls, values: Mapping[str, Any]) -> bool:
+        """Whether the mechanism does anything under a method's ``values`` (its hooks run)."""
+        return False
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> list[str]:
+        """Errors of a combination of values that the schema cannot express."""
+        return []
+
+    @classmethod
+    def needs_old_model(cls, values: Mapping[str, Any]) -> bool:
+        return False
+
+    @classmethod
+    def needs_previous_list(cls, values: Mapping[str, Any]) -> bool:
+        return False
+
+    def prepare(self, ctx: PhaseContext) -> None:
+        pass
+
+    def fit(self, ctx: PhaseContext) -> list[dict] | None:
+        return None
+
+    def adjust(self, batch: Batch) -> None:
+        pass
+
+    def loss(self, batch: Batch) -> dict[str, "Tensor"]:
+        """``{part name: weighted term}``: each is added to the total and logged by name."""
+        return {}
+
+    def state(self) -> dict:
+        return {}
+
+
+#: Every registered mechanism by name, in registration order.
+MECHANISMS: dict[str, type[Mechanism]] = {}
+
+
+def register(cls: type[Mechanism]) -> type[Mechanism]:
+    """Class decorator: add a mechanism to :data:`MECHANISMS`. Its name and each of its
+    settings must be new, and each setting must declare a default that its own schema accepts
+    and a description."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    if cls.name in MECHANISMS and MECHANISMS[cls.name] is not cls:
+        raise ValueError(f"a mechanism named {cls.name!r} is registered already ({MECHANISMS[cls.name].__module__})")
+    owners = {s: m.name for m in MECHANISMS.values() if m is not cls for s in m.setting_schemas()}
+    for setting, fragment in cls.setting_schemas().items():
+        if setting in owners:
+            raise ValueError(f"mechanism {cls.name!r} declares setting {setting!r}, which belongs to "
+                             f"mechanism {owners[setting]!r}: choose another name")
+        for key in ("default", "description"):
+            if key not in fragment:
+                raise ValueError(f"setting {setting!r} of mechanism {cls.name!r} needs a {key!r}")
+    MECHANISMS[cls.name] = cls
+    for setting, fragment in cls.setting_schemas().items():
+        errors = list(jsonschema.Draft202012Validator(fragment).iter_errors(fragment["default"]))
+        if errors:
+            del MECHANISMS[cls.name]
+            raise ValueError(f"the default of setting {setting!r} of mechanism {cls.name!r} does not fit its "
+                             f"own schema: {errors[0].message}")
+    return cls
+
+
+def _fragments() -> dict[str, dict]:
+    return {s: f for m in MECHANISMS.values() for s, f in m.setting_schemas().items()}
+
+
+def method_schema() -> dict:
+    """The JSON schema of one method entry, built from every mechanism's settings."""
+    return {"type": "object", "additionalProperties": False, "properties": _fragments()}
+
+
+def complete(values: Mapping[str, Any] | None, *, where: str = "method") -> dict[str, Any]:
+    """A method's settings checked against the registry and with every default filled in.
+
+    Raises ``ValueError`` naming ``where.<setting>`` (e.g. ``methods.my_method.replay``), the
+    problem and the allowed values.
+    """
+    values = dict(values or {})
+    validator = jsonschema.Draft202012Validator(method_schema())
+    errors = sorted(validator.iter_errors(values), key=lambda e: list(e.path))
+    if errors:
+        lines = []
+        for e in errors:
+            key = ".".join(str(p) for p in e.path)
+            lines.append(f"{where}{'.' + key if key else ''}: {e.message}")
+        known = ", ".join(sorted(_fragments()))
+        raise ValueError("; ".join(lines) + f" (method settings: {known}; docs/adding-a-method.md)")
+    full = {s: json.loads(json.dumps(f["default"])) for s, f in _fragments().items()}
+    full.update(values)
+    problems = [p for m in MECHANISMS.values() for p in m.check(full)]
+    if problems:
+        raise ValueError("; ".join(f"{where}: {p}" for p in problems))
+    return full
+
+
+def without_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the settings that differ from their defaults: what identifies a method's results,
+    so that a new mechanism (off by default) reruns none of the existing ones."""
+    fragments = _fragments()
+    return {k: v for k, v in values.items() if k not in fragments or v != fragments[k]["default"]}
+
+
+def active_mechanisms(values: Mapping[str, Any]) -> list[Mechanism]:
+    """The mechanisms that act under a method's (completed) ``values``, built with them."""
+    return [m(values) for m in MECHANISMS.values() if m.active(values)]
+
+
+def needs_old_model(values: Mapping[str, Any]) -> bool:
+    """Whether a method needs the frozen previous model (distillation, pseudo-labels, ...)."""
+    return any(m.needs_old_model(values) for m in MECHANISMS.values())
+
+
+def needs_previous_list(values: Mapping[str, Any]) -> bool:
+    """Whether a phase job of the method reads phase k-1's training list too."""
+    return any(m.needs_previous_list(values) for m in MECHANISMS.values())

@@ -1,0 +1,83 @@
+"""Pseudo-labels for the old classes on the new clips (the "label absence" problem of
+multi-label class-incremental learning, addressed by e.g. KRT and L3A: phase k's clips hold
+earlier classes' sounds that phase k's labels do not mark).
+
+Every target entry of an old class that a clip is not labelled for (under independent learning,
+all old entries of phase k's clips; for a replayed exemplar, the old classes of other phases)
+takes the previous model's confident prediction: 1 where its probability is at least
+``pseudo_label_positive``, 0 where it is at most ``pseudo_label_negative``; in between it stays
+unknown (no gradient). The entries then count in the BCE like labelled ones. Known labels are
+never changed, and neither are the new classes' entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from .registry import Batch, Mechanism, register
+
+
+def pseudo_label(targets: torch.Tensor, mask: torch.Tensor, old_logits: torch.Tensor, *,
+                 positive: float, negative: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(targets, mask)`` with the unknown old-class entries filled from ``old_logits``.
+
+    ``targets``/``mask``: ``(batch, n_classes)``, old classes first; ``old_logits``:
+    ``(batch, n_old)``. Returns new tensors.
+    """
+    n_old = old_logits.shape[1]
+    p = torch.sigmoid(old_logits.detach().float())  # (batch, n_old)
+    unknown = mask[:, :n_old] == 0
+    pos = unknown & (p >= positive)
+    neg = unknown & (p <= negative)
+    targets, mask = targets.clone(), mask.clone()
+    targets[:, :n_old] = torch.where(pos, torch.ones_like(p), torch.where(neg, torch.zeros_like(p),
+                                                                          targets[:, :n_old].float())).to(targets.dtype)
+    mask[:, :n_old] = torch.where(pos | neg, torch.ones_like(p), mask[:, :n_old].float()).to(mask.dtype)
+    return targets, mask
+
+
+@register
+class PseudoLabels(Mechanism):
+    name = "pseudo_labels"
+    settings = {
+        "pseudo_labels": {
+            "type": "boolean", "default": False,
+            "description": "Fill the old classes' unknown target entries with the previous model's confident "
+                           "predictions (label absence: new clips hold old sounds without labels).",
+        },
+        "pseudo_label_positive": {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.7,
+            "description": "An unknown old-class entry becomes 1 where the previous model's probability is at least this.",
+        },
+        "pseudo_label_negative": {
+            "type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.3,
+            "description": "... and 0 where it is at most this; in between it stays unknown (no gradient).",
+        },
+    }
+
+    @classmethod
+    def active(cls, values: Mapping[str, Any]) -> bool:
+        return bool(values["pseudo_labels"])
+
+    @classmethod
+    def needs_old_model(cls, values: Mapping[str, Any]) -> bool:
+        return bool(values["pseudo_labels"])
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> list[str]:
+        errors = []
+        if values["pseudo_label_negative"] >= values["pseudo_label_positive"]:
+            errors.append("pseudo_label_negative must be below pseudo_label_positive")
+        if values["pseudo_labels"] and values["bce_on"] == "all" and values["data"] == "current" \
+                and values["replay"] == "none":
+            errors.append("pseudo_labels with bce_on: all and no replay has no unknown old entry to fill "
+                          "(finetune labels them 0): use bce_on: new")
+        return errors
+
+    def adjust(self, batch: Batch) -> None:
+        if batch.n_old and batch.old_logits is not None:
+            batch.targets, batch.mask = pseudo_label(
+                batch.targets, batch.mask, batch.old_logits,
+                positive=self.values["pseudo_label_positive"], negative=self.values["pseudo_label_negative"])

@@ -86,6 +86,23 @@ class PhaseContext:
     in_memory: bool
     batch_size: int
 
+    def dataset(self, list_path: Path, phase: int):
+        """The excerpts of a training list, with targets over ``phase``'s seen classes from the
+        list's own labels (a :class:`cilaudio.data.FeatureDataset`)."""
+        from ..data import FeatureDataset, excerpt_index, excerpts_of
+        from ..lists import read_list
+
+        table = excerpts_of(read_list(list_path), self.split.seen(phase), excerpt_index(self.features),
+                            column="labels", source=str(list_path), features=str(self.features))
+        return FeatureDataset(self.features, table, in_memory=self.in_memory)
+
+    def batches(self, dataset):
+        """``dataset`` in order, in batches of ``batch_size``: ``(x, targets)`` on the device."""
+        from torch.utils.data import DataLoader
+
+        for x, y in DataLoader(dataset, batch_size=self.batch_size, shuffle=False):
+            yield x.to(self.device), y.to(self.device)
+
 
 class Mechanism:
     """Base class of a mechanism; subclasses set ``name`` and ``settings`` and override hooks.

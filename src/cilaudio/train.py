@@ -636,7 +636,9 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     if memory is not None:
         extra["memory"] = memory.to_dict("records")
     for mechanism in mechanisms:
-        extra.update({mechanism.name: mechanism.state()} if mechanism.state() else {})
+        mechanism_state = mechanism.state()
+        if mechanism_state:
+            extra[mechanism.name] = mechanism_state
     save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
                     params=params or {}, extra=extra)
     # after the checkpoint: a history table stands only beside a finished phase

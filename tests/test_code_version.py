@@ -37,6 +37,23 @@ def test_closure_follows_relative_absolute_and_function_level_imports(tmp_path):
     assert module_closure(["f"], package_dir=pkg, package="pkg") == ["f"]
 
 
+def test_closure_takes_a_subpackage_whole_and_resolves_its_relative_imports(tmp_path):
+    """g imports the subpackage sub (``from . import sub``); sub's __init__ discovers its modules
+    (so each counts), sub/m imports ..d and .n; sub/n imports nothing. Hand count:
+    closure(g) = {d, g, sub, sub.m, sub.n}; an edit of sub/n.py changes g's hash."""
+    pkg = _package(tmp_path)
+    (pkg / "g.py").write_text("from . import sub\n")
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "__init__.py").write_text("import pkgutil\n")
+    (pkg / "sub" / "m.py").write_text("from ..d import x\nfrom .n import y\n")
+    (pkg / "sub" / "n.py").write_text("y = 1\n")
+    assert module_closure(["g"], package_dir=pkg, package="pkg") == ["d", "g", "sub", "sub.m", "sub.n"]
+    before = source_hash(["g"], package_dir=pkg, package="pkg")
+    (pkg / "sub" / "n.py").write_text("y = 2\n")
+    assert source_hash(["g"], package_dir=pkg, package="pkg") != before
+    assert "methods.mas" in job_modules("training")
+
+
 def test_hash_changes_with_the_closure_only(tmp_path):
     pkg = _package(tmp_path)
     before = source_hash(["a"], package_dir=pkg, package="pkg")

@@ -38,48 +38,62 @@ JOB_ENTRY_MODULES: dict[str, tuple[str, ...]] = {
 GLUE = ("workflow_steps", "logs")
 
 
-def _imports(path: Path, package_dir: Path, package: str) -> set[str]:
-    """The package's modules that ``path`` imports anywhere in it (top level or inside a
-    function), as module names relative to the package (``"train"``, ``"losses"``)."""
+def _module_path(name: str, package_dir: Path) -> Path | None:
+    """The file of a module name relative to the package (``"train"``, ``"methods.mas"``, or a
+    subpackage ``"methods"``: its ``__init__.py``), or None."""
+    base = package_dir / name.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(name: str, package_dir: Path, package: str) -> set[str]:
+    """The package's modules that module ``name`` imports anywhere in it (top level or inside a
+    function), as module names relative to the package (``"train"``, ``"methods.registry"``).
+    Relative imports are resolved from the module's own (sub)package."""
+    path = _module_path(name, package_dir)
+    is_package = path.name == "__init__.py"
+    parent = name.split(".") if is_package else name.split(".")[:-1]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level:  # from . import x / from .x import y
-                base = node.module or ""
-                names = [base] if base else [a.name for a in node.names]
-                if base:
-                    names += [f"{base}.{a.name}" for a in node.names]
+            if node.level:  # from . import x / from .x import y / from ..x import y
+                up = parent[:len(parent) - (node.level - 1)] if node.level > 1 else parent
+                base = ".".join(up + ([node.module] if node.module else []))
             elif node.module and (node.module == package or node.module.startswith(package + ".")):
                 base = node.module[len(package) + 1:]
-                names = [base] if base else [a.name for a in node.names]
-                if base:
-                    names += [f"{base}.{a.name}" for a in node.names]
             else:
                 continue
+            names = [base] if base else []
+            names += [f"{base}.{a.name}" if base else a.name for a in node.names]
             found.update(n for n in names if n)
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith(package + "."):
                     found.add(a.name[len(package) + 1:])
-    return {n for n in found if (package_dir / f"{n.replace('.', '/')}.py").is_file()}
+    return {n for n in found if _module_path(n, package_dir) is not None}
 
 
 def module_closure(entries: Iterable[str], *, package_dir: Path = PACKAGE_DIR,
                    package: str = PACKAGE) -> list[str]:
     """Every module of the package that ``entries`` (module names relative to the package)
-    import, directly or through each other, the entries included; sorted."""
+    import, directly or through each other, the entries included; sorted. A subpackage brings
+    all its modules (:mod:`cilaudio.methods` imports each of its modules by discovery)."""
     todo = [e for e in entries]
     seen: set[str] = set()
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        path = package_dir / f"{name.replace('.', '/')}.py"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no module {name!r} in {package_dir}")
+        path = _module_path(name, package_dir)
+        if path is None:
+            raise FileNotFoundError(f"{package_dir / name.replace('.', '/')}.py: no module {name!r} in {package_dir}")
         seen.add(name)
-        todo.extend(_imports(path, package_dir, package) - seen)
+        todo.extend(_imports(name, package_dir, package) - seen)
+        if path.name == "__init__.py":
+            todo.extend(f"{name}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py")
         if name == "datasets" and package_dir == PACKAGE_DIR:
             # the readers are imported by name from the registry, not by an import statement
             from .datasets import FORMATS
@@ -101,7 +115,7 @@ def source_hash(entries: Iterable[str] | None = None, *, also: Iterable[str] = (
     h = hashlib.sha256()
     for name in names:
         h.update(name.encode() + b"\0")
-        h.update((package_dir / f"{name.replace('.', '/')}.py").read_bytes() + b"\0")
+        h.update(_module_path(name, package_dir).read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 

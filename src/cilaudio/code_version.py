@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: import closure (:func:`module_closure`) and on the glue every job runs (:data:`GLUE`). Rules map
 #: to these kinds in workflow/rules/common.smk; the README lists the closures.
 JOB_ENTRY_MODULES: dict[str, tuple[str, ...]] = {
-    "lists": ("lists", "datasets", "paper_lists", "synth"),
+    "lists": ("phase_lists", "datasets", "paper_lists", "synth"),
     "features": ("features", "datasets"),
     "training": ("train",),
     "evaluation": ("evaluate", "metrics"),

@@ -60,11 +60,11 @@ from cilaudio.stats import (
     seeds_word,
     verdict,
 )
+from cilaudio.report_texts import NORM_NAMES
 from cilaudio.tidy import final_per_seed, gap_shares
 
 log = logging.getLogger(__name__)
 
-NORM_NAMES = {"bn": "BatchNorm", "gn": "GroupNorm", "cn": "Continual Normalization"}
 BOUNDS = (LOWER, UPPER)
 _GROUP = re.compile(r"^group(\d+)$")
 _BLOCK = re.compile(r"^block(\d+)\.")

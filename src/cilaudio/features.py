@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -413,3 +413,18 @@ def read_settings(h5_path: str | os.PathLike) -> dict:
     """The feature settings the file was extracted with."""
     with open_features(h5_path) as h5:
         return json.loads(h5.attrs["settings"])
+
+
+def check_settings(h5_path: str | os.PathLike, expected: Mapping[str, Any] | None) -> None:
+    """A feature file written under another configuration stops the job (a results folder
+    copied from elsewhere, or Snakemake metadata lost): say so and how to fix it."""
+    if not expected:
+        return
+    found = read_settings(h5_path)
+    diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{h5_path} was extracted with other feature settings than the config ({detail}): the "
+            "results folder was written by another configuration. Delete its features folder "
+            "(or the whole results/<dataset>) and rerun.")

@@ -16,4 +16,4 @@ rule compare_norms:
     conda:
         "../../envs/cilaudio.yaml"
     script:
-        "../scripts/comparison.py"
+        "../scripts/compare_norms.py"

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cilaudio.logs import job
-from cilaudio.synth import generate
+from cilaudio.workflow_steps import generate_synth
 
 with job(snakemake):
-    generate(Path(snakemake.output.dev).parents[1], **snakemake.params.generate)
+    generate_synth(out_dir=str(Path(snakemake.output.dev).parents[1]), settings=snakemake.params.generate)

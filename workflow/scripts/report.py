@@ -1,8 +1,8 @@
 from cilaudio.logs import job
-from cilaudio.workflow_steps import make_report
+from cilaudio.workflow_steps import report
 
 with job(snakemake):
-    make_report(
+    report(
         out=snakemake.output[0],
         table=snakemake.input.table,
         training=snakemake.input.training,

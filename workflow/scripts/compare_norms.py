@@ -1,5 +1,5 @@
-from cilaudio.comparison import make_comparison
 from cilaudio.logs import job
+from cilaudio.workflow_steps import compare_norms
 
 
 def _paths(v):
@@ -8,8 +8,8 @@ def _paths(v):
 
 with job(snakemake):
     inputs = dict(snakemake.input.items())
-    make_comparison(
-        out=snakemake.output.html,
+    compare_norms(
+        html=snakemake.output.html,
         tex=snakemake.output.tex,
         md=snakemake.output.md,
         tables={k[len("metrics_"):]: str(v) for k, v in inputs.items() if k.startswith("metrics_")},

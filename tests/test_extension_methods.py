@@ -16,7 +16,7 @@ from cilaudio.features import open_features
 from cilaudio.lists import label_matrix, read_classes, read_list
 from cilaudio.train import history_path
 
-from test_train import LOADER, MODEL, OPTIM, _base
+from test_train import LOADER, OPTIM, _base
 
 METHODS = {
     "pseudo": {"bce_on": "new", "pseudo_labels": True, "output_distill": "kl"},

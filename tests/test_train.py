@@ -174,7 +174,7 @@ def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
     and only the loader's kind is looked at, no batch is made)."""
     import h5py
 
-    from cilaudio import train as T
+    from cilaudio import batches as B
 
     split = read_classes(prepared / "lists/classes.tsv")
     data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
@@ -183,12 +183,13 @@ def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
         need = h5["features"][np.sort(data.table.rows)].nbytes  # the rows this phase trains on
     cuda = torch.device("cuda")
     made = []
-    monkeypatch.setattr(T, "DeviceBatches", lambda *a, **k: made.append("gpu") or "gpu")
+    monkeypatch.setattr(B, "DeviceBatches", lambda *a, **k: made.append("gpu") or "gpu")
     settings = LoaderSettings(features_on_gpu=True)
     for free, expected in ((2 * need, "gpu"), (2 * need - 1, "stream")):
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 4 * free))
-        assert T.features_fit_on_gpu(data, cuda) == (expected == "gpu")
-        loader = T._loader(data, 8, settings, 0, cuda, len(data))
+        assert B.features_fit_on_gpu(data, cuda) == (expected == "gpu")
+        loader = B.training_batches(data, 8, seed=0, device=cuda, epoch_size=len(data),
+                                    num_workers=settings.num_workers, features_on_gpu=settings.features_on_gpu)
         assert (loader == "gpu") == (expected == "gpu")
         if expected == "stream":
             assert isinstance(loader, torch.utils.data.DataLoader)
@@ -200,17 +201,17 @@ def test_loader_workers_give_the_same_batches_as_the_main_process(prepared):
     batches, the last partial one included, are those of a plain DataLoader on the same seed."""
     from torch.utils.data import DataLoader, RandomSampler
 
-    from cilaudio import train as T
+    from cilaudio import batches as B
 
     split = read_classes(prepared / "lists/classes.tsv")
     data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
                         features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings())
     epoch = len(data) - 3  # not a multiple of the batch nor of the group
-    assert epoch % 8 and epoch % (8 * T.TRANSFER_GROUP)
+    assert epoch % 8 and epoch % (8 * B.TRANSFER_GROUP)
     plain = DataLoader(data, batch_size=8, sampler=RandomSampler(
         data, num_samples=epoch, generator=torch.Generator().manual_seed(5)))
-    grouped = T._loader(data, 8, LoaderSettings(num_workers=2), 5, torch.device("cpu"), epoch)
-    assert isinstance(grouped, T.GroupedBatches)
+    grouped = B.training_batches(data, 8, seed=5, device=torch.device("cpu"), epoch_size=epoch, num_workers=2)
+    assert isinstance(grouped, B.GroupedBatches)
     for _ in range(2):  # two epochs: the persistent workers go on with the sampler's generator
         expected = list(plain)
         got = list(grouped)

@@ -358,7 +358,7 @@ def test_a_loss_that_becomes_nan_stops_the_job_and_keeps_what_was_written(prepar
 
     resume = tmp_path / "p0.pt.resume"
     with pytest.raises(T.NonFiniteLoss, match=r"phase 0.*bce, total.*epoch 2 of 3"):
-        T._fit(model=model, data=data, optim=T.OptimSettings(epochs=3, batch_size=8, lr=0.01, lr_min=1e-4),
+        T.fit(model=model, data=data, optim=T.OptimSettings(epochs=3, batch_size=8, lr=0.01, lr_min=1e-4),
                loader=T.LoaderSettings(), seed=0, device=torch.device("cpu"), step_loss=step_loss,
                what="phase 0", resume=resume, job_id="x")
     state = torch.load(resume, weights_only=False)  # epoch 1's state is kept, not overwritten

@@ -14,7 +14,7 @@ not count). Stages:
    and on all clips: clips/s, multiple of real time per core, peak RSS and the ratio of the
    two peaks (flat is the goal). Then the workflow's way: one shard per core in parallel, joined
    with ``join_shards`` (a copy into one self-contained file); training below reads the joined files.
-3. training memory: peak RSS of one epoch of width-8 CNN14 (``train._fit``, batch 32, streaming
+3. training memory: peak RSS of one epoch of width-8 CNN14 (``train.fit``, batch 32, streaming
    from HDF5) on the small and on the full set; the epoch is capped at ``--max-steps`` updates,
    the dataset is not.
 4. loader: FeatureDataset + DataLoader against a reference dataset that decodes, resamples
@@ -39,7 +39,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 GROUP_SIZES = (30, 5, 5, 5, 5)
@@ -187,7 +187,7 @@ def child_train_epoch(a: dict) -> dict:
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
     from cilaudio.phases import PhaseSplit
-    from cilaudio.train import LoaderSettings, OptimSettings, _fit, pos_weights_of, training_set
+    from cilaudio.train import LoaderSettings, OptimSettings, fit, pos_weights_of, training_set
 
     base = _baseline()
     torch.set_num_threads(a["threads"])
@@ -214,7 +214,7 @@ def child_train_epoch(a: dict) -> dict:
     epoch_size = min(len(data), steps * BATCH)
     optim = OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4)
     t0 = time.perf_counter()
-    _fit(model=model, data=data, optim=optim, loader=loader, seed=0, device=torch.device("cpu"),
+    fit(model=model, data=data, optim=optim, loader=loader, seed=0, device=torch.device("cpu"),
          step_loss=step_loss, what="benchmark", epoch_size=epoch_size)
     dt = time.perf_counter() - t0
     return {"excerpts": len(data), "steps": steps, "seconds": dt, "set_seconds": t_set,
@@ -255,7 +255,7 @@ def child_loader(a: dict) -> dict:
     from cilaudio.data import FeatureDataset
     from cilaudio.features import FeatureSettings, LogMel, open_features
     from cilaudio.fsd50k import FSD50K
-    from cilaudio.train import TRANSFER_GROUP, LoaderSettings, _loader
+    from cilaudio.batches import TRANSFER_GROUP, training_batches
 
     torch.set_num_threads(1)  # one core per loading process (workers get one thread anyway)
     _, table = _table(a)
@@ -292,11 +292,11 @@ def child_loader(a: dict) -> dict:
                 return x, torch.from_numpy(table.targets[i])
 
         dataset = ReferenceDataset()
-    # both designs go through the training loop's own loader (train._loader: with workers, they
+    # both designs go through the training loop's own loader (batches.training_batches: with workers, they
     # hand over TRANSFER_GROUP batches at once); only the dataset differs
     warm = TRANSFER_GROUP if a["workers"] else 1  # untimed: worker start-up, the first hand-over
-    loader = _loader(dataset, BATCH, LoaderSettings(num_workers=a["workers"]), 0, torch.device("cpu"),
-                     (a["batches"] + warm) * BATCH)
+    loader = training_batches(dataset, BATCH, seed=0, device=torch.device("cpu"),
+                              epoch_size=(a["batches"] + warm) * BATCH, num_workers=a["workers"])
     items, dt = _timed_batches(loader, a["batches"], warm)
     x = dataset[0][0]
     return {"items": items, "seconds": dt, "excerpts_per_s": items / dt, "shape": list(x.shape),
@@ -310,14 +310,16 @@ def child_share(a: dict) -> dict:
     from cilaudio.data import FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
-    from cilaudio.train import LoaderSettings, _loader, pos_weights_of
+    from cilaudio.batches import training_batches
+    from cilaudio.train import pos_weights_of
 
     torch.set_num_threads(a["threads"])
     torch.manual_seed(0)
     classes, table = _table(a)
     dataset = FeatureDataset(a["features"], table, in_memory=False)
-    loader = _loader(dataset, BATCH, LoaderSettings(num_workers=a["workers"]), 0, torch.device("cpu"),
-                     (a["warmup"] + a["steps"]) * BATCH)  # the training loop's own loader
+    loader = training_batches(dataset, BATCH, seed=0, device=torch.device("cpu"),
+                              epoch_size=(a["warmup"] + a["steps"]) * BATCH,
+                              num_workers=a["workers"])  # the training loop's own loader
     model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -418,7 +420,7 @@ def _ten_second_features(path: Path, n: int) -> None:
 
 
 def child_fit_speed(a: dict) -> dict:
-    """The workflow's training loop end to end: ``train._fit`` streaming 10-s float16 excerpts
+    """The workflow's training loop end to end: ``train.fit`` streaming 10-s float16 excerpts
     from HDF5 through the DataLoader (workers, pinned memory and non-blocking copies on CUDA),
     one epoch of ``steps`` updates, start-up included."""
     import numpy as np
@@ -427,7 +429,7 @@ def child_fit_speed(a: dict) -> dict:
     from cilaudio.data import ExcerptTable, FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
-    from cilaudio.train import LoaderSettings, OptimSettings, _fit
+    from cilaudio.train import LoaderSettings, OptimSettings, fit
 
     path = Path(a["features"])
     _ten_second_features(path, a["clips"])
@@ -452,7 +454,7 @@ def child_fit_speed(a: dict) -> dict:
     for precision in a["precisions"]:
         loader = LoaderSettings(num_workers=a["workers"], in_memory=False, precision=precision)
         t0 = time.perf_counter()
-        _fit(model=model, data=data, optim=OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4),
+        fit(model=model, data=data, optim=OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4),
              loader=loader, seed=0, device=dev, step_loss=step_loss, what="benchmark",
              epoch_size=a["steps"] * BATCH)
         if dev.type == "cuda":
@@ -622,18 +624,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    b = Bench(a.workdir)
-    figs = Figures()
-    raw: dict = {}
-    cores = len(os.sched_getaffinity(0))
-    b.say(f"benchmark: {a.clips} clips (small set {a.small}), {cores} cores, workdir {a.workdir}")
-    raw["probe"] = probe = b.run("probe", {}, "probe", "probe torch")
-    b.say(f"torch {probe['torch']}, {probe['threads']} threads, CUDA: {probe.get('gpu', 'no')}")
+@dataclass
+class Run:
+    """What the stages share: the arguments, the runner, the figures, the raw results and the
+    files each stage leaves for the next."""
 
-    # 1. dataset ------------------------------------------------------------------------------
+    a: argparse.Namespace
+    b: "Bench"
+    figs: "Figures"
+    raw: dict
+    cores: int
+    probe: dict | None = None
+    root: Path | None = None
+    lists: Path | None = None
+    sets: dict | None = None
+    feats: Path | None = None
+    joined: dict | None = None
+    classes: str | None = None
+    common: dict | None = None
+
+
+def stage_dataset(r: Run) -> None:
+    """1. The synthetic dataset (generated, or reused when it is there) and its two lists."""
+    a, b, figs, raw = r.a, r.b, r.figs, r.raw
     root = a.workdir / f"synth-{a.clips}-seed{a.seed}"
     dev_csv = root / "FSD50K.ground_truth" / "dev.csv"
     have = dev_csv.exists() and sum(1 for _ in open(dev_csv)) - 1 == a.clips
@@ -649,11 +662,17 @@ def main(argv=None) -> int:
     lists = a.workdir / f"lists-{a.clips}-{a.small}-seed{a.seed}"
     raw["lists"] = b.run("lists", {"root": str(root), "small": a.small, "out": str(lists)}, "lists", "lists")
     sets = {"small": (lists / "small.tsv", raw["lists"]["small"]), "all": (lists / "all.tsv", raw["lists"]["all"])}
-    n_small, n_all = sets["small"][1], sets["all"][1]
     feats = a.workdir / f"features-{a.clips}-{a.small}-seed{a.seed}"
     feats.mkdir(parents=True, exist_ok=True)
+    r.root, r.lists, r.sets, r.feats = root, lists, sets, feats
 
-    # 2. extraction ---------------------------------------------------------------------------
+
+
+def stage_extraction(r: Run) -> None:
+    """2. Feature extraction: throughput and peak memory at two sizes, then the workflow's
+    sharded extraction and the joins that the training stages read."""
+    a, b, figs, raw, root, lists, sets, feats = r.a, r.b, r.figs, r.raw, r.root, r.lists, r.sets, r.feats
+    n_small, n_all = sets["small"][1], sets["all"][1]
     # every extraction reads its WAVs from the page cache, the first one included (a reused
     # dataset may have been evicted since it was generated)
     warm = _warm_page_cache(sorted((root / "FSD50K.dev_audio").glob("*.wav")))
@@ -663,17 +682,17 @@ def main(argv=None) -> int:
         peaks = {}
         for which in ("small", "all"):
             lst, n = sets[which]
-            r = b.run("extract", {"root": str(root), "list": str(lst), "out": str(feats / f"{kind}-{which}.h5"),
+            res = b.run("extract", {"root": str(root), "list": str(lst), "out": str(feats / f"{kind}-{which}.h5"),
                                   "features": FEATURES[kind], "threads": 1},
                       f"extract-{kind}-{which}", f"extraction [{kind}] of {n} clips, 1 process, 1 thread")
-            raw[f"extract_{kind}_{which}"] = r
-            rate = r["clips"] / r["seconds"]
+            raw[f"extract_{kind}_{which}"] = res
+            rate = res["clips"] / res["seconds"]
             figs.add(f"extraction [{kind}] {n} clips: throughput", rate, "clips/s")
             figs.add(f"extraction [{kind}] {n} clips: x real time per core",
-                     r["clips"] * CLIP_SECONDS / r["seconds"] / r["threads"], "x")
-            figs.add(f"extraction [{kind}] {n} clips: peak RSS", _mb(r["maxrss_kb"]), "MB",
-                     note=f"after imports {_mb(r['baseline_kb']):.0f} MB")
-            peaks[which] = r["maxrss_kb"]
+                     res["clips"] * CLIP_SECONDS / res["seconds"] / res["threads"], "x")
+            figs.add(f"extraction [{kind}] {n} clips: peak RSS", _mb(res["maxrss_kb"]), "MB",
+                     note=f"after imports {_mb(res['baseline_kb']):.0f} MB")
+            peaks[which] = res["maxrss_kb"]
         ratio = peaks["all"] / peaks["small"]
         figs.add(f"extraction [{kind}] peak RSS {n_all}/{n_small} clips", ratio, "",
                  target=f"<= {RSS_FLAT:.2f} (flat)", ok=ratio <= RSS_FLAT)
@@ -706,28 +725,39 @@ def main(argv=None) -> int:
                           ("sharded", [feats / f"shard{i}of{n_shards}.h5" for i in range(n_shards)])):
         raw[f"join_{which}"] = b.run("join", {"shards": [str(x) for x in shards], "out": str(joined[which])},
                                      f"join-{which}", f"join {joined[which].name} ({len(shards)} shard(s))")
-    classes = str(lists / "classes.txt")
+    r.joined, r.classes = joined, str(lists / "classes.txt")
 
-    # 3. training memory ----------------------------------------------------------------------
+
+
+def stage_training_memory(r: Run) -> None:
+    """3. Peak memory of a training epoch at two sizes (flat when features stream)."""
+    a, b, figs, raw, sets, joined, classes = r.a, r.b, r.figs, r.raw, r.sets, r.joined, r.classes
+    n_small, n_all = sets["small"][1], sets["all"][1]
     peaks = {}
     for which in ("small", "all"):
         lst, n = sets[which]
-        r = b.run("train_epoch", {"list": str(lst), "features": str(joined[which]), "classes": classes,
+        res = b.run("train_epoch", {"list": str(lst), "features": str(joined[which]), "classes": classes,
                                   "width": NARROW, "max_steps": a.max_steps, "threads": a.threads},
                   f"train-{which}", f"training epoch on {n} clips (width {NARROW}, batch {BATCH}, streaming"
                   + (f", at most {a.max_steps} steps)" if a.max_steps else ")"))
-        raw[f"train_{which}"] = r
-        peaks[which] = r["maxrss_kb"]
-        figs.add(f"training epoch {n} clips ({r['steps']} steps): peak RSS", _mb(r["maxrss_kb"]), "MB",
-                 note=f"after imports {_mb(r['baseline_kb']):.0f} MB; training set built in {r['set_seconds']:.2f} s")
-        figs.add(f"training epoch {n} clips: time per step", 1000 * r["seconds"] / r["steps"], "ms",
+        raw[f"train_{which}"] = res
+        peaks[which] = res["maxrss_kb"]
+        figs.add(f"training epoch {n} clips ({res['steps']} steps): peak RSS", _mb(res["maxrss_kb"]), "MB",
+                 note=f"after imports {_mb(res['baseline_kb']):.0f} MB; training set built in {res['set_seconds']:.2f} s")
+        figs.add(f"training epoch {n} clips: time per step", 1000 * res["seconds"] / res["steps"], "ms",
                  note=f"{a.threads} torch threads")
     ratio = peaks["all"] / peaks["small"]
     figs.add(f"training peak RSS {n_all}/{n_small} clips", ratio, "", target=f"<= {RSS_FLAT:.2f} (flat)",
              ok=ratio <= RSS_FLAT)
     figs.add(f"training peak RSS {n_all} minus {n_small} clips", _mb(peaks["all"] - peaks["small"]), "MB")
 
-    # 4. loader throughput ----------------------------------------------------------------------
+
+
+def stage_loader(r: Run) -> None:
+    """4. Loader throughput: the HDF5 dataset against decoding audio on the fly."""
+    a, b, figs, raw, sets, feats, root, joined, classes = (r.a, r.b, r.figs, r.raw, r.sets, r.feats, r.root,
+                                                           r.joined, r.classes)
+    n_shards = a.workers
     ref_batches = max(10, a.loader_batches // 10)
     common = {"list": str(sets["all"][0]), "features": str(joined["sharded"]), "classes": classes,
               "root": str(root), "feature_settings": FEATURES["16k"]}
@@ -739,15 +769,15 @@ def main(argv=None) -> int:
     for workers in sorted({0, a.workers}):
         rates = {}
         for kind, batches in (("hdf5", a.loader_batches), ("reference", ref_batches)):
-            r = b.run("loader", {**common, "kind": kind, "workers": workers, "batches": batches},
-                      f"loader-{kind}-w{workers}",
-                      f"loader [{kind}] {workers} workers, {batches} batches of {BATCH}")
-            raw[f"loader_{kind}_w{workers}"] = r
-            rates[kind] = r["excerpts_per_s"]
+            res = b.run("loader", {**common, "kind": kind, "workers": workers, "batches": batches},
+                        f"loader-{kind}-w{workers}",
+                        f"loader [{kind}] {workers} workers, {batches} batches of {BATCH}")
+            raw[f"loader_{kind}_w{workers}"] = res
+            rates[kind] = res["excerpts_per_s"]
             if rates[kind] > best.get(kind, (0.0, 0))[0]:
                 best[kind] = (rates[kind], workers)
             label = "HDF5 FeatureDataset" if kind == "hdf5" else "reference (decode+resample+log-mel)"
-            figs.add(f"loader {label}, {workers} workers", r["excerpts_per_s"], "excerpts/s")
+            figs.add(f"loader {label}, {workers} workers", res["excerpts_per_s"], "excerpts/s")
         ratio = rates["hdf5"] / rates["reference"]
         figs.add(f"loader HDF5 / reference, {workers} workers", ratio, "x", target=f">= {LOADER_RATIO:.0f}x",
                  ok=ratio >= LOADER_RATIO)
@@ -756,26 +786,36 @@ def main(argv=None) -> int:
              ok=ratio >= LOADER_RATIO,
              note=f"HDF5 with {best['hdf5'][1]} workers, reference with {best['reference'][1]}")
 
-    # 5. loading share of a CPU training step ---------------------------------------------------
-    r = b.run("share", {**common, "width": NARROW, "workers": 0, "warmup": 5, "steps": a.share_steps,
+    r.common = common
+
+
+def stage_share(r: Run) -> None:
+    """5. The share of a CPU training step spent waiting on the loader."""
+    a, b, figs, raw, common = r.a, r.b, r.figs, r.raw, r.common
+    res = b.run("share", {**common, "width": NARROW, "workers": 0, "warmup": 5, "steps": a.share_steps,
                         "threads": a.threads},
               "share", f"loading share of {a.share_steps} CPU training steps (width {NARROW}, batch {BATCH})")
-    raw["share"] = r
-    figs.add("CPU training step: waiting on the loader", 1000 * r["wait_s"] / r["steps"], "ms/step")
-    figs.add("CPU training step: forward/backward/step", 1000 * r["compute_s"] / r["steps"], "ms/step",
-             note=f"{r['threads']} torch threads")
-    figs.add("CPU training step: data loading share", 100 * r["share"], "%", target=f"< {100 * SHARE_TARGET:.0f} %",
-             ok=r["share"] < SHARE_TARGET)
+    raw["share"] = res
+    figs.add("CPU training step: waiting on the loader", 1000 * res["wait_s"] / res["steps"], "ms/step")
+    figs.add("CPU training step: forward/backward/step", 1000 * res["compute_s"] / res["steps"], "ms/step",
+             note=f"{res['threads']} torch threads")
+    figs.add("CPU training step: data loading share", 100 * res["share"], "%", target=f"< {100 * SHARE_TARGET:.0f} %",
+             ok=res["share"] < SHARE_TARGET)
 
-    # 6. full-width model -------------------------------------------------------------------------
+
+
+def stage_full_width(r: Run) -> None:
+    """6. The papers' full-width model: GPU throughput (inputs on the GPU, and streamed end to
+    end), or on a CPU a short width-64 measurement and the narrow end-to-end loop."""
+    a, b, figs, raw, probe = r.a, r.b, r.figs, r.raw, r.probe
     if probe["cuda"]:
-        r = b.run("model_speed", {"device": "cuda", "width": WIDE, "frames": 1001, "batch": BATCH, "warmup": 5,
+        res = b.run("model_speed", {"device": "cuda", "width": WIDE, "frames": 1001, "batch": BATCH, "warmup": 5,
                                   "steps": 20, "precisions": ["fp32", "bf16"]},
                   "gpu", f"GPU training, width {WIDE}, 10-s clips (1001 x 64), batch {BATCH}")
-        raw["gpu"] = r
+        raw["gpu"] = res
         for prec in ("fp32", "bf16"):
-            figs.add(f"GPU width {WIDE}, 10-s clips, {prec}: training throughput", r[prec]["clips_per_s"],
-                     "clips/s", note=f"{r['gpu']}, peak {r[prec]['peak_gpu_mb']:.0f} MB; inputs already on the GPU")
+            figs.add(f"GPU width {WIDE}, 10-s clips, {prec}: training throughput", res[prec]["clips_per_s"],
+                     "clips/s", note=f"{res['gpu']}, peak {res[prec]['peak_gpu_mb']:.0f} MB; inputs already on the GPU")
         fit = b.run("fit_speed", {"device": "cuda", "width": WIDE, "clips": a.fit_clips, "steps": a.fit_steps,
                                   "workers": a.gpu_workers, "threads": 1, "precisions": ["fp32", "bf16"],
                                   "features": str(a.workdir / f"features-10s-v2-{a.fit_clips}.h5")},
@@ -786,18 +826,18 @@ def main(argv=None) -> int:
             rate = fit[prec]["clips_per_s"]
             figs.add(f"GPU width {WIDE}, 10-s clips, {prec}, streamed from HDF5: training throughput", rate,
                      "clips/s", note=f"{a.gpu_workers} workers; start-up included")
-            figs.add(f"GPU {prec}: streamed / inputs on the GPU", rate / r[prec]["clips_per_s"], "",
+            figs.add(f"GPU {prec}: streamed / inputs on the GPU", rate / res[prec]["clips_per_s"], "",
                      note="near 1: the loader keeps the GPU busy")
     else:
         b.say("GPU training throughput (width 64, 10-s clips): needs CUDA, skipped")
         figs.add(f"GPU width {WIDE}, 10-s clips: training throughput", "needs CUDA", target="", ok=None)
         if not a.no_wide_cpu:
-            r = b.run("model_speed", {"device": "cpu", "width": WIDE, "frames": 101, "batch": BATCH, "warmup": 1,
+            res = b.run("model_speed", {"device": "cpu", "width": WIDE, "frames": 101, "batch": BATCH, "warmup": 1,
                                       "steps": 2, "precisions": ["fp32"], "threads": a.threads},
                       "wide-cpu", f"CPU training, width {WIDE}, 1-s clips, batch {BATCH}, 2 steps")
-            raw["wide_cpu"] = r
-            figs.add(f"CPU width {WIDE}, 1-s clips, fp32: training throughput", r["fp32"]["clips_per_s"],
-                     "clips/s", note=f"{r['threads']} torch threads")
+            raw["wide_cpu"] = res
+            figs.add(f"CPU width {WIDE}, 1-s clips, fp32: training throughput", res["fp32"]["clips_per_s"],
+                     "clips/s", note=f"{res['threads']} torch threads")
 
     if not probe["cuda"] and not a.quick:
         # the same end-to-end loop on the CPU at the narrow width: checks the path a GPU run takes
@@ -810,7 +850,11 @@ def main(argv=None) -> int:
         figs.add(f"CPU width {NARROW}, 10-s clips, streamed from HDF5: training throughput",
                  fit["fp32"]["clips_per_s"], "clips/s", note=f"{fit['threads']} torch threads; start-up included")
 
-    # summary ---------------------------------------------------------------------------------
+
+
+def write_summary(r: Run) -> int:
+    """The figures as a table and the JSON results; 1 when a target failed."""
+    a, b, figs, raw, cores, probe = r.a, r.b, r.figs, r.raw, r.cores, r.probe
     b.say("done")
     print()
     print(figs.table())
@@ -829,6 +873,23 @@ def main(argv=None) -> int:
     a.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults: {a.out}; child logs: {b.logs}")
     return 1 if any(r["status"] == "FAIL" for r in figs.rows) else 0
+
+
+
+
+STAGES = (stage_dataset, stage_extraction, stage_training_memory, stage_loader, stage_share, stage_full_width)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    r = Run(a=a, b=Bench(a.workdir), figs=Figures(), raw={}, cores=len(os.sched_getaffinity(0)))
+    r.b.say(f"benchmark: {a.clips} clips (small set {a.small}), {r.cores} cores, workdir {a.workdir}")
+    r.raw["probe"] = r.probe = r.b.run("probe", {}, "probe", "probe torch")
+    r.b.say(f"torch {r.probe['torch']}, {r.probe['threads']} threads, CUDA: {r.probe.get('gpu', 'no')}")
+    for stage in STAGES:
+        stage(r)
+    return write_summary(r)
 
 
 def _cpu_name() -> str:

@@ -12,7 +12,6 @@ get distinct colours (tab10, tab20, then evenly spaced hues), phases a sequentia
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np

@@ -24,15 +24,15 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from .atomic import atomic_path
+from .batches import training_batches
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
 from . import memory as replay_memory
-from .features import open_features, read_settings
+from .features import read_settings
 from .model import CNN14, ModelSettings, set_frozen_blocks
 from . import methods as method_registry
 from .phases import PhaseSplit
@@ -147,77 +147,6 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
 
 def phase_seed(seed: int, phase: int) -> int:
     return seed * 1009 + phase
-
-
-class DeviceBatches:
-    """Batches indexed straight from features held on the device (``features_on_gpu``)."""
-
-    def __init__(self, dataset: FeatureDataset, sampler: RandomSampler, batch_size: int,
-                 device: torch.device) -> None:
-        self.sampler, self.batch_size = sampler, batch_size
-        self.x = dataset.move_to(device)  # (n, frames, mels), no host copy kept
-        self.y = torch.from_numpy(dataset.table.targets).to(device)  # (n, classes)
-
-    def __iter__(self):
-        for idx in BatchSampler(self.sampler, self.batch_size, drop_last=False):
-            i = torch.as_tensor(idx, device=self.x.device)
-            yield self.x[i].float(), self.y[i]
-
-
-class GroupedBatches:
-    """Loader workers hand over ``group`` batches at once (one DataLoader batch of
-    ``group * batch_size`` items), cut back into batches of ``batch_size`` here. Handing a batch
-    from a worker to the training process (shared memory, a file descriptor sent over a socket)
-    costs as much as reading a batch of 1-s excerpts from HDF5; grouping pays it once per
-    ``group`` batches. The sampler's order is kept, so the batches are the same as those of a
-    DataLoader of ``batch_size`` (the last, partial one included)."""
-
-    def __init__(self, dataset, sampler: RandomSampler, batch_size: int, group: int, **kwargs) -> None:
-        self.sampler, self.batch_size = sampler, batch_size
-        self.loader = DataLoader(dataset, batch_size=batch_size * group, sampler=sampler, drop_last=False,
-                                 **kwargs)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            for i in range(0, len(x), self.batch_size):
-                yield x[i:i + self.batch_size], y[i:i + self.batch_size]
-
-
-TRANSFER_GROUP = 4  # batches per hand-over from a loader worker (see GroupedBatches)
-GPU_FEATURE_SHARE = 0.5  # features_on_gpu: at most this share of the GPU's free memory
-
-
-def features_fit_on_gpu(dataset: FeatureDataset, device: torch.device) -> bool:
-    """Whether ``dataset``'s features (in their stored dtype) take at most GPU_FEATURE_SHARE of
-    the free memory of ``device``, leaving the rest to the model, activations and optimiser.
-    Says so in the log either way."""
-    with open_features(dataset.h5_path) as h5:
-        feats = h5["features"]
-        need = len(dataset) * int(np.prod(feats.shape[1:])) * feats.dtype.itemsize
-    free, _ = torch.cuda.mem_get_info(device)
-    fits = need <= GPU_FEATURE_SHARE * free
-    log.log(logging.INFO if fits else logging.WARNING,
-            f"features_on_gpu: the phase's features need {need / 2**30:.2f} GiB, the GPU has "
-            f"{free / 2**30:.2f} GiB free: " + ("held on the GPU" if fits else
-                                                f"more than {GPU_FEATURE_SHARE:.0%} of it, streamed instead"))
-    return fits
-
-
-def _loader(dataset: FeatureDataset, batch_size: int, loader: LoaderSettings, seed: int,
-            device: torch.device, epoch_size: int) -> DataLoader | GroupedBatches | DeviceBatches:
-    gen = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, replacement=False, num_samples=epoch_size, generator=gen)
-    if loader.features_on_gpu and device.type == "cuda" and features_fit_on_gpu(dataset, device):
-        return DeviceBatches(dataset, sampler, batch_size, device)
-    # The DataLoader draws its workers' base seed from this generator, not from the global RNG
-    # (which it would touch at every epoch without workers and only once with persistent ones):
-    # the model's randomness (dropout) is then the same with and without workers, and on resume.
-    workers_gen = torch.Generator().manual_seed(seed)
-    if loader.num_workers > 0:
-        return GroupedBatches(dataset, sampler, batch_size, TRANSFER_GROUP, num_workers=loader.num_workers,
-                              pin_memory=device.type == "cuda", persistent_workers=True, generator=workers_gen)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False,
-                      pin_memory=device.type == "cuda", generator=workers_gen)
 
 
 def autocast(device: torch.device, precision: str):
@@ -382,7 +311,7 @@ def _check_finite(means: dict[str, float], *, what: str, epoch: int, epochs: int
             "precision or a look at the input features (NaN or inf in the HDF5 file) are the usual fixes")
 
 
-def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
+def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
          seed: int, device: torch.device, step_loss, what: str, epoch_size: int | None = None,
          resume: Path | None = None, job_id: str = "", tensorboard: Path | None = None) -> list[dict]:
     """Train for ``optim.epochs`` epochs; with ``resume``, save the whole training state there
@@ -401,7 +330,8 @@ def _fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Lo
                           weight_decay=optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs, eta_min=optim.lr_min)
     epoch_size = epoch_size or len(data)
-    batches = _loader(data, optim.batch_size, loader, seed, device, epoch_size)
+    batches = training_batches(data, optim.batch_size, seed=seed, device=device, epoch_size=epoch_size,
+                               num_workers=loader.num_workers, features_on_gpu=loader.features_on_gpu)
     sampler_gen = batches.sampler.generator
     scaler = torch.amp.GradScaler(device.type, enabled=loader.precision == "fp16" and device.type == "cuda")
     first_epoch = 0
@@ -530,7 +460,7 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "model": model_settings, "optim": optim, "seed": seed},
                          [train_list, features])
-    history = _fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
+    history = fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
                    step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id, tensorboard=tensorboard)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
                     params=params or {}, extra={"features": read_settings(features)})
@@ -628,7 +558,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     fitted = [h for h in (m.fit(ctx) for m in mechanisms) if h is not None]
     if len(fitted) > 1:
         raise ValueError(f"method {method_name!r}: more than one mechanism replaces training")
-    history = fitted[0] if fitted else _fit(
+    history = fitted[0] if fitted else fit(
         model=model, data=data, optim=optim, loader=loader, seed=s, device=dev, step_loss=step_loss,
         what=f"phase {phase} {method_name}", epoch_size=epoch_size, resume=resume, job_id=job_id,
         tensorboard=tensorboard)

@@ -4,13 +4,13 @@
 
 rule cka:
     input:
-        reference="results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
+        reference=path("checkpoint", run="base", phase=0),
         others=get_method_checkpoints,
-        features="results/{dataset}/features/eval.h5",
-        base_list="results/{dataset}/lists/test_phase0.tsv",
-        classes="results/{dataset}/lists/classes.tsv",
+        features=path("features", split="eval"),
+        base_list=path("test_list", phase=0),
+        classes=path("classes"),
     output:
-        "results/{dataset}/{norm}/{method}/seed{seed}/cka.npz",
+        path("cka", run="{method}"),
     params:
         code=code_param("cka"),
         batch_size=config["cka"]["batch_size"],
@@ -33,12 +33,12 @@ rule plot_cka:
         get_cka_files,
     output:
         heatmaps=report(
-            "results/{dataset}/{norm}/figures/cka_heatmaps.png",
+            path("figure", figure="cka_heatmaps"),
             caption="../report/cka_heatmaps.rst",
             category="CKA",
         ),
         diagonal=report(
-            "results/{dataset}/{norm}/figures/cka_diagonal.png",
+            path("figure", figure="cka_diagonal"),
             caption="../report/cka_diagonal.rst",
             category="CKA",
         ),

@@ -71,6 +71,45 @@ def canonical(value):
     return value
 
 
+# Every file a rule writes or reads, named once. A rule uses a pattern as it is ({dataset} and
+# the other wildcards), or with some fields fixed: path("checkpoint", run="base", phase=0); an
+# input function fills in all of them: path("checkpoint", wildcards, phase=k).
+PATHS = {
+    "dataset": "results/{dataset}/dataset",
+    "dataset_file": "results/{dataset}/dataset/{file}",
+    "classes": "results/{dataset}/lists/classes.tsv",
+    "clips": "results/{dataset}/lists/clips_{split}.tsv",
+    "train_list": "results/{dataset}/lists/train_phase{phase}.tsv",
+    "test_list": "results/{dataset}/lists/test_phase{phase}.tsv",
+    "shard": "results/{dataset}/features/{split}/shard{shard}of{n_shards}.h5",
+    "features": "results/{dataset}/features/{split}.h5",
+    "checkpoint": "results/{dataset}/{norm}/{run}/seed{seed}/phase{phase}.pt",
+    "history": "results/{dataset}/{norm}/{run}/seed{seed}/phase{phase}_history.tsv",
+    "metrics_json": "results/{dataset}/{norm}/{run}/seed{seed}/metrics.json",
+    "cka": "results/{dataset}/{norm}/{run}/seed{seed}/cka.npz",
+    "metrics_table": "results/{dataset}/{norm}/metrics.tsv",
+    "summary": "results/{dataset}/{norm}/summary.tsv",
+    "versions": "results/{dataset}/{norm}/versions.tsv",
+    "training_table": "results/{dataset}/{norm}/training.tsv",
+    "figure": "results/{dataset}/{norm}/figures/{figure}.png",
+    "report": "results/{dataset}/{norm}/report.html",
+    "comparison": "results/{dataset}/comparison.{ext}",
+}
+
+
+class _KeepWildcards(dict):
+    def __missing__(self, key):
+        return f"{{{key}}}"
+
+
+def path(name, wildcards=None, **fields):
+    """PATHS[name] filled in with a job's ``wildcards`` (if given) and ``fields``, which take
+    precedence; the rest stay wildcards."""
+    values = dict(wildcards.items()) if wildcards is not None else {}
+    values.update(fields)
+    return PATHS[name].format_map(_KeepWildcards(values))
+
+
 DATASETS = list(config["datasets"])
 METHODS = list(config["methods"])
 
@@ -93,19 +132,19 @@ def n_phases(dataset):
 
 def dataset_root(dataset):
     ds = config["datasets"][dataset]
-    return f"results/{dataset}/dataset" if ds["generate"]["activate"] else ds["root"]
+    return path("dataset", dataset=dataset) if ds["generate"]["activate"] else ds["root"]
 
 
 def run_outputs(dataset, norm, seed):
     """Every checkpoint, metrics file and CKA file of one dataset, norm and seed."""
-    prefix = f"results/{dataset}/{norm}"
-    out = [f"{prefix}/base/seed{seed}/phase0.pt", f"{prefix}/base/seed{seed}/metrics.json"]
+    run = dict(dataset=dataset, norm=norm, seed=seed)
+    out = [path("checkpoint", **run, run="base", phase=0), path("metrics_json", **run, run="base")]
     for method in config["run"]["methods"] if n_phases(dataset) > 1 else []:
-        out.extend(f"{prefix}/{method}/seed{seed}/phase{k}.pt" for k in range(1, n_phases(dataset)))
-        out.append(f"{prefix}/{method}/seed{seed}/metrics.json")
+        out.extend(path("checkpoint", **run, run=method, phase=k) for k in range(1, n_phases(dataset)))
+        out.append(path("metrics_json", **run, run=method))
         # CKA is computed for the first seed (what the figures show)
         if config["cka"]["activate"] and method in cka_methods() and seed == config["run"]["seeds"][0]:
-            out.append(f"{prefix}/{method}/seed{seed}/cka.npz")
+            out.append(path("cka", **run, run=method))
     return out
 
 
@@ -115,9 +154,9 @@ def get_final_output():
     intermediate file whose dependants are up to date), then everything that depends on it."""
     out = []
     for d in config["run"]["datasets"]:
-        out.append(f"results/{d}/comparison.html")
+        out.append(path("comparison", dataset=d, ext="html"))
         for n in config["run"]["norms"]:
-            out.append(f"results/{d}/{n}/report.html")
+            out.append(path("report", dataset=d, norm=n))
             for seed in config["run"]["seeds"]:
                 out.extend(run_outputs(d, n, seed))
     return out
@@ -127,54 +166,6 @@ def reader_params(dataset):
     """How to open a dataset: its layout, folder and (AudioSet) file names."""
     ds = config["datasets"][dataset]
     return {"format": ds["format"], "root": dataset_root(dataset), "files": ds["files"]}
-
-
-def metadata_files(dataset):
-    """The dataset's metadata files. For a downloaded dataset that is not there, stop at once
-    with the path and where the data comes from (a generated one is made by a rule)."""
-    from cilaudio.datasets import download_hint, open_dataset
-
-    files = [str(p) for p in open_dataset(**reader_params(dataset)).metadata_files()]
-    if not config["datasets"][dataset]["generate"]["activate"]:
-        missing = [f for f in files if not Path(f).exists()]
-        if missing and dataset in requested_datasets():
-            where = download_hint(config["datasets"][dataset]["format"])
-            raise FileNotFoundError(
-                f"dataset {dataset!r}: {len(missing)} metadata file(s) missing, e.g. {missing[0]}. "
-                f"{where}; then set datasets.{dataset}.root (and files) in the config."
-            )
-    return files
-
-
-def papers_list_files(dataset):
-    """The papers' list files in `datasets.<dataset>.papers_lists`; stops at once, naming the
-    key and the expected names, when one is missing."""
-    from cilaudio.paper_lists import missing_paper_lists
-
-    folder = Path(config["datasets"][dataset]["papers_lists"])
-    names, missing = missing_paper_lists(folder, n_phases(dataset))
-    if missing and dataset in requested_datasets():
-        raise FileNotFoundError(
-            f"dataset {dataset!r}: {len(missing)} of the papers' list files are missing, e.g. "
-            f"{missing[0]}. datasets.{dataset}.papers_lists must name the folder holding "
-            f"{', '.join(names)}; set it to null to make the lists from the dataset's metadata."
-        )
-    return [str(folder / n) for n in names]
-
-
-def list_sources(dataset):
-    """What a dataset's lists are made from: the papers' list files when they are imported,
-    else the dataset's metadata."""
-    if config["datasets"][dataset]["papers_lists"]:
-        return papers_list_files(dataset)
-    return metadata_files(dataset)
-
-
-def requested_datasets():
-    """Datasets named by the command line targets, or by run.datasets when there are none."""
-    targets = [str(t) for t in workflow.targets] if hasattr(workflow, "targets") else []
-    named = {Path(t).parts[1] for t in targets if Path(t).parts[:1] == ("results",) and len(Path(t).parts) > 1}
-    return named or set(config["run"]["datasets"])
 
 
 def list_params(dataset):
@@ -209,17 +200,14 @@ def get_reader_params(wildcards):
 
 def get_feature_shards(wildcards):
     n = config["datasets"][wildcards.dataset]["shards"]
-    return [
-        f"results/{wildcards.dataset}/features/{wildcards.split}/shard{i}of{n}.h5"
-        for i in range(n)
-    ]
+    return [path("shard", wildcards, shard=i, n_shards=n) for i in range(n)]
 
 
 def get_audio_dirs(wildcards):
     """For a generated dataset the audio folders are outputs of `generate_synth`."""
     if not config["datasets"][wildcards.dataset]["generate"]["activate"]:
         return []
-    return [f"results/{wildcards.dataset}/dataset/FSD50K.{wildcards.split}_audio"]
+    return [path("dataset_file", dataset=wildcards.dataset, file=f"FSD50K.{wildcards.split}_audio")]
 
 
 def get_audio_fingerprint(wildcards):
@@ -239,13 +227,9 @@ def _audio_fingerprint(dataset, split):
     return audio_fingerprint(open_dataset(**reader_params(dataset)).audio_dir(split))
 
 
-def checkpoint_path(wildcards, method, phase):
-    run = "base" if phase == 0 else method
-    return f"results/{wildcards.dataset}/{wildcards.norm}/{run}/seed{wildcards.seed}/phase{phase}.pt"
-
-
 def get_previous_checkpoint(wildcards):
-    return checkpoint_path(wildcards, wildcards.method, int(wildcards.phase) - 1)
+    k = int(wildcards.phase) - 1
+    return path("checkpoint", wildcards, run="base" if k == 0 else wildcards.method, phase=k)
 
 
 def get_train_lists(wildcards):
@@ -261,7 +245,7 @@ def get_train_lists(wildcards):
         first = k - 1
     else:
         first = k
-    return [f"results/{wildcards.dataset}/lists/train_phase{j}.tsv" for j in range(first, k + 1)]
+    return [path("train_list", dataset=wildcards.dataset, phase=j) for j in range(first, k + 1)]
 
 
 def get_method_params(wildcards):
@@ -338,22 +322,18 @@ def get_chain_phases(wildcards):
 
 def get_chain_checkpoints(wildcards):
     """The checkpoints evaluated by one `evaluate` job, in phase order."""
-    prefix = f"results/{wildcards.dataset}/{wildcards.norm}/{wildcards.run}/seed{wildcards.seed}"
-    return [f"{prefix}/phase{k}.pt" for k in chain_phases(wildcards.dataset, wildcards.run)]
+    return [path("checkpoint", wildcards, phase=k) for k in chain_phases(wildcards.dataset, wildcards.run)]
 
 
 def get_chain_test_lists(wildcards):
     """Each phase's cumulative test list, in the order of `get_chain_checkpoints`."""
-    return [
-        f"results/{wildcards.dataset}/lists/test_phase{k}.tsv"
-        for k in chain_phases(wildcards.dataset, wildcards.run)
-    ]
+    return [path("test_list", dataset=wildcards.dataset, phase=k) for k in chain_phases(wildcards.dataset, wildcards.run)]
 
 
 def get_method_checkpoints(wildcards):
     """Phases 1..K of a method and seed (the models that `cka` compares with phase 0)."""
-    prefix = f"results/{wildcards.dataset}/{wildcards.norm}/{wildcards.method}/seed{wildcards.seed}"
-    return [f"{prefix}/phase{k}.pt" for k in chain_phases(wildcards.dataset, wildcards.method)]
+    return [path("checkpoint", wildcards, run=wildcards.method, phase=k)
+            for k in chain_phases(wildcards.dataset, wildcards.method)]
 
 
 def cka_methods():
@@ -362,35 +342,31 @@ def cka_methods():
 
 def get_metrics_files(wildcards):
     return [
-        path
+        out
         for seed in config["run"]["seeds"]
-        for path in run_outputs(wildcards.dataset, wildcards.norm, seed)
-        if path.endswith(".json")
+        for out in run_outputs(wildcards.dataset, wildcards.norm, seed)
+        if out.endswith(".json")
     ]
 
 
 def get_history_files(wildcards):
     """The per-epoch table of every training job of a norm: phase 0 and each method's phases."""
     return [
-        path[: -len(".pt")] + "_history.tsv"
+        ckpt[: -len(".pt")] + "_history.tsv"
         for seed in config["run"]["seeds"]
-        for path in run_outputs(wildcards.dataset, wildcards.norm, seed)
-        if path.endswith(".pt")
+        for ckpt in run_outputs(wildcards.dataset, wildcards.norm, seed)
+        if ckpt.endswith(".pt")
     ]
 
 
 def get_cka_files(wildcards):
     seed = config["run"]["seeds"][0]
-    return [f"results/{wildcards.dataset}/{wildcards.norm}/{m}/seed{seed}/cka.npz" for m in cka_methods()]
+    return [path("cka", wildcards, run=m, seed=seed) for m in cka_methods()]
 
 
 def get_figures(wildcards):
-    prefix = f"results/{wildcards.dataset}/{wildcards.norm}/figures"
-    figures = {"metrics": f"{prefix}/metrics.png", "training": f"{prefix}/training.png"}
-    if config["cka"]["activate"]:
-        figures["cka_heatmaps"] = f"{prefix}/cka_heatmaps.png"
-        figures["cka_diagonal"] = f"{prefix}/cka_diagonal.png"
-    return figures
+    names = ["metrics", "training"] + (["cka_heatmaps", "cka_diagonal"] if config["cka"]["activate"] else [])
+    return {name: path("figure", wildcards, figure=name) for name in names}
 
 
 def get_comparison_inputs(wildcards):
@@ -401,7 +377,7 @@ def get_comparison_inputs(wildcards):
     seed = config["run"]["seeds"][0]
     out = {}
     for norm in config["run"]["norms"]:
-        out[f"metrics_{norm}"] = f"results/{dataset}/{norm}/metrics.tsv"
+        out[f"metrics_{norm}"] = path("metrics_table", dataset=dataset, norm=norm)
         if config["cka"]["activate"] and n_phases(dataset) > 1:
-            out[f"cka_{norm}"] = [f"results/{dataset}/{norm}/{m}/seed{seed}/cka.npz" for m in cka_methods()]
+            out[f"cka_{norm}"] = [path("cka", dataset=dataset, norm=norm, run=m, seed=seed) for m in cka_methods()]
     return out

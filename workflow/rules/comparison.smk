@@ -6,9 +6,9 @@ rule compare_norms:
     input:
         unpack(get_comparison_inputs),
     output:
-        html="results/{dataset}/comparison.html",
-        tex="results/{dataset}/comparison.tex",
-        md="results/{dataset}/comparison.md",
+        html=path("comparison", ext="html"),
+        tex=path("comparison", ext="tex"),
+        md=path("comparison", ext="md"),
     params:
         code=code_param("report"),
     log:

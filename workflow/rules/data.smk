@@ -4,11 +4,11 @@
 
 rule generate_synth:
     output:
-        vocabulary="results/{dataset}/dataset/FSD50K.ground_truth/vocabulary.csv",
-        dev="results/{dataset}/dataset/FSD50K.ground_truth/dev.csv",
-        eval="results/{dataset}/dataset/FSD50K.ground_truth/eval.csv",
-        dev_audio=directory("results/{dataset}/dataset/FSD50K.dev_audio"),
-        eval_audio=directory("results/{dataset}/dataset/FSD50K.eval_audio"),
+        vocabulary=path("dataset_file", file="FSD50K.ground_truth/vocabulary.csv"),
+        dev=path("dataset_file", file="FSD50K.ground_truth/dev.csv"),
+        eval=path("dataset_file", file="FSD50K.ground_truth/eval.csv"),
+        dev_audio=directory(path("dataset_file", file="FSD50K.dev_audio")),
+        eval_audio=directory(path("dataset_file", file="FSD50K.eval_audio")),
     params:
         generate=get_generate_params,
         code=code_param("lists"),
@@ -32,11 +32,11 @@ for _dataset in DATASETS:
         input:
             list_sources(_dataset),
         output:
-            classes=f"results/{_dataset}/lists/classes.tsv",
-            clips_dev=f"results/{_dataset}/lists/clips_dev.tsv",
-            clips_eval=f"results/{_dataset}/lists/clips_eval.tsv",
-            train=[f"results/{_dataset}/lists/train_phase{k}.tsv" for k in range(n_phases(_dataset))],
-            test=[f"results/{_dataset}/lists/test_phase{k}.tsv" for k in range(n_phases(_dataset))],
+            classes=path("classes", dataset=_dataset),
+            clips_dev=path("clips", dataset=_dataset, split="dev"),
+            clips_eval=path("clips", dataset=_dataset, split="eval"),
+            train=[path("train_list", dataset=_dataset, phase=k) for k in range(n_phases(_dataset))],
+            test=[path("test_list", dataset=_dataset, phase=k) for k in range(n_phases(_dataset))],
         params:
             lists=list_params(_dataset),
             code=code_param("lists"),

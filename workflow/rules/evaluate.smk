@@ -7,11 +7,11 @@ rule evaluate:
     input:
         checkpoints=get_chain_checkpoints,
         test_lists=get_chain_test_lists,
-        features="results/{dataset}/features/eval.h5",
-        base_list="results/{dataset}/lists/test_phase0.tsv",
-        classes="results/{dataset}/lists/classes.tsv",
+        features=path("features", split="eval"),
+        base_list=path("test_list", phase=0),
+        classes=path("classes"),
     output:
-        "results/{dataset}/{norm}/{run}/seed{seed}/metrics.json",
+        path("metrics_json"),
     params:
         code=code_param("evaluation"),
         phases=get_chain_phases,

@@ -10,10 +10,10 @@
 
 rule extract_features:
     input:
-        clips="results/{dataset}/lists/clips_{split}.tsv",
+        clips=path("clips"),
         audio=get_audio_dirs,
     output:
-        temp("results/{dataset}/features/{split}/shard{shard}of{n_shards}.h5"),
+        temp(path("shard")),
     params:
         code=code_param("features"),
         features=get_feature_params,
@@ -37,7 +37,7 @@ rule join_features:
     input:
         get_feature_shards,
     output:
-        "results/{dataset}/features/{split}.h5",
+        path("features"),
     params:
         code=code_param("features"),
         # not used by the join: a change of them must rebuild the joined file (see above)

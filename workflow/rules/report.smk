@@ -8,10 +8,10 @@ rule collect_metrics:
     # update(): Snakemake keeps the finished tables while the job runs and puts them back if it
     # fails, instead of deleting them first (a failed collection never loses the last good table)
     output:
-        table=update("results/{dataset}/{norm}/metrics.tsv"),
-        summary=update("results/{dataset}/{norm}/summary.tsv"),
+        table=update(path("metrics_table")),
+        summary=update(path("summary")),
         # the library version that trained and evaluated each phase model
-        versions=update("results/{dataset}/{norm}/versions.tsv"),
+        versions=update(path("versions")),
     params:
         code=code_param("tables"),
         methods=config["run"]["methods"],
@@ -25,10 +25,10 @@ rule collect_metrics:
 
 rule plot_metrics:
     input:
-        "results/{dataset}/{norm}/metrics.tsv",
+        path("metrics_table"),
     output:
         report(
-            "results/{dataset}/{norm}/figures/metrics.png",
+            path("figure", figure="metrics"),
             caption="../report/metrics.rst",
             category="Metrics",
         ),
@@ -45,13 +45,13 @@ rule plot_metrics:
 rule report:
     input:
         unpack(get_figures),
-        table="results/{dataset}/{norm}/metrics.tsv",
-        training="results/{dataset}/{norm}/training.tsv",
-        versions="results/{dataset}/{norm}/versions.tsv",
-        classes="results/{dataset}/lists/classes.tsv",
-        features=expand("results/{{dataset}}/features/{split}.h5", split=["dev", "eval"]),
+        table=path("metrics_table"),
+        training=path("training_table"),
+        versions=path("versions"),
+        classes=path("classes"),
+        features=[path("features", split=s) for s in ("dev", "eval")],
     output:
-        "results/{dataset}/{norm}/report.html",
+        path("report"),
     params:
         code=code_param("report"),
         config=get_config_params,

@@ -5,12 +5,12 @@
 
 rule train_base:
     input:
-        features="results/{dataset}/features/dev.h5",
-        train_list="results/{dataset}/lists/train_phase0.tsv",
-        classes="results/{dataset}/lists/classes.tsv",
+        features=path("features", split="dev"),
+        train_list=path("train_list", phase=0),
+        classes=path("classes"),
     output:
-        checkpoint="results/{dataset}/{norm}/base/seed{seed}/phase0.pt",
-        history="results/{dataset}/{norm}/base/seed{seed}/phase0_history.tsv",
+        checkpoint=path("checkpoint", run="base", phase=0),
+        history=path("history", run="base", phase=0),
     params:
         code=code_param("training"),
         model=get_model_params,
@@ -34,12 +34,12 @@ rule train_base:
 rule train_incremental:
     input:
         previous=get_previous_checkpoint,
-        features="results/{dataset}/features/dev.h5",
+        features=path("features", split="dev"),
         train_lists=get_train_lists,
-        classes="results/{dataset}/lists/classes.tsv",
+        classes=path("classes"),
     output:
-        checkpoint="results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}.pt",
-        history="results/{dataset}/{norm}/{method}/seed{seed}/phase{phase}_history.tsv",
+        checkpoint=path("checkpoint", run="{method}"),
+        history=path("history", run="{method}"),
     wildcard_constraints:
         phase=r"[1-9]\d*",
     params:
@@ -66,7 +66,7 @@ rule collect_training:
     input:
         get_history_files,
     output:
-        "results/{dataset}/{norm}/training.tsv",
+        path("training_table"),
     params:
         code=code_param("tables"),
     log:
@@ -79,9 +79,9 @@ rule collect_training:
 
 rule plot_training:
     input:
-        "results/{dataset}/{norm}/training.tsv",
+        path("training_table"),
     output:
-        "results/{dataset}/{norm}/figures/training.png",
+        path("figure", figure="training"),
     params:
         code=code_param("report"),
     log:

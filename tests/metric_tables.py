@@ -8,7 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
-from cilaudio.tidy import COLUMNS
+from cilaudio.tables import COLUMNS
 
 # t_{0.975, df} from closed forms (they agree with a printed t table: 12.706 and 4.303)
 T1 = math.tan(0.475 * math.pi)  # df = 1: Cauchy, F(t) = 1/2 + atan(t) / pi

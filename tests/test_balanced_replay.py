@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from cilaudio import exemplars, methods
+from cilaudio import exemplar_selection, methods
 from cilaudio.methods.balanced_replay import select_balanced
 
 
@@ -67,12 +67,12 @@ def test_more_balanced_than_random_choices():
         return c.std() / c.mean()
 
     balanced = imbalance(select_balanced(y, 40, seed=0))
-    randoms = [imbalance(exemplars.select_random(y, 40, seed=s)) for s in range(20)]
+    randoms = [imbalance(exemplar_selection.select_random(y, 40, seed=s)) for s in range(20)]
     assert balanced < min(randoms)
 
 
 def test_registered_as_a_replay_selector_and_in_the_method_schema():
-    assert exemplars.SELECTORS["balanced"] is select_balanced
+    assert exemplar_selection.SELECTORS["balanced"] is select_balanced
     assert "balanced" in methods.method_schema()["properties"]["replay"]["enum"]
     assert methods.complete({"replay": "balanced", "memory_clips": 10})["replay"] == "balanced"
     with pytest.raises(ValueError, match="budget"):

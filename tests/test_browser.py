@@ -31,7 +31,7 @@ import pytest
 from cilaudio.comparison import make_comparison
 from cilaudio.plots import plot_cka_diagonal, plot_cka_heatmaps, plot_metric_curves
 from cilaudio.report import write_report
-from cilaudio.tidy import write_tsv
+from cilaudio.tables import write_tsv
 from metric_tables import metric_table
 
 PNG = b"\x89PNG\r\n\x1a\n"

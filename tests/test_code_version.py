@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from cilaudio.code_version import JOB_ENTRY_MODULES, code_version, job_modules, module_closure, source_hash
-from cilaudio.tidy import VERSION_COLUMNS, version_warnings
+from cilaudio.tables import VERSION_COLUMNS, version_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,9 +66,9 @@ def test_hash_changes_with_the_closure_only(tmp_path):
 
 def test_training_does_not_run_the_report_and_the_report_not_the_training():
     training, report = set(job_modules("training")), set(job_modules("report"))
-    assert {"train", "losses", "model", "data", "memory", "exemplars"} <= training
-    assert not training & {"report", "plots", "tidy", "comparison", "evaluate", "metrics"}
-    assert {"report", "plots", "comparison", "tidy"} <= report
+    assert {"train", "losses", "model", "excerpts", "exemplar_memory", "exemplar_selection"} <= training
+    assert not training & {"report", "plots", "tables", "comparison", "evaluate", "metrics"}
+    assert {"report", "plots", "comparison", "tables"} <= report
     assert not report & {"train", "losses", "model"}
 
 

@@ -40,7 +40,7 @@ from cilaudio.plots import (
     plot_cka_diagonal_by_norm,
     plot_metric_by_norm,
 )
-from cilaudio.tidy import COLUMNS, write_tsv
+from cilaudio.tables import COLUMNS, write_tsv
 
 from metric_tables import ci  # hand-computed t-intervals
 

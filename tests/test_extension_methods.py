@@ -11,7 +11,7 @@ import torch
 
 from cilaudio import workflow_steps as W
 from cilaudio.checkpoint import load_checkpoint
-from cilaudio.data import excerpt_index
+from cilaudio.excerpts import excerpt_index
 from cilaudio.features import open_features
 from cilaudio.lists import label_matrix, read_classes, read_list
 from cilaudio.train import history_path

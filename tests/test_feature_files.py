@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cilaudio.data import ExcerptTable, FeatureDataset, excerpt_index
+from cilaudio.excerpts import ExcerptTable, FeatureDataset, excerpt_index
 from cilaudio.features import FeatureSettings, extract_to_hdf5, join_shards, read_settings, skipped_clips
 
 SMALL = FeatureSettings(sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=64,

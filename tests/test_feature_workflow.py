@@ -14,7 +14,7 @@ import h5py
 import pytest
 import yaml
 
-from cilaudio.data import excerpt_index
+from cilaudio.excerpts import excerpt_index
 
 from workflow_runs import TINY, planned, snakemake
 

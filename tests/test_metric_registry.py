@@ -12,7 +12,7 @@ import pytest
 from cilaudio import metrics
 from cilaudio.evaluate import _clean, subset_metrics
 from cilaudio.metrics import Metric, compute_metrics
-from cilaudio.tidy import metrics_table
+from cilaudio.tables import metrics_table
 
 # 4 excerpts x 3 classes; phase 0 holds classes 0-1, phase 1 class 2; excerpts 0-1 are base clips
 Y = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]])

@@ -23,7 +23,7 @@ from cilaudio.plots import (
     plot_metric_curves,
 )
 from cilaudio.report import SINGLE_SEED, _phase_table, findings, provenance, write_report
-from cilaudio.tidy import COLUMNS
+from cilaudio.tables import COLUMNS
 from metric_tables import T1, T2, metric_table
 
 PNG = b"\x89PNG\r\n\x1a\n"

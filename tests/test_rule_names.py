@@ -31,3 +31,13 @@ def test_rule_script_and_step_share_one_name():
         assert re.search(rf"^\s*{script}\(", text, flags=re.M), f"scripts/{script}.py does not call {script}()"
     scripts = {p.stem for p in (REPO / "workflow/scripts").glob("*.py")}
     assert scripts == {s for _, _, s in pairs}, "a script no rule runs"
+
+
+def test_readme_layout_names_every_library_module():
+    text = (REPO / "README.md").read_text().split("Library modules (", 1)[1]
+    named = {part for name in re.findall(r"`([a-z0-9_.]+)`", text.split("\n## ", 1)[0])
+             for part in name.split(".")}
+    package = REPO / "src/cilaudio"
+    modules = {p.stem for p in package.glob("*.py")} | {p.stem for p in (package / "methods").glob("*.py")}
+    modules -= {"__init__"}
+    assert modules - named == set(), f"README's layout does not name {sorted(modules - named)}"

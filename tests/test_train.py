@@ -97,7 +97,7 @@ def test_joint_training_set_is_the_union_with_all_seen_labels(prepared):
 
 
 def test_replay_memory_is_chosen_from_old_clips_and_carried_on(prepared, tmp_path):
-    from cilaudio.memory import candidates
+    from cilaudio.exemplar_memory import candidates
 
     _base(prepared, tmp_path / "p0.pt")
     method = {"data": "current", "bce_on": "new", "replay": "annealing", "memory_clips": 5}

@@ -80,7 +80,7 @@ def test_replayed_exemplars_are_known_only_for_their_own_phases_classes(prepared
 
 
 def test_memory_candidates_record_their_phases(prepared):
-    from cilaudio.memory import candidates
+    from cilaudio.exemplar_memory import candidates
 
     prev = pd.DataFrame([{"fname": "a", "labels": "x", "all_labels": "x", "phases": "0"},
                          {"fname": "b", "labels": "y", "all_labels": "y", "phases": "1"}])
@@ -127,7 +127,7 @@ def test_pos_weight_of_a_real_phase_equals_the_reference_value(prepared):
     new = list(split.groups[1])
     y = np.array([[c in f.split("|") for c in new] for f in frame["labels"]], dtype=float)
     excerpts = {f: 0 for f in frame["fname"]}
-    import cilaudio.data as D
+    import cilaudio.excerpts as D
 
     index = D.excerpt_index(prepared / "dev.h5")
     counts = np.array([len(index[f]) for f in excerpts])  # each excerpt inherits its clip's labels

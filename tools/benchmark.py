@@ -85,7 +85,7 @@ def _baseline() -> int:
     import torch  # noqa: F401
     import torchaudio  # noqa: F401
 
-    import cilaudio.data  # noqa: F401
+    import cilaudio.excerpts  # noqa: F401
     import cilaudio.features  # noqa: F401
     import cilaudio.train  # noqa: F401
 
@@ -172,7 +172,7 @@ def child_join(a: dict) -> dict:
 
 def _table(a: dict):
     """(classes, the list's excerpt table) for the list ``a['list']`` and features ``a['features']``."""
-    from cilaudio.data import excerpt_index, excerpts_of
+    from cilaudio.excerpts import excerpt_index, excerpts_of
     from cilaudio.lists import read_list
 
     classes = Path(a["classes"]).read_text().split("\n")
@@ -252,7 +252,7 @@ def child_loader(a: dict) -> dict:
     import torchaudio
     from torch.utils.data import Dataset
 
-    from cilaudio.data import FeatureDataset
+    from cilaudio.excerpts import FeatureDataset
     from cilaudio.features import FeatureSettings, LogMel, open_features
     from cilaudio.fsd50k import FSD50K
     from cilaudio.batches import TRANSFER_GROUP, training_batches
@@ -307,7 +307,7 @@ def child_share(a: dict) -> dict:
     """Time waiting on the loader vs forward/backward/step of the narrow model, batch by batch."""
     import torch
 
-    from cilaudio.data import FeatureDataset
+    from cilaudio.excerpts import FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
     from cilaudio.batches import training_batches
@@ -426,7 +426,7 @@ def child_fit_speed(a: dict) -> dict:
     import numpy as np
     import torch
 
-    from cilaudio.data import ExcerptTable, FeatureDataset
+    from cilaudio.excerpts import ExcerptTable, FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
     from cilaudio.train import LoaderSettings, OptimSettings, fit

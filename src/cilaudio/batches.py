@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from .data import FeatureDataset
+from .excerpts import FeatureDataset
 from .features import open_features
 
 log = logging.getLogger(__name__)

@@ -30,12 +30,12 @@ JOB_ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "training": ("train",),
     "evaluation": ("evaluate", "metrics"),
     "cka": ("evaluate", "cka"),
-    "tables": ("tidy", "training_history"),
+    "tables": ("tables", "training_history"),
     "report": ("report", "plots", "comparison"),
 }
 #: Modules every job runs whose own imports are the entry points above (``workflow_steps``
 #: imports every step lazily): hashed as files, their imports not followed.
-GLUE = ("workflow_steps", "logs")
+GLUE = ("workflow_steps", "jobs")
 
 
 def _module_path(name: str, package_dir: Path) -> Path | None:

@@ -1,6 +1,6 @@
 """The normalisations side by side: one self-contained HTML page per dataset.
 
-It reads each norm's tidy ``metrics.tsv`` (see :mod:`cilaudio.tidy`) and the CKA files of the
+It reads each norm's tidy ``metrics.tsv`` (see :mod:`cilaudio.tables`) and the CKA files of the
 final phase, and puts the norms (``bn``, ``gn``, ``cn``) next to each other: base-class and
 all-class mAP after every phase, final-phase forgetting, backward transfer, the share of the
 finetune-to-joint gap closed, base-class mAP curves per norm, the diagonal CKA per layer per
@@ -61,7 +61,7 @@ from cilaudio.stats import (
     verdict,
 )
 from cilaudio.report_texts import NORM_NAMES
-from cilaudio.tidy import final_per_seed, gap_shares
+from cilaudio.tables import final_per_seed, gap_shares
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def seed_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd
     (``forgetting_map`` at the final phase), ``forgetting_avg`` (``forgetting_map`` averaged over
     phases 1..K, NaN when a phase is missing), ``bwt`` (:func:`backward_transfer`) and
     ``gap_closed_base`` / ``gap_closed_all`` (share of the finetune-to-joint gap in final mAP closed,
-    with that seed's finetune and joint: :func:`cilaudio.tidy.gap_shares`). NaN where missing.
+    with that seed's finetune and joint: :func:`cilaudio.tables.gap_shares`). NaN where missing.
     """
     cols = ["dataset", "norm", "method", "seed", "final_phase", *QUANTITIES]
     if table.empty:

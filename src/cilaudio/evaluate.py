@@ -17,9 +17,9 @@ from .atomic import atomic_path, write_text
 from .checkpoint import load_checkpoint
 from .cka import MinibatchCKA
 from .code_version import code_version
-from .data import FeatureDataset, excerpt_index, excerpts_of
+from .excerpts import FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
-from .memory import histogram
+from .exemplar_memory import histogram
 from .model import record_activations
 from .phases import PhaseSplit
 from .train import pick_device

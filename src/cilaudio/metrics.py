@@ -29,7 +29,7 @@ its name (the JSON key and the ``metric`` column of ``metrics.tsv``), its functi
 and flags: ``forgetting`` (the tables add ``forgetting_<name>`` rows for it), ``count`` (a whole
 number, not a score: checked as a count, no forgetting, no report section), ``thresholded`` (its
 function takes ``threshold=``) and ``reference`` (a reference-code variant, reported apart from
-the standard metrics). The tables (:mod:`cilaudio.tidy`), the report (:mod:`cilaudio.report`) and
+the standard metrics). The tables (:mod:`cilaudio.tables`), the report (:mod:`cilaudio.report`) and
 the figures (:mod:`cilaudio.plots`) read it when they run, so a new metric is one entry here
 (docs/adding-a-metric.md). scikit-learn and SciPy are imported by the functions that use them,
 so that reading the registry stays cheap.
@@ -331,7 +331,7 @@ class Metric:
     ``function``: ``function(y_true, scores) -> float`` (an ``int`` for a count); with
     ``thresholded``, ``function(y_true, scores, threshold=...)``, given the evaluation's threshold.
     ``label``: how the report and the figures name it (the report adds "(threshold t)" to a
-    thresholded metric's label). ``forgetting``: :mod:`cilaudio.tidy` adds the rows
+    thresholded metric's label). ``forgetting``: :mod:`cilaudio.tables` adds the rows
     ``forgetting_<name>`` (base-class value after phase 0 minus after phase k) and the report a
     forgetting table. ``count``: a whole number >= 0, not a score (the tables refuse anything
     else; no forgetting, no report section). ``reference``: a variant of the reference code,

@@ -19,7 +19,7 @@ import yaml
 from cilaudio.atomic import write_text
 from cilaudio.metrics import registry
 from cilaudio.stats import INTERVAL_NOTE, PAIRED_NOTE, Interval, describe, fmt_interval, interval, paired, seeds_word
-from cilaudio.tidy import final_per_seed, gap_shares
+from cilaudio.tables import final_per_seed, gap_shares
 
 PACKAGES = ("torch", "torchaudio", "numpy", "pandas", "scikit-learn", "h5py", "soundfile", "matplotlib", "snakemake")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

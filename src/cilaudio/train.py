@@ -28,10 +28,10 @@ import torch
 from .atomic import atomic_path
 from .batches import training_batches
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
+from .excerpts import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
-from . import memory as replay_memory
+from . import exemplar_memory as replay_memory
 from .features import read_settings
 from .model import CNN14, ModelSettings, set_frozen_blocks
 from . import methods as method_registry
@@ -170,7 +170,7 @@ def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], featur
     with phase k's labels. With ``bce_on="new"`` the earlier classes' entries of phase k's
     clips are marked unknown (``UNKNOWN``: independent learning). A replayed ``memory`` clip
     keeps exactly the labels it was trained with: the classes of the phases it was labelled
-    for (its ``phases`` column, :mod:`cilaudio.memory`) are known, 1 or 0; every other class,
+    for (its ``phases`` column, :mod:`cilaudio.exemplar_memory`) are known, 1 or 0; every other class,
     earlier phases' included, is unknown (it may well hold those sounds, unlabelled).
     """
     seen = split.seen(phase)

@@ -141,9 +141,9 @@ def cka(*, classes: str, reference: str, others: Sequence[str], base_list: str, 
 def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str], summary: str | None = None,
                     versions: str | None = None) -> None:
     """The tidy table of every metrics file (one row per seed) and, in ``summary``, its summary over
-    seeds (mean, std, 95 % interval, number of seeds: :func:`cilaudio.tidy.summarise`); in
+    seeds (mean, std, 95 % interval, number of seeds: :func:`cilaudio.tables.summarise`); in
     ``versions``, the library version that trained and evaluated each phase model."""
-    from .tidy import code_versions, metrics_table, summarise, version_warnings, write_tsv
+    from .tables import code_versions, metrics_table, summarise, version_warnings, write_tsv
 
     if versions is not None:
         table = code_versions([Path(p) for p in paths])
@@ -233,7 +233,7 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
     training_table = pd.read_csv(training, sep="\t") if training else None
     warnings: list[str] = []
     if versions:
-        from .tidy import version_warnings
+        from .tables import version_warnings
 
         version_table = pd.read_csv(versions, sep="\t", dtype=str, keep_default_na=False)
         warnings = version_warnings(version_table)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from cilaudio.logs import job
+from cilaudio.jobs import job
 from cilaudio.workflow_steps import generate_synth
 
 with job(snakemake):

@@ -1,4 +1,4 @@
-from cilaudio.logs import job
+from cilaudio.jobs import job
 from cilaudio.workflow_steps import join_features
 
 with job(snakemake):

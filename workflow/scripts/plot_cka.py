@@ -1,4 +1,4 @@
-from cilaudio.logs import job
+from cilaudio.jobs import job
 from cilaudio.workflow_steps import plot_cka
 
 with job(snakemake):

@@ -1,4 +1,4 @@
-from cilaudio.logs import job
+from cilaudio.jobs import job
 from cilaudio.workflow_steps import execution_settings, tensorboard_dir, train_base
 
 with job(snakemake):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exemplars import register_selector, validate_labels
+from ..exemplar_selection import register_selector, validate_labels
 
 EPS = 1e-12
 

@@ -88,8 +88,8 @@ class PhaseContext:
 
     def dataset(self, list_path: Path, phase: int):
         """The excerpts of a training list, with targets over ``phase``'s seen classes from the
-        list's own labels (a :class:`cilaudio.data.FeatureDataset`)."""
-        from ..data import FeatureDataset, excerpt_index, excerpts_of
+        list's own labels (a :class:`cilaudio.excerpts.FeatureDataset`)."""
+        from ..excerpts import FeatureDataset, excerpt_index, excerpts_of
         from ..lists import read_list
 
         table = excerpts_of(read_list(list_path), self.split.seen(phase), excerpt_index(self.features),

@@ -1,12 +1,12 @@
 """Core mechanism: exemplar replay under a clip budget (the memory is chosen by
-:func:`cilaudio.memory.select` with a selector of :data:`cilaudio.exemplars.SELECTORS`; a new
+:func:`cilaudio.exemplar_memory.select` with a selector of :data:`cilaudio.exemplar_selection.SELECTORS`; a new
 selector registers itself there and becomes a value of ``replay``)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .. import exemplars
+from .. import exemplar_selection
 from .registry import Mechanism, register
 
 
@@ -18,7 +18,7 @@ class Replay(Mechanism):
     def setting_schemas(cls) -> dict[str, dict]:
         return {
             "replay": {
-                "enum": ["none", *exemplars.SELECTORS], "default": "none",
+                "enum": ["none", *exemplar_selection.SELECTORS], "default": "none",
                 "description": "Exemplar replay - none, or the selector that chooses the memory: random (a random "
                                "choice of old clips); annealing (simulated annealing so that the old classes' label "
                                "counts are as even as the budget allows); balanced (greedy class-balanced removal, "

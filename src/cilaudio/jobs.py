@@ -1,4 +1,4 @@
-"""Logging for workflow jobs: every job writes the log file that its rule declares."""
+"""How a workflow job runs: the log file its rule declares, and whether a failure is worth a retry."""
 
 from __future__ import annotations
 

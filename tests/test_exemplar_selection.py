@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cilaudio.exemplars import (
+from cilaudio.exemplar_selection import (
     anneal_exemplars,
     balance_objective,
     balance_targets,

@@ -1,4 +1,4 @@
-"""Tests of cilaudio.tidy against hand-built metrics JSON fixtures (values computed by hand)."""
+"""Tests of cilaudio.tables against hand-built metrics JSON fixtures (values computed by hand)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cilaudio.evaluate import _clean, subset_metrics
-from cilaudio.tidy import COLUMNS, metrics_table, summary_table, write_tsv
+from cilaudio.tables import COLUMNS, metrics_table, summary_table, write_tsv
 
 # the scores and counts of a subset, as cilaudio.evaluate writes them (the keys of compute_metrics)
 METRICS = ("auc", "dprime", "f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
@@ -237,7 +237,7 @@ T1 = math.tan(0.475 * math.pi)  # t_{0.975, 1}: the Cauchy quantile, 12.7062 in 
 
 
 def test_summarise_hand_computed(tmp_path):
-    from cilaudio.tidy import SUMMARY_COLUMNS, summarise
+    from cilaudio.tables import SUMMARY_COLUMNS, summarise
 
     t = metrics_table(build(tmp_path), methods=METHODS)
     s = summarise(t)
@@ -262,7 +262,7 @@ def test_summarise_hand_computed(tmp_path):
 
 
 def test_summarise_one_seed_has_no_interval(tmp_path):
-    from cilaudio.tidy import summarise
+    from cilaudio.tables import summarise
 
     paths = [p for p in build(tmp_path) if "seed1" not in str(p)]
     s = summarise(metrics_table(paths, methods=METHODS))
@@ -282,7 +282,7 @@ def _final_rows(values: dict) -> pd.DataFrame:
 
 
 def test_gap_shares_per_seed():
-    from cilaudio.tidy import final_per_seed, gap_shares
+    from cilaudio.tables import final_per_seed, gap_shares
 
     # seed 0: (0.40 - 0.20) / (0.60 - 0.20) = 0.5; seed 1: (0.45 - 0.30) / (0.50 - 0.30) = 0.75;
     # seed 2 has no joint: NaN. The ratio of the means would be (0.425 - 0.25) / (0.55 - 0.25) = 0.583.

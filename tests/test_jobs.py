@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cilaudio.logs import job
+from cilaudio.jobs import job
 
 
 class Params(dict):

@@ -56,17 +56,17 @@ def known_phases(memory: pd.DataFrame) -> list[list[int]]:
 def select(pool: pd.DataFrame, old_classes: Sequence[str], *, budget: int, strategy: str,
            seed: int) -> pd.DataFrame:
     """Choose ``budget`` clips of ``pool`` (all of them when the pool is smaller) with the
-    exemplar selector ``strategy`` (:data:`cilaudio.exemplars.SELECTORS`)."""
-    from . import exemplars
+    exemplar selector ``strategy`` (:data:`cilaudio.exemplar_selection.SELECTORS`)."""
+    from . import exemplar_selection
 
-    if strategy not in exemplars.SELECTORS:
-        raise ValueError(f"unknown replay strategy {strategy!r}; allowed: {sorted(exemplars.SELECTORS)}")
+    if strategy not in exemplar_selection.SELECTORS:
+        raise ValueError(f"unknown replay strategy {strategy!r}; allowed: {sorted(exemplar_selection.SELECTORS)}")
     if budget <= 0:
         raise ValueError(f"the memory budget must be positive, got {budget}")
     if len(pool) <= budget:
         return pool.reset_index(drop=True)
     labels = label_matrix(pool, old_classes, source="exemplar candidates")
-    idx = exemplars.select_exemplars(labels, budget, method=strategy, seed=seed)
+    idx = exemplar_selection.select_exemplars(labels, budget, method=strategy, seed=seed)
     return pool.iloc[np.sort(idx)].reset_index(drop=True)
 
 

@@ -436,21 +436,10 @@ def anneal_exemplars(
                         t0, t_end, seconds, stopped_by_time)
 
 
-def select_annealing(
-    labels: np.ndarray,
-    budget: int,
-    *,
-    seed: int,
-    steps: int = 200_000,
-    t0: float | None = None,
-    t_end: float | None = None,
-    time_limit_s: float | None = None,
-    init: str = "cover",
-    zero_penalty: float | None = None,
-) -> np.ndarray:
-    """Sorted int64 indices of ``budget`` clips chosen by :func:`anneal_exemplars` (same arguments)."""
-    return anneal_exemplars(labels, budget, seed=seed, steps=steps, t0=t0, t_end=t_end,
-                            time_limit_s=time_limit_s, init=init, zero_penalty=zero_penalty).indices
+def select_annealing(labels: np.ndarray, budget: int, *, seed: int, **options) -> np.ndarray:
+    """Sorted int64 indices of ``budget`` clips chosen by :func:`anneal_exemplars` (``options``:
+    its keyword arguments)."""
+    return anneal_exemplars(labels, budget, seed=seed, **options).indices
 
 
 #: Exemplar selectors by name (the ``replay`` setting of a method): each takes the candidates'

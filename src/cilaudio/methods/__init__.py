@@ -10,33 +10,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .registry import (
-    MECHANISMS,
-    Batch,
-    Mechanism,
-    PhaseContext,
-    active_mechanisms,
-    complete,
-    method_schema,
-    needs_old_model,
-    needs_previous_list,
-    register,
-    without_defaults,
-)
-
-__all__ = [
-    "Batch",
-    "Mechanism",
-    "MECHANISMS",
-    "PhaseContext",
-    "active_mechanisms",
-    "complete",
-    "method_schema",
-    "needs_old_model",
-    "needs_previous_list",
-    "register",
-    "without_defaults",
-]
+from .registry import *  # noqa: F403 - the registry's API is the package's
+from .registry import __all__  # noqa: F401
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "registry":

@@ -3,6 +3,8 @@ stop when the data is not there."""
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 import time
@@ -101,7 +103,7 @@ def _leaves(node, path=()):
         yield path, node
 
 
-@pytest.mark.parametrize("preset", ["fsd50k", "audioset"])
+@pytest.mark.parametrize("preset", ["fsd50k", "audioset", "methods"])
 def test_preset_holds_only_what_differs_from_the_default_config(preset):
     """A preset is read over config/config.yaml: a value equal to the default's would be a second
     copy that drifts (as the presets' copied method catalogue did). Its own dataset's block is new
@@ -119,3 +121,16 @@ def test_preset_holds_only_what_differs_from_the_default_config(preset):
         assert node != value, f"config/presets/{preset}.yaml: {'.'.join(path)} = {value!r} repeats config/config.yaml"
     assert set(data.get("methods", {})) <= set(default["methods"])
     assert set(data["run"]["methods"]) <= set(default["methods"])
+
+
+def test_methods_preset_plans_every_method(tmp_path):
+    """The method comparison preset: phases 1-4 of its nine methods for 3 norms x 3 seeds, on the
+    default run's data."""
+    import yaml
+
+    proc = _dry_run(tmp_path, REPO / "config/presets/methods.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    methods = yaml.safe_load((REPO / "config/presets/methods.yaml").read_text())["run"]["methods"]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    assert int(counts["train_incremental"]) == len(methods) * 4 * 3 * 3
+    assert "cka" not in counts

@@ -1,0 +1,30 @@
+"""tools/method_table.py: the final-phase numbers and gap shares by hand on a long table."""
+
+import importlib.util
+from pathlib import Path
+
+from metric_tables import ci, metric_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("method_table", REPO / "tools/method_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_method_table_by_hand(tmp_path):
+    # base mAP after the last phase: finetune 0.4, joint 0.8, m 0.7, each + 0.01 per seed (seeds 0, 1)
+    table = metric_table({"finetune": 0.4, "joint": 0.8, "m": 0.7})
+    (tmp_path / "bn").mkdir()
+    table.to_csv(tmp_path / "bn/metrics.tsv", sep="\t", index=False)
+    text = _tool().method_tables(tmp_path, ["bn", "gn"])
+    row = next(line for line in text.splitlines() if line.startswith("| `m` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mean, low, high = ci([0.70, 0.71])
+    assert cells[1] == f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    # gap share per seed: (0.70 - 0.40) / (0.80 - 0.40) = (0.71 - 0.41) / (0.81 - 0.41) = 0.75, no spread
+    assert cells[3] == "75.0 % [75.0 %, 75.0 %]"
+    assert "BatchNorm" in text and "GroupNorm" not in text

@@ -245,17 +245,8 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
             figs["Label histogram of the exemplar memory of each replay method (final phase, first "
                  "seed); the title gives the spread (std) of the counts over the old classes."] = memory_png
         write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
-                     table=frame, training=training_table, figures=figs, config=_plain(config),
+                     table=frame, training=training_table, figures=figs, config=config,
                      provenance=provenance(repo), notes=notes, setup=setup, warnings=warnings)
-
-
-def _plain(obj: Any) -> Any:
-    """Snakemake's config holds its own dict/list types: turn them into plain ones for YAML."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def generate_synth(*, out_dir: str, settings: Mapping[str, Any]) -> None:

@@ -118,3 +118,15 @@ def test_analytic_refuses_settings_that_would_do_nothing():
 
     with pytest.raises(ValueError, match="analytic replaces SGD training"):
         methods.complete({"analytic": True, "output_distill": "kl"})
+
+
+def test_the_method_registry_loads_without_torch():
+    """Snakemake checks every method against the registry at start-up: importing it (every
+    mechanism module) must not import torch, which would add about a second to every run and
+    dry run. Mechanism modules import torch inside the functions that use it."""
+    import subprocess
+    import sys
+
+    code = "import sys, cilaudio.methods as m; m.complete({}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

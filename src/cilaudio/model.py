@@ -34,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# the embedding points are declared with the feature distillation setting that chooses one
+from .methods.distillation import EMBEDDING_POINTS
+
 __all__ = [
     "BLOCK_MULTIPLIERS",
     "EMBEDDING_POINTS",
@@ -51,8 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 N_BLOCKS = 6
-#: Where :meth:`CNN14.forward` takes the embedding (the last block's pooled output).
-EMBEDDING_POINTS: tuple[str, ...] = ("before_dropout", "after_dropout")
 #: Channel multipliers of the six conv blocks relative to ``ModelSettings.width``.
 BLOCK_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 

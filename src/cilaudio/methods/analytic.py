@@ -22,12 +22,12 @@ where the score passes 0.5 (the ranking metrics are unaffected).
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .registry import Mechanism, PhaseContext, register
+
+if TYPE_CHECKING:  # torch is imported where it is used: the config check at start-up needs none
+    from torch import Tensor
 
 SCORE_OFFSET = 0.5
 
@@ -35,17 +35,17 @@ SCORE_OFFSET = 0.5
 def ridge_statistics(z: Tensor, y: Tensor) -> dict[str, Tensor]:
     """``G = Z^T Z``, ``Q = Z^T Y`` (float64), the number of rows and of positive entries, for
     embeddings ``z`` ``(n, d)`` with the constant column appended here and labels ``y`` ``(n, c)``."""
+    import torch
+
     za = torch.cat([z.double(), torch.ones(len(z), 1, dtype=torch.float64, device=z.device)], dim=1)
     y = y.double()
     return {"gram": za.T @ za, "cross": za.T @ y, "n": torch.tensor(len(z)), "positives": y.sum()}
 
 
-def add_statistics(a: dict[str, Tensor] | None, b: dict[str, Tensor]) -> dict[str, Tensor]:
-    return dict(b) if a is None else {k: a[k] + b[k] for k in b}
-
-
 def ridge_solve(stats: Mapping[str, Tensor], ridge: float) -> Tensor:
     """``(G + ridge * I)^-1 Q``: ``(d + 1, c)``, the last row the intercept."""
+    import torch
+
     g = stats["gram"]
     return torch.linalg.solve(g + ridge * torch.eye(len(g), dtype=g.dtype, device=g.device), stats["cross"])
 
@@ -53,12 +53,16 @@ def ridge_solve(stats: Mapping[str, Tensor], ridge: float) -> Tensor:
 def ridge_mse(stats: Mapping[str, Tensor], w: Tensor) -> float:
     """Mean squared error of ``Z W`` against ``Y`` over the statistics' entries, from ``G``, ``Q``
     and the positives: ``(tr(W^T G W) - 2 tr(W^T Q) + sum Y^2) / (n c)``."""
+    import torch
+
     sse = torch.trace(w.T @ stats["gram"] @ w) - 2 * torch.trace(w.T @ stats["cross"]) + stats["positives"]
     return float(sse / (stats["n"] * w.shape[1]))
 
 
 def embeddings(model, batches) -> tuple[Tensor, Tensor]:
     """``(z, y)``: the classifier's inputs ``(n, d)`` in eval mode and the targets, over ``batches``."""
+    import torch
+
     captured: list[Tensor] = []
     handle = model.classifier.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     ys = []
@@ -127,6 +131,8 @@ class AnalyticClassifier(Mechanism):
         self.seconds = time.monotonic() - start
 
     def fit(self, ctx: PhaseContext) -> list[dict]:
+        import torch
+
         start = time.monotonic()
         weights = [ridge_solve(s, self.values["ridge"]) for s in self.phases]  # per phase (d + 1, c_p)
         w = torch.cat(weights, dim=1)  # (d + 1, n_seen)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..model import EMBEDDING_POINTS
 from .registry import Mechanism, register
 
 OUTPUT_DISTILL = ("none", "kl", "bce")
+#: Where the model hands out the embedding (the last block's output, before or after its
+#: dropout): :meth:`cilaudio.model.CNN14.forward` takes one of these.
+EMBEDDING_POINTS: tuple[str, ...] = ("before_dropout", "after_dropout")
 FD_PASSES = ("shared", "second")
 
 

@@ -21,12 +21,12 @@ anchor and no penalty.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .registry import Batch, Mechanism, PhaseContext, register
+
+if TYPE_CHECKING:  # torch is imported where it is used: the config check at start-up needs none
+    from torch import Tensor, nn
 
 
 def mas_importance(model: nn.Module, batches: Iterable[Tensor],
@@ -35,6 +35,8 @@ def mas_importance(model: nn.Module, batches: Iterable[Tensor],
     n_b inputs, the absolute gradient of the batch's mean ``||sigmoid(logits)||^2``, weighted by
     n_b; summed over the batches and divided by the number of inputs. ``logits_of`` takes the
     logits out of the model's output (CNN14 returns ``(logits, embedding)``)."""
+    import torch
+
     was_training = model.training
     params = dict(model.named_parameters())
     frozen = {k: not p.requires_grad for k, p in params.items()}  # e.g. the old model's: restored after

@@ -12,11 +12,12 @@ never changed, and neither are the new classes' entries.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .registry import Batch, Mechanism, register
+
+if TYPE_CHECKING:  # torch is imported where it is used: the config check at start-up needs none
+    import torch
 
 
 def pseudo_label(targets: torch.Tensor, mask: torch.Tensor, old_logits: torch.Tensor, *,
@@ -26,6 +27,8 @@ def pseudo_label(targets: torch.Tensor, mask: torch.Tensor, old_logits: torch.Te
     ``targets``/``mask``: ``(batch, n_classes)``, old classes first; ``old_logits``:
     ``(batch, n_old)``. Returns new tensors.
     """
+    import torch
+
     n_old = old_logits.shape[1]
     p = torch.sigmoid(old_logits.detach().float())  # (batch, n_old)
     unknown = mask[:, :n_old] == 0

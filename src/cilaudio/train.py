@@ -539,7 +539,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
              + (f", mechanisms {[m.name for m in mechanisms]}" if mechanisms else ""))
     ctx = method_registry.PhaseContext(
         phase=phase, split=split, model=model, old_model=old_model, previous_state=state,
-        train_list=train_lists[-1], previous_list=previous_list, features=features, device=dev, seed=s,
+        data=data, previous_list=previous_list, features=features, device=dev, seed=s,
         in_memory=loader.in_memory, batch_size=optim.batch_size)
     for mechanism in mechanisms:
         mechanism.prepare(ctx)

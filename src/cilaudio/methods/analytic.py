@@ -113,8 +113,7 @@ class AnalyticClassifier(Mechanism):
             return [f"analytic replaces SGD training, so {clash} would do nothing: leave them at their defaults"]
         return []
 
-    def _phase_statistics(self, ctx: PhaseContext, list_path, phase: int) -> dict[str, Tensor]:
-        data = ctx.dataset(list_path, phase)
+    def _phase_statistics(self, ctx: PhaseContext, data, phase: int) -> dict[str, Tensor]:
         z, y = embeddings(ctx.model, ctx.batches(data))
         cols = ctx.split.columns(phase)
         return ridge_statistics(z.cpu(), y[:, cols].cpu())
@@ -126,8 +125,8 @@ class AnalyticClassifier(Mechanism):
             if ctx.phase != 1:
                 raise ValueError(f"the phase {ctx.phase - 1} checkpoint has no analytic statistics: it was not "
                                  "trained by an analytic method; delete this method's checkpoints and rerun")
-            previous = [self._phase_statistics(ctx, ctx.previous_list, 0)]
-        self.phases = list(previous) + [self._phase_statistics(ctx, ctx.train_list, ctx.phase)]
+            previous = [self._phase_statistics(ctx, ctx.dataset(ctx.previous_list, 0), 0)]
+        self.phases = list(previous) + [self._phase_statistics(ctx, ctx.data, ctx.phase)]
         self.seconds = time.monotonic() - start
 
     def fit(self, ctx: PhaseContext) -> list[dict]:

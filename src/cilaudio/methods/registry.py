@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # only for the annotations: the registry imports no torch at 
     import torch
     from torch import Tensor
 
+    from ..excerpts import FeatureDataset
     from ..model import CNN14
     from ..phases import PhaseSplit
 
@@ -66,6 +67,8 @@ class Batch:
 class PhaseContext:
     """What a mechanism's phase hooks see: the phase, its data and the two models.
 
+    ``data`` is phase k's training set as the epochs see it (a :class:`cilaudio.excerpts.FeatureDataset`:
+    excerpts with targets over every class seen, ``UNKNOWN`` where a clip is not labelled).
     ``previous_state`` is the previous phase's checkpoint dict (a mechanism's own
     :meth:`Mechanism.state` of that phase is under its name); ``previous_list`` is phase k-1's
     training list when :meth:`Mechanism.needs_previous_list` asked for it (a summary of the
@@ -78,7 +81,7 @@ class PhaseContext:
     model: "CNN14"
     old_model: "CNN14 | None"
     previous_state: dict
-    train_list: Path
+    data: "FeatureDataset"
     previous_list: Path | None
     features: Path
     device: "torch.device"
@@ -88,13 +91,11 @@ class PhaseContext:
 
     def dataset(self, list_path: Path, phase: int):
         """The excerpts of a training list, with targets over ``phase``'s seen classes from the
-        list's own labels (a :class:`cilaudio.excerpts.FeatureDataset`)."""
-        from ..excerpts import FeatureDataset, excerpt_index, excerpts_of
-        from ..lists import read_list
+        list's own labels, as phase ``phase`` trained on them (:func:`cilaudio.train.training_set`)."""
+        from ..train import LoaderSettings, training_set
 
-        table = excerpts_of(read_list(list_path), self.split.seen(phase), excerpt_index(self.features),
-                            column="labels", source=str(list_path), features=str(self.features))
-        return FeatureDataset(self.features, table, in_memory=self.in_memory)
+        return training_set(phase=phase, split=self.split, lists=[list_path], features=self.features,
+                            cumulative=False, loader=LoaderSettings(in_memory=self.in_memory))
 
     def batches(self, dataset):
         """``dataset`` in order, in batches of ``batch_size``: ``(x, targets)`` on the device."""

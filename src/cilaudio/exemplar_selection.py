@@ -62,6 +62,7 @@ import numpy as np
 
 __all__ = [
     "validate_labels",
+    "check_budget",
     "balance_targets",
     "default_zero_penalty",
     "balance_objective",
@@ -103,7 +104,8 @@ def validate_labels(labels: np.ndarray) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _check_budget(budget: int) -> int:
+def check_budget(budget: int) -> int:
+    """``budget`` as a positive int (every selector checks its budget with this)."""
     if isinstance(budget, bool) or int(budget) != budget:
         raise ValueError(f"budget must be an integer; got {budget!r}")
     budget = int(budget)
@@ -206,7 +208,7 @@ def select_random(labels: np.ndarray, budget: int, *, seed: int) -> np.ndarray:
     ``budget >= n_clips`` returns every clip.
     """
     y = validate_labels(labels)
-    budget = _check_budget(budget)
+    budget = check_budget(budget)
     n = y.shape[0]
     if budget >= n:
         return np.arange(n, dtype=np.int64)
@@ -301,7 +303,7 @@ def anneal_exemplars(
     """
     start_time = time.perf_counter()
     y = validate_labels(labels)
-    budget = _check_budget(budget)
+    budget = check_budget(budget)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     steps = int(steps)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exemplar_selection import register_selector, validate_labels
+from ..exemplar_selection import check_budget, register_selector, validate_labels
 
 EPS = 1e-12
 
@@ -33,8 +33,7 @@ def select_balanced(labels: np.ndarray, budget: int, *, seed: int) -> np.ndarray
     """Sorted int64 indices of ``budget`` clips chosen by greedy class-balanced removal."""
     y = validate_labels(labels).astype(np.float64)  # (n_clips, n_classes)
     n = len(y)
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+    budget = check_budget(budget)
     if budget >= n:
         return np.arange(n, dtype=np.int64)
     rank = np.empty(n, dtype=np.int64)

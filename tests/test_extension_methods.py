@@ -130,3 +130,18 @@ def test_the_method_registry_loads_without_torch():
     code = "import sys, cilaudio.methods as m; m.complete({}); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"mas": {"type": "number", "default": 0.0, "description": "x"}}, "belongs to mechanism 'mas'"),
+    ({"new_weight": {"type": "number", "default": 0.0}}, "needs a 'description'"),
+    ({"new_weight": {"type": "number", "minimum": 0, "default": -1.0, "description": "x"}}, "does not fit"),
+])
+def test_a_mechanism_with_bad_settings_is_refused_and_not_registered(settings, message):
+    from cilaudio import methods
+
+    before = dict(methods.MECHANISMS)
+    cls = type("Bad", (methods.Mechanism,), {"name": "bad_mechanism", "settings": settings})
+    with pytest.raises(ValueError, match=message):
+        methods.register(cls)
+    assert methods.MECHANISMS == before

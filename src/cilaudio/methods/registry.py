@@ -188,13 +188,11 @@ def register(cls: type[Mechanism]) -> type[Mechanism]:
         for key in ("default", "description"):
             if key not in fragment:
                 raise ValueError(f"setting {setting!r} of mechanism {cls.name!r} needs a {key!r}")
-    MECHANISMS[cls.name] = cls
-    for setting, fragment in cls.setting_schemas().items():
         errors = list(jsonschema.Draft202012Validator(fragment).iter_errors(fragment["default"]))
         if errors:
-            del MECHANISMS[cls.name]
             raise ValueError(f"the default of setting {setting!r} of mechanism {cls.name!r} does not fit its "
                              f"own schema: {errors[0].message}")
+    MECHANISMS[cls.name] = cls
     return cls
 
 

@@ -81,7 +81,8 @@ class MethodSettings:
     ``data``/``epoch_size``: :mod:`cilaudio.methods.data_source`; ``loss``, ``fd_embedding``,
     ``fd_pass``: :mod:`cilaudio.methods.distillation`; ``replay``/``memory_clips``:
     :mod:`cilaudio.methods.replay`; ``freeze_*``: :mod:`cilaudio.methods.freeze`. ``values``
-    holds every setting (defaults filled in), which the extension mechanisms read.
+    holds every setting (defaults filled in), which the extension mechanisms read. Build it with
+    :meth:`from_dict`, which checks the settings and fills ``values``.
     """
 
     data: str = "current"
@@ -95,15 +96,6 @@ class MethodSettings:
     fd_embedding: str = "after_dropout"
     fd_pass: str = "shared"
     values: dict = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.values:  # built field by field (tests): the same settings as a dict
-            loss = {f.name: getattr(self.loss, f.name) for f in fields(IncrementalLossSettings)}
-            object.__setattr__(self, "values", method_registry.complete({
-                "data": self.data, "epoch_size": self.epoch_size, **loss, "replay": self.replay,
-                "memory_clips": self.memory_clips, "freeze_blocks": list(self.freeze_blocks),
-                "freeze_norm_stats": self.freeze_norm_stats, "fd_embedding": self.fd_embedding,
-                "fd_pass": self.fd_pass}))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "method") -> "MethodSettings":

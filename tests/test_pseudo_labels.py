@@ -53,3 +53,12 @@ def test_pseudo_labels_settings_are_checked():
     with pytest.raises(ValueError, match="use bce_on: new"):
         T.MethodSettings.from_dict({"pseudo_labels": True})
     assert T.MethodSettings.from_dict({"bce_on": "new", "pseudo_labels": True}).needs_old_model
+
+
+def test_thresholds_are_inclusive():
+    # a probability exactly at a threshold counts: >= positive is 1, <= negative is 0
+    old = torch.tensor([[0.0, -0.8473]])  # sigmoid: exactly 0.5, and about 0.3
+    p_neg = torch.sigmoid(old[0, 1]).item()  # the float32 value itself, so the test is exact
+    targets, mask = torch.zeros(1, 3), torch.tensor([[0., 0., 1.]])
+    t, m = pseudo_label(targets, mask, old, positive=0.5, negative=p_neg)
+    assert t.tolist() == [[1., 0., 0.]] and m.tolist() == [[1., 1., 1.]]

@@ -96,6 +96,7 @@ def test_forward_rejects_too_short_input() -> None:
 
 
 def test_embedding_is_before_dropout_and_pooling_matches() -> None:
+    """In eval mode (no dropout): the embedding is block 6's pooled output and the head pools it."""
     model = _narrow("bn", dropout=0.5).eval()
     x = torch.randn(2, 101, 64)
     with torch.no_grad(), record_activations(model) as acts:
@@ -107,6 +108,30 @@ def test_embedding_is_before_dropout_and_pooling_matches() -> None:
         h = emb.mean(dim=3)
         h = h.max(dim=2).values + h.mean(dim=2)
         assert torch.allclose(logits, h @ model.classifier.weight.T + model.classifier.bias, atol=1e-6)
+
+
+def test_default_embedding_in_training_is_after_dropout_where_the_methods_take_it() -> None:
+    """TRAINING mode, dropout 0.5: dropout sits after block 6's 2x2 pooling, and the default
+    embedding is taken after it (the point every method uses): zero where dropout dropped,
+    ``pooled / (1 - p)`` elsewhere, and the head's pooling of it gives the logits. The
+    before-dropout point stays available by name."""
+    p = 0.5
+    model = _narrow("bn", dropout=p).train()
+    x = torch.randn(4, 101, 64)
+    with torch.no_grad(), record_activations(model) as acts:
+        torch.manual_seed(7)
+        logits, emb = model(x)
+        pooled = nn.functional.avg_pool2d(torch.relu(acts["block6.norm2"]), 2)  # block 6, before dropout
+        dropped = emb == 0
+        assert 0.3 < dropped.float().mean().item() < 0.7  # about p of the entries
+        assert (pooled[dropped] != 0).float().mean() > 0.9  # dropout zeroed them, not the ReLU
+        torch.testing.assert_close(emb[~dropped], pooled[~dropped] / (1 - p))
+        h = emb.mean(dim=3)
+        h = h.max(dim=2).values + h.mean(dim=2)
+        torch.testing.assert_close(logits, h @ model.classifier.weight.T + model.classifier.bias)
+        torch.manual_seed(7)
+        _, before = model(x, embedding="before_dropout")
+        torch.testing.assert_close(before, pooled)
 
 
 def test_init() -> None:

@@ -185,7 +185,7 @@ class _Scripted(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.ones(()))
         self.outputs, self.calls = list(outputs), []
 
-    def forward(self, x, *, embedding="before_dropout"):
+    def forward(self, x, *, embedding="after_dropout"):
         self.calls.append(embedding)
         logits, emb = self.outputs[len(self.calls) - 1]
         return logits * self.w, emb * self.w

@@ -232,12 +232,14 @@ class CNN14(nn.Module):
     def n_classes(self) -> int:
         return self.classifier.out_features
 
-    def forward(self, x: Tensor, *, embedding: str = "before_dropout") -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, *, embedding: str = "after_dropout") -> tuple[Tensor, Tensor]:
         """Return ``(logits (batch, n_classes), embedding (batch, C6, T', F'))``.
 
-        The embedding is the last block's output after pooling, taken ``before_dropout`` or
-        ``after_dropout`` (the reference model's point: in training it then carries the dropout
-        mask that the classifier sees; in eval mode the two are equal). See ``EMBEDDING_POINTS``.
+        The embedding is the last block's output after pooling, taken ``after_dropout`` (the
+        default: the point every method uses, the reference model's; in training it carries the
+        dropout mask that the classifier sees) or ``before_dropout``. In eval mode the two are
+        equal, so evaluation, CKA and the closed-form methods see the same either way. See
+        ``EMBEDDING_POINTS``.
         """
         if embedding not in EMBEDDING_POINTS:
             raise ValueError(f"unknown embedding point {embedding!r}; allowed: {list(EMBEDDING_POINTS)}")

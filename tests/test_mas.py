@@ -17,8 +17,17 @@ def _linear():
     return m, x
 
 
+def _closed_form_raw_grads(m, x):
+    """Per input n, on the RAW output f = Wx + b (the authors' choice): d ||f||^2 / dW = 2 f x^T,
+    d ||f||^2 / db = 2 f, in numpy."""
+    W, b = m.weight.detach().numpy().astype(np.float64), m.bias.detach().numpy().astype(np.float64)
+    X = x.numpy().astype(np.float64)
+    f = X @ W.T + b  # (n, 2)
+    return 2 * f[:, :, None] * X[:, None, :], 2 * f  # (n, 2, 3), (n, 2)
+
+
 def _closed_form_grads(m, x):
-    """Per input n: d ||sigmoid(Wx + b)||^2 / dW = 2 s^2 (1 - s) x^T, / db = 2 s^2 (1 - s), numpy."""
+    """The sigmoid variant: d ||sigmoid(Wx + b)||^2 / dW = 2 s^2 (1 - s) x^T, / db = 2 s^2 (1 - s), numpy."""
     W, b = m.weight.detach().numpy(), m.bias.detach().numpy()
     X = x.numpy()
     s = 1 / (1 + np.exp(-(X @ W.T + b)))  # (n, 2)
@@ -26,18 +35,37 @@ def _closed_form_grads(m, x):
     return d[:, :, None] * X[:, None, :], d  # (n, 2, 3), (n, 2)
 
 
-def test_importance_per_input_equals_the_closed_form():
+def test_importance_per_input_equals_the_closed_form_on_raw_outputs():
+    """The default (the paper's and its code's): the squared L2 norm of the raw output."""
     m, x = _linear()
-    gw, gb = _closed_form_grads(m, x)
+    gw, gb = _closed_form_raw_grads(m, x)
     imp = mas_importance(m, [x[i:i + 1] for i in range(4)], logits_of=lambda out: out)
     np.testing.assert_allclose(imp["weight"].numpy(), np.abs(gw).mean(axis=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(imp["bias"].numpy(), np.abs(gb).mean(axis=0), rtol=1e-5, atol=1e-7)
 
 
-def test_importance_of_batches_takes_the_absolute_batch_mean():
+def test_raw_importance_of_batches_takes_the_absolute_batch_mean():
+    m, x = _linear()
+    gw, gb = _closed_form_raw_grads(m, x)
+    imp = mas_importance(m, [x[:3], x[3:]], logits_of=lambda out: out, output="logits")
+    expected = (3 * np.abs(gw[:3].mean(axis=0)) + 1 * np.abs(gw[3:].mean(axis=0))) / 4
+    np.testing.assert_allclose(imp["weight"].numpy(), expected, rtol=1e-5, atol=1e-7)
+    expected = (3 * np.abs(gb[:3].mean(axis=0)) + 1 * np.abs(gb[3:].mean(axis=0))) / 4
+    np.testing.assert_allclose(imp["bias"].numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_sigmoid_variant_per_input_equals_its_closed_form():
+    m, x = _linear()
+    gw, gb = _closed_form_grads(m, x)
+    imp = mas_importance(m, [x[i:i + 1] for i in range(4)], logits_of=lambda out: out, output="sigmoid")
+    np.testing.assert_allclose(imp["weight"].numpy(), np.abs(gw).mean(axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(imp["bias"].numpy(), np.abs(gb).mean(axis=0), rtol=1e-5, atol=1e-7)
+
+
+def test_sigmoid_importance_of_batches_takes_the_absolute_batch_mean():
     m, x = _linear()
     gw, _ = _closed_form_grads(m, x)
-    imp = mas_importance(m, [x[:2], x[2:]], logits_of=lambda out: out)
+    imp = mas_importance(m, [x[:2], x[2:]], logits_of=lambda out: out, output="sigmoid")
     expected = (2 * np.abs(gw[:2].mean(axis=0)) + 2 * np.abs(gw[2:].mean(axis=0))) / 4
     np.testing.assert_allclose(imp["weight"].numpy(), expected, rtol=1e-5, atol=1e-7)
     assert m.training  # restored
@@ -65,6 +93,41 @@ def test_importances_add_up_over_phases_with_padding():
 
 def test_registered_with_its_setting():
     values = methods.complete({"bce_on": "new", "mas": 1.0})
+    assert values["mas_output"] == "logits"  # the paper's output by default
     assert [m.name for m in methods.active_mechanisms(values)] == ["mas"]
+    assert methods.complete({"bce_on": "new", "mas": 1.0, "mas_output": "sigmoid"})["mas_output"] == "sigmoid"
+    with pytest.raises(ValueError, match="mas_output"):
+        methods.complete({"bce_on": "new", "mas": 1.0, "mas_output": "softmax"})
+    with pytest.raises(ValueError, match="mas_output.*mas"):
+        methods.complete({"bce_on": "new", "mas_output": "sigmoid"})  # would do nothing
     assert methods.needs_old_model(values) and methods.needs_previous_list(values)
     assert not methods.active_mechanisms(methods.complete({}))
+
+
+class _Pair(nn.Module):
+    """A linear model with CNN14's output form ``(logits, embedding)``."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x):
+        return self.linear(x), x
+
+
+@pytest.mark.parametrize("output", ["logits", "sigmoid"])
+def test_the_phase_hook_uses_the_chosen_output(output):
+    """``prepare`` of a phase: the old model's importance over the previous list's excerpts, on
+    the output the method names (raw logits unless ``mas_output: sigmoid``)."""
+    from types import SimpleNamespace
+
+    m, x = _linear()
+    values = methods.complete({"bce_on": "new", "mas": 1.0, **({"mas_output": output} if output != "logits" else {})})
+    (mech,) = methods.active_mechanisms(values)
+    ctx = SimpleNamespace(phase=1, previous_list="p0", previous_state={}, old_model=_Pair(m),
+                          dataset=lambda path, phase: [(x[i], 0) for i in range(4)],
+                          batches=lambda data: iter([(x[:2], None), (x[2:], None)]))
+    mech.prepare(ctx)
+    gw, _ = (_closed_form_raw_grads if output == "logits" else _closed_form_grads)(m, x)
+    expected = (2 * np.abs(gw[:2].mean(axis=0)) + 2 * np.abs(gw[2:].mean(axis=0))) / 4
+    np.testing.assert_allclose(mech.importance["linear.weight"].numpy(), expected, rtol=1e-5, atol=1e-7)

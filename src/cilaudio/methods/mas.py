@@ -6,11 +6,15 @@ previous phase's training list: a summary of data already seen, no clip is train
 parameter's importance is the absolute gradient of the squared L2 norm of the model's output,
 with the model in eval mode, averaged over that phase's training excerpts:
 
-    Omega_i = 1/N sum_b n_b | d/d theta_i  mean_{n in b} ||sigmoid(f(x_n))||^2 |
+    Omega_i = 1/N sum_b n_b | d/d theta_i  mean_{n in b} ||f(x_n)||^2 |
 
 over mini-batches b of n_b excerpts, as the authors' code computes it (the paper writes the
 per-excerpt form, which is the case n_b = 1; per-excerpt gradients cost about 10x more here).
-The multi-label model's output is its per-class probabilities. Importances add up over the
+``f`` is the network's RAW output, its logits, as in the paper and its code (an MSE against
+zeros, summed: ``MSELoss(size_average=False)``). ``mas_output: sigmoid`` takes the per-class
+probabilities instead, a variant of this project's, not the paper's: its gradient
+``2 s^2 (1 - s)`` vanishes on confident negatives, so its importances are orders of magnitude
+smaller and the paper's weight 1 means a much weaker penalty. Importances add up over the
 phases (the previous total is kept in each checkpoint under ``mas``). Phase k then minimises
 
     L = L_BCE (+ the method's other terms) + mas * sum_i Omega_i (theta_i - theta*_i)^2
@@ -29,14 +33,23 @@ if TYPE_CHECKING:  # torch is imported where it is used: the config check at sta
     from torch import Tensor, nn
 
 
+#: What the squared L2 norm of MAS's importance is taken of: the raw output (the paper's) or
+#: the per-class probabilities (this project's earlier variant).
+MAS_OUTPUTS = ("logits", "sigmoid")
+
+
 def mas_importance(model: nn.Module, batches: Iterable[Tensor],
-                   logits_of: Callable[[Any], Tensor] = lambda out: out[0]) -> dict[str, Tensor]:
+                   logits_of: Callable[[Any], Tensor] = lambda out: out[0],
+                   output: str = "logits") -> dict[str, Tensor]:
     """``{parameter name: Omega}``, ``model`` in eval mode (restored after): for each batch b of
-    n_b inputs, the absolute gradient of the batch's mean ``||sigmoid(logits)||^2``, weighted by
-    n_b; summed over the batches and divided by the number of inputs. ``logits_of`` takes the
-    logits out of the model's output (CNN14 returns ``(logits, embedding)``)."""
+    n_b inputs, the absolute gradient of the batch's mean ``||logits||^2`` (``output="logits"``,
+    the paper's) or ``||sigmoid(logits)||^2`` (``"sigmoid"``), weighted by n_b; summed over the
+    batches and divided by the number of inputs. ``logits_of`` takes the logits out of the
+    model's output (CNN14 returns ``(logits, embedding)``)."""
     import torch
 
+    if output not in MAS_OUTPUTS:
+        raise ValueError(f"unknown MAS output {output!r}; allowed: {list(MAS_OUTPUTS)}")
     was_training = model.training
     params = dict(model.named_parameters())
     frozen = {k: not p.requires_grad for k, p in params.items()}  # e.g. the old model's: restored after
@@ -48,7 +61,8 @@ def mas_importance(model: nn.Module, batches: Iterable[Tensor],
             p.requires_grad_(True)
         for x in batches:
             logits = logits_of(model(x))  # (batch, n_classes)
-            norm = (torch.sigmoid(logits) ** 2).sum(dim=1).mean()
+            out = logits if output == "logits" else torch.sigmoid(logits)
+            norm = (out ** 2).sum(dim=1).mean()
             grads = torch.autograd.grad(norm, list(params.values()), allow_unused=True)
             for (k, _), g in zip(params.items(), grads):
                 if g is not None:
@@ -95,13 +109,25 @@ class MAS(Mechanism):
         "mas": {
             "type": "number", "minimum": 0, "default": 0.0,
             "description": "Weight of the Memory Aware Synapses penalty sum_i Omega_i (theta_i - theta*_i)^2 "
-                           "(0 disables it; the MAS paper's value is 1).",
+                           "(0 disables it; the MAS paper's value is 1, with the importance of its raw output).",
+        },
+        "mas_output": {
+            "enum": list(MAS_OUTPUTS), "default": "logits",
+            "description": "What MAS's importance differentiates the squared L2 norm of: logits (the raw "
+                           "output, as the paper and its code) or sigmoid (the per-class probabilities, a variant "
+                           "whose importances vanish on confident negatives).",
         },
     }
 
     @classmethod
     def active(cls, values: Mapping[str, Any]) -> bool:
         return values["mas"] > 0
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> list[str]:
+        if values["mas"] == 0 and values["mas_output"] != "logits":
+            return ["mas_output is set but mas is 0, so it would do nothing: give mas a weight"]
+        return []
 
     @classmethod
     def needs_old_model(cls, values: Mapping[str, Any]) -> bool:
@@ -113,7 +139,7 @@ class MAS(Mechanism):
 
     def prepare(self, ctx: PhaseContext) -> None:
         data = ctx.dataset(ctx.previous_list, ctx.phase - 1)
-        new = mas_importance(ctx.old_model, (x for x, _ in ctx.batches(data)))
+        new = mas_importance(ctx.old_model, (x for x, _ in ctx.batches(data)), output=self.values["mas_output"])
         previous = (ctx.previous_state.get(self.name) or {}).get("importance")
         self.importance = add_importance(previous, new)
         self.anchor = {k: v.detach().clone() for k, v in ctx.old_model.named_parameters()}

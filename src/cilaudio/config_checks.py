@@ -7,16 +7,21 @@ there (FSD50K ``FSD50K.ground_truth/vocabulary.csv``, AudioSet ``files.label_nam
 names and a count that differs from ``sum(phases)`` need no vocabulary and are always checked.
 Each message names the config key, the file and line (or the list entry) and the fix.
 
+:func:`check_run_settings` checks run-wide settings that would otherwise fail late (after lists
+and features) or do nothing: ``training.tensorboard`` without the package, ``cka.methods``
+naming a method that is not run.
+
 The functions return messages instead of raising, so the caller reports every mistake at once.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["check_class_list", "read_class_names", "dataset_vocabulary"]
+__all__ = ["check_class_list", "check_run_settings", "read_class_names", "dataset_vocabulary"]
 
 Named = list[tuple[str, str]]  # (class name, where it is given)
 
@@ -128,4 +133,28 @@ def check_class_list(name: str, ds: Mapping[str, Any]) -> list[str]:
     errors += _count(len(named), ds["phases"], key=key, phases_key=phases_key)
     if known is not None:
         errors += _unknown(named, *known)
+    return errors
+
+
+def module_available(name: str) -> bool:
+    """Whether a top-level package can be imported (found without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def check_run_settings(config: Mapping[str, Any]) -> list[str]:
+    """Mistakes in run-wide settings (``config``: the whole config, with the schema's defaults)
+    that a job would meet only late, or that would silently cost work: ``training.tensorboard``
+    without the ``tensorboard`` package (the first training job would fail, after the lists and
+    features), and ``cka.methods`` naming a method that is not in ``run.methods`` (its chains
+    would be trained for CKA alone and never evaluated or shown)."""
+    errors = []
+    if config.get("training", {}).get("tensorboard") and not module_available("tensorboard"):
+        errors.append("training.tensorboard is true but the `tensorboard` package is not installed: "
+                      "`pip install tensorboard` (or `.venv/bin/pip install -e '.[tensorboard]'`), "
+                      "or set training.tensorboard: false")
+    run_methods = list(config.get("run", {}).get("methods") or [])
+    for name in (config.get("cka") or {}).get("methods") or []:
+        if name not in run_methods:
+            errors.append(f"cka.methods names {name!r}, which is not in run.methods {run_methods}: CKA compares "
+                          "the methods a run trains; add it to run.methods, or remove it from cka.methods")
     return errors

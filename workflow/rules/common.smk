@@ -13,12 +13,13 @@ validate(config, schema="../schemas/config.schema.yaml")
 def _complete_methods():
     """Each method's settings checked against the method registry (cilaudio.methods), with
     the `distillation` block as the default of the distillation settings and every other
-    default filled in."""
+    default filled in. A method's own setting of a mechanism that is off (memory_clips
+    without replay, ...) is refused; the `distillation` block, inherited by every method, is not."""
     from cilaudio import methods
 
     for name, given in config["methods"].items():
         config["methods"][name] = methods.complete(
-            {**config["distillation"], **(given or {})}, where=f"methods.{name}")
+            given or {}, where=f"methods.{name}", inherited=config["distillation"])
 
 
 _complete_methods()
@@ -26,7 +27,7 @@ _complete_methods()
 
 def _check_config():
     """Cross-key checks that a JSON schema cannot express."""
-    from cilaudio.config_checks import check_class_list
+    from cilaudio.config_checks import check_class_list, check_run_settings
 
     errors = []
     for key in ("datasets", "methods"):
@@ -53,6 +54,8 @@ def _check_config():
         # duplicates, misspelt names (with the closest ones) and the count against `phases`,
         # now rather than in the list job (cilaudio.config_checks)
         errors.extend(check_class_list(name, ds))
+    # tensorboard without the package, cka.methods outside run.methods
+    errors.extend(check_run_settings(config))
     if errors:
         raise ValueError("config error:\n  " + "\n  ".join(errors))
 

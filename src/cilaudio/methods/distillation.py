@@ -60,6 +60,12 @@ class Distillation(Mechanism):
                            "(twice the forward cost, and BatchNorm statistics move twice per step).",
         },
     }
+    # the output distillation's settings act only with output_distill, the feature
+    # distillation's only with feature_distill > 0 (registry.complete refuses them otherwise)
+    requires = {
+        **{s: "output_distill" for s in ("temperature", "lambda_base", "lambda_exponent", "kd_weight")},
+        **{s: "feature_distill" for s in ("fd_embedding", "fd_pass")},
+    }
 
     @classmethod
     def needs_old_model(cls, values: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from .registry import Mechanism, register
 @register
 class Freeze(Mechanism):
     name = "freeze"
+    switch = "freeze_blocks"  # freeze_norm_stats acts only on frozen blocks
     settings = {
         "freeze_blocks": {
             "type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 6}, "uniqueItems": True,

@@ -120,10 +120,22 @@ class Mechanism:
 
     The core mechanisms (data source, distillation, replay, frozen blocks) declare their
     settings here and run inside :mod:`cilaudio.train`; extensions run only through the hooks.
+
+    A mechanism's other settings act only while its *switch* is on (not at its default):
+    :func:`complete` refuses a method that sets one (to a value other than its default) with the
+    switch off, naming the setting and the switch. The switch is ``switch``, or else the setting
+    named like the mechanism (``replay``, ``analytic``, ``pseudo_labels``, ``mas``), so a new
+    mechanism that follows that naming gets the rule without a check of its own. ``requires``
+    names a different switch for single settings (``{"temperature": "output_distill"}``).
     """
 
     name: ClassVar[str] = ""
     settings: ClassVar[dict[str, dict]] = {}
+    #: The setting that turns the mechanism on (off at its default); None: the setting named
+    #: like the mechanism, if it declares one.
+    switch: ClassVar[str | None] = None
+    #: ``{setting: switch}`` for settings that act only while another setting is on.
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = {k: values[k] for k in self.setting_schemas()}
@@ -132,6 +144,22 @@ class Mechanism:
     def setting_schemas(cls) -> dict[str, dict]:
         """The settings' schema fragments (override when they depend on another registry)."""
         return cls.settings
+
+    @classmethod
+    def switch_setting(cls) -> str | None:
+        """The setting that turns the mechanism on, or None (see the class docstring)."""
+        if cls.switch:
+            return cls.switch
+        return cls.name if cls.name in cls.setting_schemas() else None
+
+    @classmethod
+    def switched_settings(cls) -> dict[str, str]:
+        """``{setting: the switch it needs}``: every other setting of a mechanism with a switch,
+        and :attr:`requires`."""
+        switch = cls.switch_setting()
+        out = {s: switch for s in cls.setting_schemas() if switch and s != switch}
+        out.update(cls.requires)
+        return out
 
     @classmethod
     def active(cls, values: Mapping[str, Any]) -> bool:
@@ -192,6 +220,11 @@ def register(cls: type[Mechanism]) -> type[Mechanism]:
         if errors:
             raise ValueError(f"the default of setting {setting!r} of mechanism {cls.name!r} does not fit its "
                              f"own schema: {errors[0].message}")
+    known = set(owners) | set(cls.setting_schemas())
+    for setting, switch in cls.switched_settings().items():
+        if setting not in cls.setting_schemas() or switch not in known:
+            raise ValueError(f"mechanism {cls.name!r}: {setting!r} needs switch {switch!r}, but "
+                             f"{setting if setting not in cls.setting_schemas() else switch!r} is no method setting")
     MECHANISMS[cls.name] = cls
     return cls
 
@@ -205,13 +238,35 @@ def method_schema() -> dict:
     return {"type": "object", "additionalProperties": False, "properties": _fragments()}
 
 
-def complete(values: Mapping[str, Any] | None, *, where: str = "method") -> dict[str, Any]:
+def _switched_off(given: Mapping[str, Any], full: Mapping[str, Any], fragments: Mapping[str, dict],
+                  *, where: str) -> list[str]:
+    """A setting given (other than its default) while the switch it needs is off."""
+    errors = []
+    for mechanism in MECHANISMS.values():
+        for setting, switch in mechanism.switched_settings().items():
+            if setting not in given or given[setting] == fragments[setting]["default"]:
+                continue
+            if full[switch] == fragments[switch]["default"]:
+                errors.append(
+                    f"{where}.{setting} is {given[setting]!r}, but it acts only while `{switch}` is on and "
+                    f"`{switch}` is {full[switch]!r} (off): turn `{switch}` on, or remove `{setting}` "
+                    "(it would do nothing)")
+    return errors
+
+
+def complete(values: Mapping[str, Any] | None, *, where: str = "method",
+             inherited: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A method's settings checked against the registry and with every default filled in.
+
+    ``inherited``: values that fill in before the defaults and are not the method's own (the
+    config's top-level ``distillation`` block, which reaches every method): they are not refused
+    when their mechanism is off, as the method's own settings are.
 
     Raises ``ValueError`` naming ``where.<setting>`` (e.g. ``methods.my_method.replay``), the
     problem and the allowed values.
     """
-    values = dict(values or {})
+    given = dict(values or {})
+    values = {**(inherited or {}), **given}
     validator = jsonschema.Draft202012Validator(method_schema())
     errors = sorted(validator.iter_errors(values), key=lambda e: list(e.path))
     if errors:
@@ -223,9 +278,10 @@ def complete(values: Mapping[str, Any] | None, *, where: str = "method") -> dict
         raise ValueError("; ".join(lines) + f" (method settings: {known}; docs/adding-a-method.md)")
     full = {s: json.loads(json.dumps(f["default"])) for s, f in _fragments().items()}
     full.update(values)
-    problems = [p for m in MECHANISMS.values() for p in m.check(full)]
+    problems = _switched_off(given, full, _fragments(), where=where)
+    problems += [f"{where}: {p}" for m in MECHANISMS.values() for p in m.check(full)]
     if problems:
-        raise ValueError("; ".join(f"{where}: {p}" for p in problems))
+        raise ValueError("; ".join(problems))
     return full
 
 

@@ -34,6 +34,9 @@ class Replay(Mechanism):
     def check(cls, values: Mapping[str, Any]) -> list[str]:
         if values["replay"] != "none" and values["memory_clips"] <= 0:
             return ["a replay method needs memory_clips > 0 (the exemplar budget in clips)"]
+        if values["replay"] != "none" and values["data"] == "cumulative":
+            return [f"replay: {values['replay']} on a method with data: cumulative would do nothing (it trains on "
+                    "every earlier clip already): set replay: none, or data: current"]
         return []
 
     @classmethod

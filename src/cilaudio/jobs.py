@@ -74,3 +74,44 @@ def job(smk) -> Iterator[None]:
         marker.write_text(f"{fingerprint}\n{type(exc).__name__}: {exc}", encoding="utf-8")
         logging.getLogger("cilaudio").error(f"{type(exc).__name__}: {exc}")
         raise
+
+
+# -- settings as params ---------------------------------------------------------------------------
+# A rule whose job shows the whole config (the report) gets it as one param per setting: Snakemake
+# records a job's params as a set of values and explains a rerun by the values only in the old set
+# and only in the new one, so a changed setting is named instead of two copies of the config.
+
+def settings_params(config) -> list[str]:
+    """Every leaf setting of ``config`` as ``"<dotted key> = <JSON value>"`` (a list, or an empty
+    mapping, is one leaf), in key order."""
+    import json
+
+    out: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key in sorted(node, key=str):
+                walk(node[key], f"{prefix}.{key}" if prefix else str(key))
+        else:
+            out.append(f"{prefix} = {json.dumps(node, sort_keys=True)}")
+
+    walk(dict(config), "")
+    return out
+
+
+def settings_from_params(params) -> dict:
+    """The config back from a job's params: every ``"<dotted key> = <JSON value>"`` among them
+    (other params, such as the code hash, are left out)."""
+    import json
+
+    config: dict = {}
+    for param in params:
+        if not (isinstance(param, str) and " = " in param):
+            continue
+        key, value = param.split(" = ", 1)
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = json.loads(value)
+    return config

@@ -293,8 +293,21 @@ def _job_source_hash(kind):
     return job_source_hash(kind)
 
 
-def get_config_params(wildcards):
-    return canonical(config)
+def get_report_settings():
+    """The whole config as one param per setting (`cilaudio.jobs.settings_params`): Snakemake
+    explains a params rerun by the values that differ, so the reason names the changed setting
+    rather than printing the config twice."""
+    from cilaudio.jobs import settings_params
+
+    # functions, so that Snakemake does not read braces in a value as wildcards
+    return [_constant(value) for value in settings_params(canonical(config))]
+
+
+def _constant(value):
+    def get(wildcards):
+        return value
+
+    return get
 
 
 def get_model_params(wildcards):

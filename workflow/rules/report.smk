@@ -52,9 +52,11 @@ rule report:
         features=[path("features", split=s) for s in ("dev", "eval")],
     output:
         path("report"),
+    # the settings the report shows, one param each: a changed setting reruns the reports and
+    # the rerun reason names it (cilaudio.jobs.settings_params)
     params:
+        *get_report_settings(),
         code=code_param("report"),
-        config=get_config_params,
     log:
         "logs/{dataset}/{norm}/report.log",
     conda:

@@ -1,4 +1,4 @@
-from cilaudio.jobs import job
+from cilaudio.jobs import job, settings_from_params
 from cilaudio.workflow_steps import report
 
 with job(snakemake):
@@ -10,7 +10,7 @@ with job(snakemake):
         classes=snakemake.input.classes,
         figures={k: v for k, v in snakemake.input.items() if k not in ("table", "training", "versions", "classes", "features")},
         features=list(snakemake.input.features),
-        config=snakemake.params.config,
+        config=settings_from_params(snakemake.params),
         dataset=snakemake.wildcards.dataset,
         norm=snakemake.wildcards.norm,
     )

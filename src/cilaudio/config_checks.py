@@ -116,23 +116,52 @@ def _whole_vocabulary(vocabulary: Sequence[str], source: str, phases: Sequence[i
             f"or make {phases_key} add up to {len(vocabulary)}"]
 
 
-def check_class_list(name: str, ds: Mapping[str, Any]) -> list[str]:
+def _own_data_labels(ds: Mapping[str, Any], named: Named | None, *, key: str,
+                     notes: list[str] | None) -> list[str]:
+    """folder_csv: labels of dev.csv/eval.csv that look like a chosen class but differ (errors
+    naming file and line), the others listed in one note; a clip in both files."""
+    from .folder_csv import check_labels
+
+    try:
+        errors, found = check_labels(ds["root"], None if named is None else [n for n, _ in named], key=key)
+    except (OSError, ValueError) as err:
+        return [str(err)]
+    if notes is not None:
+        notes.extend(found)
+    return errors
+
+
+def check_class_list(name: str, ds: Mapping[str, Any], notes: list[str] | None = None) -> list[str]:
     """Every mistake in ``datasets.<name>``'s class list (``ds``: that dataset's config, with
-    the schema's defaults), as messages; empty when there is none or nothing can be checked."""
+    the schema's defaults), as messages; empty when there is none or nothing can be checked.
+    For own data (folder_csv) also its labels that are not chosen classes and clips in both
+    CSVs; ``notes`` (when given) gets the labels left out on purpose."""
     key, phases_key = f"datasets.{name}.classes", f"datasets.{name}.phases"
     try:
         known = dataset_vocabulary(ds, name=name)
     except ValueError as err:
         return [str(err)]
+    own = (ds.get("format") == "folder_csv" and known is not None and ds.get("root") is not None
+           and (Path(ds["root"]) / "eval.csv").is_file())
     named = read_class_names(ds.get("classes"), key=key)
     if named is None:
         if known is None or ds["generate"].get("activate"):
             return []
-        return _whole_vocabulary(*known, ds["phases"], key=key, phases_key=phases_key)
+        errors = _whole_vocabulary(*known, ds["phases"], key=key, phases_key=phases_key)
+        if errors and own:
+            from .folder_csv import near_duplicates
+
+            odd = near_duplicates(ds["root"])
+            if odd:
+                errors[-1] += ("; names that look like another (each counts as a class of its own): "
+                               + "; ".join(odd))
+        return errors + (_own_data_labels(ds, None, key=key, notes=notes) if own else [])
     errors = _repeated(named)
     errors += _count(len(named), ds["phases"], key=key, phases_key=phases_key)
     if known is not None:
         errors += _unknown(named, *known)
+    if own and not errors:
+        errors += _own_data_labels(ds, named, key=key, notes=notes)
     return errors
 
 

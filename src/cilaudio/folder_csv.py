@@ -23,8 +23,12 @@ Layout (fixed names under the dataset's ``root``; ``datasets.<name>.files`` is n
 The vocabulary is every class name that occurs in dev.csv, sorted (Python string order): a
 class without a development clip cannot be learnt. Choose and order the classes to learn with
 ``datasets.<name>.classes`` (``sum(phases)`` of them; null takes the whole vocabulary in sorted
-order). A label of eval.csv that is not in the vocabulary is ignored, with a warning naming the
-file and the clips. Mistakes (a missing column, a row with too many fields, a label with no name,
+order). Before any job (:func:`check_labels`, run by :mod:`cilaudio.config_checks`), a label of
+either file that is not a chosen class but looks like one (case, quotes, spaces, a close spelling)
+stops the run naming the file, the line and the chosen class; the other labels that are not
+chosen (a deliberate subset) are listed in one note; a clip in both dev.csv and eval.csv stops the
+run naming both lines (as ``cilaudio import-lists`` does). A label of eval.csv that is not in the
+vocabulary is ignored by the list job, with a warning naming the file and the clips. Mistakes (a missing column, a row with too many fields, a label with no name,
 a repeated fname, a split other than train/val) raise ValueError naming the file and line.
 
 The clip table and the vocabulary have the columns of the other readers (:mod:`cilaudio.fsd50k`):
@@ -33,6 +37,7 @@ own data has no ontology ids, so ``mid`` / ``mids`` repeat the class names.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import os
@@ -45,7 +50,7 @@ import pandas as pd
 from .datasets import check_split
 from .fsd50k import csv_rows
 
-__all__ = ["FolderCSV", "LAYOUT", "read_clip_table"]
+__all__ = ["FolderCSV", "LAYOUT", "check_labels", "check_no_leakage", "read_clip_table"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def read_clip_table(path: str | os.PathLike, *, split_column: bool) -> pd.DataFr
         raise ValueError(f"{path}, line {head_line}: a split column belongs in {DEV_CSV} (train/val rows); "
                          f"every clip of {path.name} is an evaluation clip, remove the column")
     col = {c: i for i, c in enumerate(header)}
-    records = []
+    records, lines = [], []
     seen: dict[str, int] = {}
     for line, fields in rows[1:]:
         where = f"{path}, line {line}"
@@ -144,10 +149,13 @@ def read_clip_table(path: str | os.PathLike, *, split_column: bool) -> pd.DataFr
         else:
             split = "train"
         records.append((fname, labels, labels, split))
+        lines.append(line)
     if not records:
         raise ValueError(f"{path}: no clips (only the header row)")
     frame = pd.DataFrame(records, columns=["fname", "labels", "mids", "split"])
     frame["fname"] = frame["fname"].astype(str)
+    frame.attrs["lines"] = lines  # each row's line in the file, for messages
+    frame.attrs["path"] = str(path)
     return frame
 
 
@@ -224,6 +232,7 @@ class FolderCSV:
         split = _check_split(split)
         frame = read_clip_table(self.clip_table_file(split), split_column=split == "dev")
         if split == "eval":
+            check_no_leakage(read_clip_table(self.clip_table_file("dev"), split_column=True), frame)
             self._warn_unknown(frame)
         return frame
 
@@ -243,3 +252,116 @@ class FolderCSV:
 
 def _check_split(split: str) -> str:
     return check_split(split, format="folder_csv")
+
+
+# -- start-up checks (cilaudio.config_checks runs them before any job) ---------------------------
+
+_SHOWN = 5  # clips or labels quoted in one message
+
+
+def _stem(fname: str) -> str:
+    return Path(fname).stem
+
+
+def check_no_leakage(dev: pd.DataFrame, eval_: pd.DataFrame) -> None:
+    """A clip in dev.csv and in eval.csv would be trained on and then scored: stop, naming both
+    files and lines (clips compare by file name without extension, as ``cilaudio import-lists``
+    compares them)."""
+    first_dev = {}
+    for fname, line in zip(dev["fname"], dev.attrs.get("lines", [None] * len(dev))):
+        first_dev.setdefault(_stem(fname), line)
+    leaked = [(fname, first_dev[_stem(fname)], line)
+              for fname, line in zip(eval_["fname"], eval_.attrs.get("lines", [None] * len(eval_)))
+              if _stem(fname) in first_dev]
+    if not leaked:
+        return
+    dev_path, eval_path = dev.attrs.get("path", DEV_CSV), eval_.attrs.get("path", EVAL_CSV)
+    rows = [f"  {fname}: {dev_path}, line {dl} and {eval_path}, line {el}" for fname, dl, el in leaked[:_SHOWN]]
+    if len(leaked) > _SHOWN:
+        rows.append(f"  ... and {len(leaked) - _SHOWN} more")
+    raise ValueError(
+        f"{len(leaked)} clip(s) are in {DEV_CSV} and in {EVAL_CSV} (a training list and a test list), so they "
+        "would be trained on and then scored (inflated test results):\n" + "\n".join(rows) + "\n"
+        f"Remove each such clip from {DEV_CSV} or from {EVAL_CSV}: training and test clips must be distinct "
+        "audio files (they are matched by file name without folder and extension).")
+
+
+def _normal(name: str) -> str:
+    """A class name as a typo would still match it: case, surrounding quotes and spaces dropped."""
+    return " ".join(name.strip().strip("\"'").split()).casefold()
+
+
+def _closest(name: str, chosen: list[str]) -> str | None:
+    """The chosen class that ``name`` is most likely a misspelling of, or None."""
+    by_normal = {_normal(c): c for c in chosen}
+    if _normal(name) in by_normal:
+        return by_normal[_normal(name)]
+    close = difflib.get_close_matches(_normal(name), list(by_normal), n=1, cutoff=0.75)
+    return by_normal[close[0]] if close else None
+
+
+def check_labels(root: str | os.PathLike, classes: list[str] | None, *, key: str
+                 ) -> tuple[list[str], list[str]]:
+    """``(errors, notes)`` about the labels of ``root``'s dev.csv and eval.csv that are not chosen
+    classes (``classes``; None: the whole vocabulary of dev.csv), and about clips in both files.
+
+    A label that is not a chosen class but looks like one (the same name but for case, quotes or
+    spaces, or a close spelling, difflib ratio >= 0.75) is an error naming the file, the line and
+    the chosen class. Other labels are a deliberate subset: one note lists them with their clip
+    counts. With ``classes`` null, names of dev.csv that look like each other are named too (each
+    is a class of its own, which makes the count differ from ``phases``)."""
+    root = Path(root)
+    dev = read_clip_table(root / DEV_CSV, split_column=True)
+    eval_ = read_clip_table(root / EVAL_CSV, split_column=False)
+    errors: list[str] = []
+    try:
+        check_no_leakage(dev, eval_)
+    except ValueError as err:
+        errors.append(str(err))
+    vocabulary = sorted({n for labels in dev["labels"] for n in labels})
+    chosen = list(vocabulary if classes is None else classes)
+    known = set(chosen)
+    typos: list[str] = []
+    others: dict[str, int] = {}
+    for frame in (dev, eval_):
+        for line, fname, labels in zip(frame.attrs["lines"], frame["fname"], frame["labels"]):
+            for name in labels:
+                if name in known:
+                    continue
+                close = _closest(name, chosen)
+                if close is not None:
+                    typos.append(f"{frame.attrs['path']}, line {line}: label {name!r} of clip {fname!r} is not a "
+                                 f"chosen class; closest chosen class: {close!r}")
+                else:
+                    others[name] = others.get(name, 0) + 1
+    if typos:
+        shown = typos[:_SHOWN] + ([f"... and {len(typos) - _SHOWN} more"] if len(typos) > _SHOWN else [])
+        errors.append(f"{len(typos)} label(s) look like a chosen class ({key}) but differ from it; fix the "
+                      "label in the file (class names must match exactly):\n  " + "\n  ".join(shown))
+    if others:
+        listed = ", ".join(f"{n!r} ({c} label(s))" for n, c in sorted(others.items()))
+        notes = [f"{root}: {len(others)} class name(s) in {DEV_CSV}/{EVAL_CSV} are not chosen classes ({key}) "
+                 f"and are ignored (a deliberate subset): {listed}"]
+    else:
+        notes = []
+    return errors, notes
+
+
+def near_duplicates(root: str | os.PathLike) -> list[str]:
+    """Names of dev.csv that look like another of its names (case, quotes, spaces, or a close
+    spelling), each with its first file and line: the odd classes of a vocabulary count."""
+    dev = read_clip_table(Path(root) / DEV_CSV, split_column=True)
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for line, labels in zip(dev.attrs["lines"], dev["labels"]):
+        for name in labels:
+            first.setdefault(name, line)
+            count[name] = count.get(name, 0) + 1
+    out = []
+    for name in sorted(first):
+        others = [n for n in first if n != name]
+        close = _closest(name, others)
+        if close is not None and count[name] <= count[close]:
+            out.append(f"{name!r} ({dev.attrs['path']}, line {first[name]}; {count[name]} clip(s)) looks like "
+                       f"{close!r} ({count[close]} clip(s))")
+    return out

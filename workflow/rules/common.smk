@@ -2,6 +2,7 @@
 # functions (named get_*). Included first.
 
 import functools
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -29,7 +30,7 @@ def _check_config():
     """Cross-key checks that a JSON schema cannot express."""
     from cilaudio.config_checks import check_class_list, check_run_settings
 
-    errors = []
+    errors, notes = [], []
     for key in ("datasets", "methods"):
         for name in config["run"][key]:
             if name not in config[key]:
@@ -53,9 +54,11 @@ def _check_config():
             )
         # duplicates, misspelt names (with the closest ones) and the count against `phases`,
         # now rather than in the list job (cilaudio.config_checks)
-        errors.extend(check_class_list(name, ds))
+        errors.extend(check_class_list(name, ds, notes))
     # tensorboard without the package, cka.methods outside run.methods
     errors.extend(check_run_settings(config))
+    for note in notes:  # own-data labels left out on purpose (a subset of the classes)
+        print(f"note: {note}", file=sys.stderr)
     if errors:
         raise ValueError("config error:\n  " + "\n  ".join(errors))
 

@@ -17,8 +17,8 @@ FEATURES = dict(sample_rate=8000, n_fft=256, win_length=256, hop_length=80, n_me
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    generate(root / "dataset", seed=3, group_sizes=(3, 2, 2), dev_clips_per_class=4,
-             eval_clips_per_class=3, sample_rate=16000, min_seconds=0.6, max_seconds=1.6)
+    generate(root / "dataset", seed=3, group_sizes=(3, 2, 2), dev_clips=(12, 8, 8),
+             eval_clips=(9, 6, 6), sample_rate=16000, min_seconds=0.6, max_seconds=1.6)
     lists = root / "lists"
     outputs = {"classes": lists / "classes.tsv", "clips_dev": lists / "clips_dev.tsv",
                "clips_eval": lists / "clips_eval.tsv",

@@ -49,7 +49,7 @@ CONFIG = {
     "run": {"datasets": ["synth"], "norms": ["bn"], "methods": ["finetune", "indl_fd_od"], "seeds": [0]},
     "datasets": {"synth": {
         "format": "fsd50k",
-        "generate": {"seed": 7, "dev_clips_per_class": 4, "eval_clips_per_class": 3, "sample_rate": 16000,
+        "generate": {"seed": 7, "dev_clips": [8, 4, 4], "eval_clips": [6, 3, 3], "sample_rate": 16000,
                      "min_seconds": 0.6, "max_seconds": 1.0},
         "phases": [2, 1, 1],
         "features": {"sample_rate": 8000, "n_fft": 256, "win_length": 256, "hop_length": 80, "n_mels": 64,

@@ -115,7 +115,8 @@ def child_generate(a: dict) -> dict:
                   file=sys.stderr, flush=True)
 
     synth.generate(Path(a["root"]), seed=a["seed"], group_sizes=GROUP_SIZES,
-                   dev_clips_per_class=a["dev_per_class"], eval_clips_per_class=a["eval_per_class"],
+                   dev_clips=[a["dev_per_class"] * s for s in GROUP_SIZES],
+                   eval_clips=[a["eval_per_class"] * s for s in GROUP_SIZES],
                    sample_rate=SOURCE_RATE, min_seconds=CLIP_SECONDS, max_seconds=CLIP_SECONDS,
                    progress=progress)
     return {"seconds": time.perf_counter() - t0, "clips": total}

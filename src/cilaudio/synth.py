@@ -12,10 +12,14 @@ parameter set; every event draws a small random jitter around it. The vocabulary
 seeded shuffle across families, and consecutive blocks of ``group_sizes`` classes form the
 incremental groups (phases): group 0 holds the base classes.
 
-A clip of group ``g`` holds one or two events of group ``g``'s classes and, for ``g > 0``, with
-probability ``p_old_event`` one extra event of a class from an earlier group, over pink-ish
-background noise; its labels are the classes of all its events. All energy lies in
-100 Hz - 7 kHz.
+Which classes a clip holds follows the real data's label statistics (the papers' FSD50K or
+AudioSet class frequencies and labels per excerpt, :mod:`cilaudio.label_statistics`): a clip of
+group ``g`` holds at least one class of group ``g``, none of a later group, and classes of
+earlier groups at the rate the real frequencies imply (the base classes' sounds fill the later
+phases' clips, unlabelled there under assignment "latest"). The synthetic class in position
+``i`` of the vocabulary takes the frequency of the papers' class in position ``i``. One event
+per class, over pink-ish background noise; its labels are the classes of all its events. All
+energy lies in 100 Hz - 7 kHz.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from scipy import fft as sfft
 
 from cilaudio.atomic import atomic_path, write_text
 from cilaudio.fsd50k import FSD50K
+from cilaudio.label_statistics import STATISTICS, PhaseModel, draw_label_sets
 
 __all__ = ["SynthClass", "class_pool", "vocabulary", "generate", "FNAME_START", "BAND_HZ"]
 
@@ -252,7 +257,7 @@ def _pink_noise(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 class _ClipPlan:
     fname: str
     group: int
-    classes: tuple[int, ...]  # vocabulary indices of the events, primary first
+    classes: tuple[int, ...]  # vocabulary indices of the events (one event per class)
 
 
 def _plan(
@@ -260,30 +265,19 @@ def _plan(
     *,
     seed: int,
     group_sizes: Sequence[int],
-    clips_per_class: int,
+    clips: Sequence[int],
     start: int,
     max_events: int,
-    p_old_event: float,
+    label_statistics: str,
 ) -> list[_ClipPlan]:
-    """Which classes each clip of a split holds. The clip index fixes its group and primary class."""
-    offsets = np.concatenate([[0], np.cumsum(group_sizes)])
+    """Which classes each clip of a split holds: ``clips[k]`` clips of phase ``k``, their label
+    sets drawn from the real data's statistics (:mod:`cilaudio.label_statistics`)."""
+    model = PhaseModel.from_statistics(label_statistics, split, group_sizes)
     plans: list[_ClipPlan] = []
-    idx = 0
-    for g, size in enumerate(group_sizes):
-        members = list(range(offsets[g], offsets[g + 1]))
-        for i in range(clips_per_class * size):
-            rng = np.random.default_rng([seed, _SPLIT_CODE[split], idx, 1])
-            old = g > 0 and max_events >= 2 and rng.random() < p_old_event
-            n_new = int(rng.integers(1, min(2, max_events - int(old), size) + 1))
-            primary = members[i % size]
-            classes = [primary]
-            if n_new == 2:
-                others = [m for m in members if m != primary]
-                classes.append(others[int(rng.integers(len(others)))])
-            if old:
-                classes.append(int(rng.integers(offsets[g])))
-            plans.append(_ClipPlan(fname=str(start + idx), group=g, classes=tuple(classes)))
-            idx += 1
+    for g, n in enumerate(clips):
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split], g, 1])
+        for classes in draw_label_sets(model, g, int(n), rng, max_events=max_events):
+            plans.append(_ClipPlan(fname=str(start + len(plans)), group=g, classes=classes))
     return plans
 
 
@@ -336,27 +330,40 @@ def generate(
     *,
     seed: int = 0,
     group_sizes: Sequence[int] = (30, 5, 5, 5, 5),
-    dev_clips_per_class: int = 40,
-    eval_clips_per_class: int = 15,
+    dev_clips: Sequence[int] = (600, 150, 150, 150, 150),
+    eval_clips: Sequence[int] = (300, 60, 60, 60, 60),
+    label_statistics: str = "fsd50k",
     sample_rate: int = 44100,
     min_seconds: float = 0.6,
     max_seconds: float = 2.0,
-    max_events: int = 3,
-    p_old_event: float = 0.6,
+    max_events: int = 6,
     snr_db: tuple[float, float] = (6.0, 20.0),
     val_fraction: float = 0.1,
+    audio: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write the synthetic benchmark under ``root`` in FSD50K's layout.
 
+    ``dev_clips[k]`` / ``eval_clips[k]`` clips belong to phase ``k`` (they hold a class of group
+    ``k`` and none of a later group); their label sets follow ``label_statistics`` (the papers'
+    FSD50K or AudioSet class frequencies and labels per excerpt, :mod:`cilaudio.label_statistics`).
     Deterministic in ``seed``: every clip's content comes from a generator seeded with
     (seed, split, clip index). Audio is written first, the three CSVs last (each file
     atomically), so an interrupted run never leaves a complete-looking dataset.
-    ``progress(done, total)`` is called after each clip.
+    ``audio=False`` writes the CSVs only (for statistics). ``progress(done, total)`` is called
+    after each clip.
     """
     group_sizes = [int(s) for s in group_sizes]
     if not group_sizes or min(group_sizes) < 1:
         raise ValueError(f"group_sizes must be positive, got {group_sizes}")
+    for key, clips in (("dev_clips", dev_clips), ("eval_clips", eval_clips)):
+        if len(clips) != len(group_sizes) or min(clips) < 1:
+            raise ValueError(
+                f"generate.{key} needs one positive clip count per phase ({len(group_sizes)} phases, "
+                f"as `phases`), got {list(clips)}"
+            )
+    if label_statistics not in STATISTICS:
+        raise ValueError(f"generate.label_statistics must be one of {', '.join(STATISTICS)}, got {label_statistics!r}")
     if max_events < 1:
         raise ValueError("max_events must be >= 1")
     if not 0 < min_seconds <= max_seconds:
@@ -371,24 +378,24 @@ def generate(
         if f.exists():
             f.unlink()
 
-    n_dev = dev_clips_per_class * sum(group_sizes)
-    n_eval = eval_clips_per_class * sum(group_sizes)
-    common = dict(seed=seed, group_sizes=group_sizes, max_events=max_events, p_old_event=p_old_event)
+    n_dev, n_eval = sum(dev_clips), sum(eval_clips)
+    common = dict(seed=seed, group_sizes=group_sizes, max_events=max_events, label_statistics=label_statistics)
     plans = {
-        "dev": _plan("dev", clips_per_class=dev_clips_per_class, start=FNAME_START, **common),
-        "eval": _plan("eval", clips_per_class=eval_clips_per_class, start=FNAME_START + n_dev, **common),
+        "dev": _plan("dev", clips=dev_clips, start=FNAME_START, **common),
+        "eval": _plan("eval", clips=eval_clips, start=FNAME_START + n_dev, **common),
     }
     total, done = n_dev + n_eval, 0
     rows: dict[str, list[list[str]]] = {"dev": [], "eval": []}
     for split in ("dev", "eval"):
         ds.audio_dir(split).mkdir(parents=True, exist_ok=True)
         for index, plan in enumerate(plans[split]):
-            audio = _synthesise(
-                plan, vocab, split=split, index=index, seed=seed, sample_rate=sample_rate,
-                min_seconds=min_seconds, max_seconds=max_seconds, snr_db=snr_db,
-            )
-            with atomic_path(ds.audio_path(split, plan.fname)) as tmp:
-                sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
+            if audio:
+                wav = _synthesise(
+                    plan, vocab, split=split, index=index, seed=seed, sample_rate=sample_rate,
+                    min_seconds=min_seconds, max_seconds=max_seconds, snr_db=snr_db,
+                )
+                with atomic_path(ds.audio_path(split, plan.fname)) as tmp:
+                    sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
             labels = sorted(set(plan.classes))
             row = [plan.fname, ",".join(vocab[c].name for c in labels), ",".join(vocab[c].mid for c in labels)]
             if split == "dev":

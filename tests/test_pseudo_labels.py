@@ -62,3 +62,60 @@ def test_thresholds_are_inclusive():
     targets, mask = torch.zeros(1, 3), torch.tensor([[0., 0., 1.]])
     t, m = pseudo_label(targets, mask, old, positive=0.5, negative=p_neg)
     assert t.tolist() == [[1., 0., 0.]] and m.tolist() == [[1., 1., 1.]]
+
+
+def _prepare_on(targets, old_logits, n_old, pos_weight):
+    """The mechanism's phase hook on a fake phase of one batch: the previous model's logits are
+    given, the split has ``n_old`` old classes."""
+    from types import SimpleNamespace
+
+    class Old(torch.nn.Module):
+        def forward(self, x):
+            return old_logits[x.long()], None
+
+    method = T.MethodSettings.from_dict({"bce_on": "new", "pseudo_labels": True})
+    (mech,) = methods.active_mechanisms(method.values)
+    ctx = SimpleNamespace(phase=1, split=SimpleNamespace(seen=lambda p: list(range(n_old)) if p == 0 else None),
+                          old_model=Old(), data=None, pos_weight=pos_weight.clone(),
+                          batches=lambda data: iter([(torch.arange(len(targets)).float(), targets)]))
+    mech.prepare(ctx)
+    return mech, ctx
+
+
+def test_old_pos_weight_is_counted_after_filling_by_hand():
+    """KRT's weighting: a pseudo-labelled entry is a labelled entry. The old classes' pos_weight
+    is negatives / positives over the old entries known AFTER filling (before filling there are
+    none, so it was 1); the new classes' weight is left as it was."""
+    U = T.UNKNOWN
+    # 3 clips, 2 old classes (unknown: independent learning) + 1 new
+    targets = torch.tensor([[U, U, 1.], [U, U, 0.], [U, U, 1.]])
+    old = torch.tensor([[_logit(0.9), _logit(0.1)],   # -> 1, 0
+                        [_logit(0.2), _logit(0.5)],   # -> 0, unknown
+                        [_logit(0.05), _logit(0.8)]])  # -> 0, 1
+    # by hand: old entries known after filling: 1, 0, 0, 0, 1 -> 2 positives, 3 negatives -> 1.5
+    mech, ctx = _prepare_on(targets, old, 2, torch.tensor([1.0, 1.0, 0.5]))
+    assert ctx.pos_weight.tolist() == pytest.approx([1.5, 1.5, 0.5])
+
+
+def test_the_bce_of_a_pseudo_labelled_batch_by_hand():
+    """One BCE over every known entry of a clip, each entry weighing the same (KRT: the restored
+    label vector is the clip's label vector), then the mean over clips. With every logit 0 an
+    entry's BCE is log 2, times pos_weight where the target is 1."""
+    from cilaudio.losses import masked_bce_loss
+
+    U = T.UNKNOWN
+    targets = torch.tensor([[U, U, 1.], [U, U, 0.]])
+    old = torch.tensor([[_logit(0.9), _logit(0.1)], [_logit(0.2), _logit(0.5)]])
+    # old entries after filling: clip 0 -> 1, 0; clip 1 -> 0, unknown: 1 positive, 2 negatives -> 2.0
+    mech, ctx = _prepare_on(targets, old, 2, torch.tensor([1.0, 1.0, 4.0]))
+    assert ctx.pos_weight.tolist() == pytest.approx([2.0, 2.0, 4.0])
+    logits = torch.zeros(2, 3, requires_grad=True)
+    mask = (targets != U).float()
+    batch = methods.Batch(x=None, targets=targets.clamp(min=0), mask=mask, logits=logits, old_logits=old,
+                          n_old=2, model=None)
+    mech.adjust(batch)
+    loss = masked_bce_loss(logits, batch.targets, batch.mask, ctx.pos_weight)
+    ln2 = math.log(2)
+    # clip 0: entries (old 1: pw 2) + (old 0: 1) + (new 1: pw 4) = 7 ln2 over 3 known entries
+    # clip 1: (old 0: 1) + (new 0: 1) = 2 ln2 over 2 known entries
+    assert loss.item() == pytest.approx((7 * ln2 / 3 + 2 * ln2 / 2) / 2)

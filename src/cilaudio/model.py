@@ -118,6 +118,9 @@ class ModelSettings:
         dropout: dropout probability after each block in training.
         gn_groups: GroupNorm groups (``"gn"`` and ``"cn"``); a layer with C channels uses
             ``min(gn_groups, C)`` groups, which must divide C.
+        expansion: 0 (the papers' network), or the width of a fixed random expansion layer
+            ``relu(h @ E)`` between the pooling and the classifier (the analytic classifier's
+            buffer layer, :meth:`CNN14.add_expansion`; never trained).
     """
 
     norm: str
@@ -126,6 +129,7 @@ class ModelSettings:
     n_classes: int
     dropout: float = 0.2
     gn_groups: int = 32
+    expansion: int = 0
 
     def __post_init__(self) -> None:
         if self.norm not in NORM_LAYERS:
@@ -134,6 +138,8 @@ class ModelSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.expansion, bool) or not isinstance(self.expansion, int) or self.expansion < 0:
+            raise ValueError(f"expansion must be a non-negative integer, got {self.expansion!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -211,7 +217,10 @@ class CNN14(nn.Module):
                 f"block{b}", ConvBlock(in_ch, out_ch, norm=settings.norm, gn_groups=settings.gn_groups)
             )
             in_ch = out_ch
-        self.classifier = nn.Linear(channels[-1], settings.n_classes)
+        if settings.expansion:
+            # filled by add_expansion (or a checkpoint); a buffer, so no optimiser touches it
+            self.register_buffer("expansion", torch.zeros(channels[-1], settings.expansion))
+        self.classifier = nn.Linear(settings.expansion or channels[-1], settings.n_classes)
         # Blocks whose BatchNorm layers stay in eval mode (see set_frozen_blocks).
         self._stat_frozen_blocks: tuple[int, ...] = ()
         self._init_weights()
@@ -261,8 +270,28 @@ class CNN14(nn.Module):
                 emb = x  # (batch, C6, T', F'), what the pooling and classifier see
         x = x.mean(dim=3)  # (batch, C6, T')
         x = x.max(dim=2).values + x.mean(dim=2)  # (batch, C6)
+        if self.settings.expansion:
+            x = F.relu(x @ self.expansion)  # (batch, expansion)
         logits = self.classifier(x)  # (batch, n_classes)
         return logits, emb
+
+    def add_expansion(self, size: int, *, seed: int) -> None:
+        """Insert a fixed random expansion layer ``relu(h @ E)`` of ``size`` units between the
+        pooled embedding ``h`` and the classifier (ACIL's buffer layer): ``E`` uniform in
+        ``+-1/sqrt(C6)`` (``nn.Linear``'s initialisation, no bias) from ``seed``. The classifier
+        becomes a new ``(size -> n_classes)`` layer, to be set by the caller."""
+        if self.settings.expansion:
+            raise ValueError("the model already has an expansion layer")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        old = self.classifier
+        d = old.in_features
+        gen = torch.Generator().manual_seed(seed)
+        bound = 1.0 / d ** 0.5
+        weight = (torch.rand(d, size, generator=gen, dtype=torch.float32) * 2 - 1) * bound
+        self.register_buffer("expansion", weight.to(old.weight.device))
+        self.classifier = nn.Linear(size, old.out_features, device=old.weight.device, dtype=old.weight.dtype)
+        self.settings = dataclasses.replace(self.settings, expansion=size)
 
     def grow_classifier(self, n_new: int) -> None:
         """Append ``n_new`` output rows; old rows and biases are copied exactly.

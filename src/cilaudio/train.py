@@ -532,9 +532,12 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     ctx = method_registry.PhaseContext(
         phase=phase, split=split, model=model, old_model=old_model, previous_state=state,
         data=data, previous_list=previous_list, features=features, device=dev, seed=s,
-        in_memory=loader.in_memory, batch_size=optim.batch_size)
+        in_memory=loader.in_memory, batch_size=optim.batch_size, pos_weight=pos_weight)
     for mechanism in mechanisms:
         mechanism.prepare(ctx)
+    if ctx.pos_weight is not pos_weight:  # a mechanism changed it (pseudo-labels: after filling)
+        pos_weight = ctx.pos_weight.to(dev)
+        log.info(f"after the mechanisms' preparation: {_describe_pos_weight(pos_weight, n_old)}")
     step_loss = incremental_step(model=model, old_model=old_model, method=method, n_old=n_old,
                                  pos_weight=pos_weight, mechanisms=mechanisms)
 

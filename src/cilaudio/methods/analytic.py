@@ -1,22 +1,43 @@
-"""An analytic (closed-form ridge) classifier on the frozen phase-0 network: the exemplar-free
-baseline of analytic continual learning (ACIL, Zhuang et al., NeurIPS 2022; used for audio by
-recent work such as AnalyticKWS), for multi-label data.
+"""Analytic class-incremental learning (ACIL, Zhuang et al., NeurIPS 2022; multi-label: L3A),
+exemplar-free: a closed-form classifier on the frozen phase-0 network, updated by recursive
+least squares so that after every phase it EQUALS the ridge solution on all data seen so far.
 
 The network of phase 0 stays as it is (no SGD, norm statistics included). Its pooled embedding
-``z`` (the classifier's input, with a constant 1 appended for the intercept) feeds one ridge
-regression per class onto its 0/1 labels. A class is labelled only on the clips of its own
-phase (label absence: later clips hold earlier sounds unlabelled), so each phase p keeps its
-own statistics, ``G_p = sum z z^T`` and ``Q_p = sum z y_p^T`` over its training excerpts, and
-its classes' weights are
+``h`` (the classifier's input), optionally through a fixed random expansion layer
+``relu(h @ E)`` of ``analytic_expansion`` units (ACIL's buffer layer; ``E`` uniform in
+``+-1/sqrt(dim h)``, drawn once in phase 1 and kept in the model), with a constant 1 appended
+for the intercept, is the feature ``x``. With ``X_{0:k}`` every training excerpt of phases 0..k
+and ``Y_{0:k}`` their targets over the classes seen by phase k, the classifier of phase k is
 
-    W_p = (G_p + ridge * I)^-1 Q_p
+    W_k = (X_{0:k}^T X_{0:k} + ridge * I)^-1 X_{0:k}^T Y_{0:k}
 
-which is exactly the ridge solution of every class over the clips it is labelled on, however
-many phases came before: the recursion gives the joint least-squares classifier of the known
-labels without keeping a clip. The statistics of phases 0..k are kept in each checkpoint
-(``analytic``); phase 1 computes phase 0's from its training list (a summary of data already
-seen). The classifier's logits are the ridge scores minus 0.5, so ``sigmoid(logit) > 0.5``
-where the score passes 0.5 (the ranking metrics are unaffected).
+computed without keeping a clip: ACIL's recursion keeps ``R = (sum of x x^T + ridge * I)^-1``,
+the inverse of ONE autocorrelation matrix over everything seen, and for each new chunk ``X``
+(targets ``Y``, ``W`` padded with zero columns for the new classes) does
+
+    R <- R - R X^T (I + X R X^T)^-1 X R,    W <- W + R X^T (Y - X W)
+
+(Woodbury; chunks of ``CHUNK`` excerpts, so the memory is O(dim^2 + CHUNK^2)). Every head,
+old classes' included, is updated in every phase, and the result equals the one-shot ridge
+solve on all phases' data to float precision (``tests/test_analytic.py``).
+
+The targets ``Y_{0:k}`` of a multi-label class-incremental stream (label absence): an excerpt of
+phase p is labelled for phase p's classes only. Its entries of LATER classes are 0 (its phase is
+over; the clips are not kept) and, with ``analytic_old_labels: zero`` (the default, ACIL's rule),
+so are its entries of EARLIER classes: every clip a class is not labelled on counts as a
+negative for it, so the joint solution above is over the labels as the phases gave them. With
+``analytic_old_labels: pseudo`` (L3A's answer, its pseudo-label module), the earlier classes'
+entries of phase k's clips take the previous classifier's decision instead: 1 where its score
+``x W_{k-1}`` is at least 0.5 (``sigmoid(logit) >= 0.5``), else 0; the classifier then equals
+the ridge solution on all data with those targets.
+
+Phase 1's job starts the recursion from phase 0's training list (a summary of data already
+seen: its clips are not kept). Each checkpoint keeps, under ``analytic``, what the recursion
+needs: ``R`` (float64), ``W`` (float64, the last row the intercept), the number of excerpts
+seen, and ``base_head``, the ridge head of phase 0 alone (the analytic head on the phase-0
+network before any increment: the reference that separates head quality from forgetting). The
+classifier's logits are the ridge scores minus 0.5, so ``sigmoid(logit) > 0.5`` where the score
+passes 0.5 (the ranking metrics are unaffected).
 """
 
 from __future__ import annotations
@@ -30,37 +51,48 @@ if TYPE_CHECKING:  # torch is imported where it is used: the config check at sta
     from torch import Tensor
 
 SCORE_OFFSET = 0.5
+#: Rows per recursive step.
+CHUNK = 512
+OLD_LABELS = ("zero", "pseudo")
 
 
-def ridge_statistics(z: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """``G = Z^T Z``, ``Q = Z^T Y`` (float64), the number of rows and of positive entries, for
-    embeddings ``z`` ``(n, d)`` with the constant column appended here and labels ``y`` ``(n, c)``."""
+def with_intercept(z: Tensor) -> Tensor:
+    """``[z, 1]`` in float64: ``(n, d + 1)``."""
     import torch
 
-    za = torch.cat([z.double(), torch.ones(len(z), 1, dtype=torch.float64, device=z.device)], dim=1)
-    y = y.double()
-    return {"gram": za.T @ za, "cross": za.T @ y, "n": torch.tensor(len(z)), "positives": y.sum()}
+    return torch.cat([z.double(), torch.ones(len(z), 1, dtype=torch.float64, device=z.device)], dim=1)
 
 
-def ridge_solve(stats: Mapping[str, Tensor], ridge: float) -> Tensor:
-    """``(G + ridge * I)^-1 Q``: ``(d + 1, c)``, the last row the intercept."""
+def rls_start(dim: int, ridge: float) -> tuple[Tensor, Tensor]:
+    """``(R, W)`` before any data: ``I / ridge`` and an empty ``(dim, 0)`` head (float64)."""
     import torch
 
-    g = stats["gram"]
-    return torch.linalg.solve(g + ridge * torch.eye(len(g), dtype=g.dtype, device=g.device), stats["cross"])
+    return torch.eye(dim, dtype=torch.float64) / ridge, torch.zeros(dim, 0, dtype=torch.float64)
 
 
-def ridge_mse(stats: Mapping[str, Tensor], w: Tensor) -> float:
-    """Mean squared error of ``Z W`` against ``Y`` over the statistics' entries, from ``G``, ``Q``
-    and the positives: ``(tr(W^T G W) - 2 tr(W^T Q) + sum Y^2) / (n c)``."""
+def rls_update(r: Tensor, w: Tensor, x: Tensor, y: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
+    """ACIL's recursive least squares over the rows of ``x`` ``(n, dim)`` with targets ``y``
+    ``(n, c)``; ``w`` ``(dim, c_w)`` with ``c_w <= c`` is padded with zero columns for the new
+    classes. Returns the new ``(R, W)`` (float64)."""
     import torch
 
-    sse = torch.trace(w.T @ stats["gram"] @ w) - 2 * torch.trace(w.T @ stats["cross"]) + stats["positives"]
-    return float(sse / (stats["n"] * w.shape[1]))
+    x, y = x.double(), y.double()
+    if w.shape[1] > y.shape[1]:
+        raise ValueError(f"targets of {y.shape[1]} classes for a head of {w.shape[1]}")
+    w = torch.cat([w, torch.zeros(len(w), y.shape[1] - w.shape[1], dtype=w.dtype, device=w.device)], dim=1)
+    for start in range(0, len(x), chunk):
+        xb, yb = x[start:start + chunk], y[start:start + chunk]  # (b, dim), (b, c)
+        rx = r @ xb.T  # (dim, b)
+        gain = torch.linalg.solve(torch.eye(len(xb), dtype=x.dtype, device=x.device) + xb @ rx, rx.T)  # (b, dim)
+        r = r - rx @ gain
+        r = (r + r.T) / 2  # keep it symmetric against rounding
+        w = w + r @ xb.T @ (yb - xb @ w)
+    return r, w
 
 
-def embeddings(model, batches) -> tuple[Tensor, Tensor]:
-    """``(z, y)``: the classifier's inputs ``(n, d)`` in eval mode and the targets, over ``batches``."""
+def features(model, batches) -> tuple[Tensor, Tensor]:
+    """``(x, y)``: the classifier's inputs ``(n, d)`` (after the expansion layer, if any) in eval
+    mode and the targets, over ``batches``."""
     import torch
 
     captured: list[Tensor] = []
@@ -79,18 +111,47 @@ def embeddings(model, batches) -> tuple[Tensor, Tensor]:
     return torch.cat(captured), torch.cat(ys)
 
 
+def phase_targets(y: Tensor, new_columns: slice, n_seen: int, *, old_labels: str,
+                  x: Tensor | None = None, w_previous: Tensor | None = None) -> Tensor:
+    """The ridge targets ``(n, n_seen)`` of a phase's excerpts: the phase's own classes from
+    ``y`` (1/0), the earlier classes 0 (``old_labels="zero"``) or the previous classifier's
+    decision ``x @ w_previous >= 0.5`` (``"pseudo"``)."""
+    import torch
+
+    out = torch.zeros(len(y), n_seen, dtype=torch.float64)
+    out[:, new_columns] = (y[:, new_columns] == 1).double().cpu()
+    n_old = new_columns.start
+    if n_old and old_labels == "pseudo":
+        out[:, :n_old] = ((x.double() @ w_previous) >= SCORE_OFFSET).double().cpu()
+    elif old_labels not in OLD_LABELS:
+        raise ValueError(f"unknown analytic_old_labels {old_labels!r}; allowed: {list(OLD_LABELS)}")
+    return out
+
+
 @register
 class AnalyticClassifier(Mechanism):
     name = "analytic"
     settings = {
         "analytic": {
             "type": "boolean", "default": False,
-            "description": "Replace training in phases 1..K by a closed-form ridge classifier on the frozen phase-0 "
-                           "network (exemplar-free; the per-phase statistics are kept in the checkpoints).",
+            "description": "Replace training in phases 1..K by ACIL's analytic classifier on the frozen phase-0 "
+                           "network: recursive least squares equal to the ridge solution on all data seen so far "
+                           "(exemplar-free; the recursion's state is kept in the checkpoints).",
         },
         "ridge": {
             "type": "number", "exclusiveMinimum": 0, "default": 1.0,
             "description": "Ridge (L2) regularisation of the analytic classifier.",
+        },
+        "analytic_expansion": {
+            "type": "integer", "minimum": 0, "default": 0,
+            "description": "Width of ACIL's random expansion (buffer) layer relu(h @ E) before the analytic "
+                           "classifier; 0: none, the pooled embedding itself.",
+        },
+        "analytic_old_labels": {
+            "enum": list(OLD_LABELS), "default": "zero",
+            "description": "The earlier classes' targets on a phase's clips, which are not labelled for them: zero "
+                           "(negatives, ACIL's rule) or pseudo (the previous analytic classifier's decision, "
+                           "score >= 0.5: L3A's pseudo-labels).",
         },
     }
 
@@ -113,39 +174,59 @@ class AnalyticClassifier(Mechanism):
             return [f"analytic replaces SGD training, so {clash} would do nothing: leave them at their defaults"]
         return []
 
-    def _phase_statistics(self, ctx: PhaseContext, data, phase: int) -> dict[str, Tensor]:
-        z, y = embeddings(ctx.model, ctx.batches(data))
-        cols = ctx.split.columns(phase)
-        return ridge_statistics(z.cpu(), y[:, cols].cpu())
-
     def prepare(self, ctx: PhaseContext) -> None:
         start = time.monotonic()
-        previous = (ctx.previous_state.get(self.name) or {}).get("phases")
-        if previous is None:
-            if ctx.phase != 1:
-                raise ValueError(f"the phase {ctx.phase - 1} checkpoint has no analytic statistics: it was not "
-                                 "trained by an analytic method; delete this method's checkpoints and rerun")
-            previous = [self._phase_statistics(ctx, ctx.dataset(ctx.previous_list, 0), 0)]
-        self.phases = list(previous) + [self._phase_statistics(ctx, ctx.data, ctx.phase)]
+        ridge = self.values["ridge"]
+        expansion = self.values["analytic_expansion"]
+        old_labels = self.values["analytic_old_labels"]
+        previous = ctx.previous_state.get(self.name) or {}
+        model = ctx.model
+        if "R" in previous:
+            if previous.get("expansion", 0) != expansion or model.settings.expansion != expansion:
+                raise ValueError(f"the phase {ctx.phase - 1} checkpoint has an expansion layer of "
+                                 f"{previous.get('expansion', 0)} units, the method {expansion}: delete this "
+                                 "method's checkpoints and rerun")
+            r, w = previous["R"].double(), previous["W"].double()
+            n_seen_before, base_head = int(previous["n"]), previous["base_head"]
+        elif ctx.phase == 1:
+            if expansion:
+                model.add_expansion(expansion, seed=ctx.seed)
+                model.to(ctx.device)
+            x0, y0 = features(model, ctx.batches(ctx.dataset(ctx.previous_list, 0)))
+            x0 = with_intercept(x0).cpu()
+            r, w = rls_start(x0.shape[1], ridge)
+            y0 = phase_targets(y0, ctx.split.columns(0), len(ctx.split.seen(0)), old_labels=old_labels)
+            r, w = rls_update(r, w, x0, y0)
+            n_seen_before, base_head = len(x0), w.clone()
+        else:
+            raise ValueError(f"the phase {ctx.phase - 1} checkpoint has no analytic state (R, W): it was not "
+                             "trained by this analytic method, or by an earlier version of it; delete this "
+                             "method's checkpoints and rerun")
+        x, y = features(model, ctx.batches(ctx.data))
+        x = with_intercept(x).cpu()
+        y = phase_targets(y, ctx.split.columns(ctx.phase), len(ctx.split.seen(ctx.phase)), old_labels=old_labels,
+                          x=x, w_previous=w)
+        self.r, self.w = rls_update(r, w, x, y)
+        self.n = n_seen_before + len(x)
+        self.base_head = base_head
+        self.mse = float(((x @ self.w - y) ** 2).mean()) if len(x) else float("nan")
+        self.n_phase = len(x)
         self.seconds = time.monotonic() - start
 
     def fit(self, ctx: PhaseContext) -> list[dict]:
         import torch
 
         start = time.monotonic()
-        weights = [ridge_solve(s, self.values["ridge"]) for s in self.phases]  # per phase (d + 1, c_p)
-        w = torch.cat(weights, dim=1)  # (d + 1, n_seen)
         classifier = ctx.model.classifier
-        if w.shape != (classifier.in_features + 1, classifier.out_features):
-            raise ValueError(f"analytic weights {tuple(w.shape)} do not fit the classifier {classifier}")
+        if self.w.shape != (classifier.in_features + 1, classifier.out_features):
+            raise ValueError(f"analytic weights {tuple(self.w.shape)} do not fit the classifier {classifier}")
         with torch.no_grad():
-            classifier.weight.copy_(w[:-1].T.to(classifier.weight))
-            classifier.bias.copy_((w[-1] - SCORE_OFFSET).to(classifier.bias))
+            classifier.weight.copy_(self.w[:-1].T.to(classifier.weight))
+            classifier.bias.copy_((self.w[-1] - SCORE_OFFSET).to(classifier.bias))
         seconds = self.seconds + time.monotonic() - start
-        n = int(self.phases[-1]["n"])
-        mse = ridge_mse(self.phases[-1], weights[-1])
-        return [{"epoch": 1, "lr": 0.0, "ridge_mse": mse, "total": mse, "seconds": round(seconds, 3),
-                 "clips_per_s": round(n / seconds, 1) if seconds > 0 else float("nan")}]
+        return [{"epoch": 1, "lr": 0.0, "ridge_mse": self.mse, "total": self.mse, "seconds": round(seconds, 3),
+                 "clips_per_s": round(self.n_phase / seconds, 1) if seconds > 0 else float("nan")}]
 
     def state(self) -> dict:
-        return {"phases": [{k: v.cpu() for k, v in s.items()} for s in self.phases]}
+        return {"R": self.r.cpu(), "W": self.w.cpu(), "n": self.n, "base_head": self.base_head.cpu(),
+                "expansion": self.values["analytic_expansion"]}

@@ -1,5 +1,10 @@
-"""Class-balanced multi-label replay in the style of OCDM (Liang & Li, 2022) and PRS (Kim et
-al., 2020): an exemplar selector, ``replay: balanced``, beside simulated annealing.
+"""Class-balanced multi-label replay, OCDM's rule (Liang & Li, 2022, "Optimizing class
+distribution in memory for multi-label online continual learning"): an exemplar selector,
+``replay: balanced``, beside simulated annealing. OCDM's greedy removal is applied once per
+phase, at the phase boundary, to all the candidates (the memory of phase k-1 and phase k-1's
+list), where OCDM updates the memory online, batch by batch. It is NOT PRS (Kim et al., ECCV
+2020, partitioning reservoir sampling), which decides clip by clip as the stream arrives with
+per-class reservoir quotas; nothing of PRS is built here.
 
 Greedy removal: start from every candidate and, while more than ``budget`` clips remain,
 remove the clip whose removal brings the memory's label distribution closest to the target

@@ -6,15 +6,25 @@ Every target entry of an old class that a clip is not labelled for (under indepe
 all old entries of phase k's clips; for a replayed exemplar, the old classes of other phases)
 takes the previous model's confident prediction: 1 where its probability is at least
 ``pseudo_label_positive``, 0 where it is at most ``pseudo_label_negative``; in between it stays
-unknown (no gradient). The entries then count in the BCE like labelled ones. Known labels are
-never changed, and neither are the new classes' entries.
+unknown (no gradient). Known labels are never changed, and neither are the new classes' entries.
+
+The weighting, chosen deliberately (KRT's, whose dynamic pseudo-labels restore the old classes
+into the clip's label vector and train one multi-label loss over the whole vector): a filled
+entry counts in the BCE exactly like a labelled one. A clip's BCE is the mean over all its
+known entries, new and filled alike, so the new classes' share of a clip's loss is what it is
+under joint training (5 of the 35-50 entries here), not independent learning's (all of it).
+The old classes' ``pos_weight`` is computed after filling, like the new classes' before: at the
+start of the phase the previous model labels the phase's whole training set once (the same
+labels ``adjust`` gives each batch: it is frozen, in eval mode), and the old group's weight is
+negatives / positives over the old entries known then (:func:`cilaudio.losses.pos_weight_by_group`;
+before filling no old entry is known and the weight was 1).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .registry import Batch, Mechanism, register
+from .registry import Batch, Mechanism, PhaseContext, register
 
 if TYPE_CHECKING:  # torch is imported where it is used: the config check at start-up needs none
     import torch
@@ -78,6 +88,25 @@ class PseudoLabels(Mechanism):
             errors.append("pseudo_labels with bce_on: all and no replay has no unknown old entry to fill "
                           "(finetune labels them 0): use bce_on: new")
         return errors
+
+    def prepare(self, ctx: PhaseContext) -> None:
+        """The old classes' ``pos_weight`` over the phase's targets after filling (``ctx.pos_weight``)."""
+        import torch
+
+        from ..losses import pos_weight_by_group
+
+        n_old = len(ctx.split.seen(ctx.phase - 1))
+        filled = []
+        with torch.no_grad():
+            for x, y in ctx.batches(ctx.data):
+                mask = (y >= 0).to(y.dtype)  # UNKNOWN (-1) where a clip is not labelled
+                t, m = pseudo_label(y.clamp(min=0), mask, ctx.old_model(x)[0][:, :n_old],
+                                    positive=self.values["pseudo_label_positive"],
+                                    negative=self.values["pseudo_label_negative"])
+                filled.append(torch.where(m[:, :n_old] > 0, t[:, :n_old], torch.full_like(t[:, :n_old], -1.0)).cpu())
+        old = pos_weight_by_group(torch.cat(filled), [slice(0, n_old)])
+        ctx.pos_weight = ctx.pos_weight.clone()
+        ctx.pos_weight[:n_old] = old.to(ctx.pos_weight)
 
     def adjust(self, batch: Batch) -> None:
         if batch.n_old and batch.old_logits is not None:

@@ -88,6 +88,9 @@ class PhaseContext:
     seed: int
     in_memory: bool
     batch_size: int
+    #: The BCE's ``pos_weight`` ``(n_classes,)``, one per column group; :meth:`Mechanism.prepare`
+    #: may replace it (pseudo-labels count the old group after filling) before training starts.
+    pos_weight: "Tensor | None" = None
 
     def dataset(self, list_path: Path, phase: int):
         """The excerpts of a training list, with targets over ``phase``'s seen classes from the

@@ -219,6 +219,53 @@ def test_lwlrap_thresholded_equals_reference_transcription(seed):
     assert lwlrap_thresholded_reference(y, s, threshold=0.3) == _reference_lwlrap(y, s > 0.3)
 
 
+def _lwlrap_of_ranking(y, order_of_clip):
+    """Label-weighted lwlrap from an explicit ranking per clip (``order_of_clip(i)``: classes
+    first to last): each positive's precision = positives ranked at or above it / its rank; each
+    class's mean over its positives, weighted by its share of all positives (= the mean over all
+    positive (clip, class) pairs)."""
+    precisions = []
+    for i in range(len(y)):
+        order = order_of_clip(i)
+        positives = [c for c in range(y.shape[1]) if y[i, c]]
+        for c in positives:
+            rank = order.index(c) + 1
+            precisions.append(sum(1 for d in positives if order.index(d) + 1 <= rank) / rank)
+    return float(np.mean(precisions))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lwlrap_thresholded_ties_by_the_hand_rule(seed):
+    """Up to 16 classes the reference's ranking of the 0/1 predictions is: predicted classes
+    first, each group from the HIGHEST class index down (numpy's argsort keeps ties in index
+    order for short rows, and the reference reverses it). The expected value is built from that
+    rule alone, not from numpy's argsort."""
+    y, s = _tied_case(seed, n_clips=30, n_classes=16)
+    pred = s > 0.5
+    expected = _lwlrap_of_ranking(y, lambda i: sorted(range(16), key=lambda c: (not pred[i, c], -c)))
+    assert lwlrap_thresholded_reference(y, s) == pytest.approx(expected, abs=1e-12)
+
+
+def test_lwlrap_thresholded_ties_worked_by_hand():
+    """Two clips of 5 classes, ties everywhere. Ranking rule: predicted classes (score > 0.5)
+    first, then the others; within each group the higher class index first.
+
+    clip 0: labels {c0, c3}, scores [0.9, 0.2, 0.7, 0.4, 0.1] -> predicted {c0, c2}
+        ranking c2, c0, c4, c3, c1: c0 at rank 2 -> 1/2; c3 at rank 4 -> 2/4
+    clip 1: labels {c1, c4}, scores [0.3, 0.8, 0.6, 0.9, 0.2] -> predicted {c1, c2, c3}
+        ranking c3, c2, c1, c4, c0: c1 at rank 3 -> 1/3; c4 at rank 4 -> 2/4
+    four positives, one each of c0, c1, c4 and c3: lwlrap = (1/2 + 1/2 + 1/3 + 1/2) / 4 = 11/24
+    """
+    y = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 1]])
+    s = np.array([[0.9, 0.2, 0.7, 0.4, 0.1], [0.3, 0.8, 0.6, 0.9, 0.2]])
+    assert lwlrap_thresholded_reference(y, s) == pytest.approx(11 / 24)
+    # a class with two positives weighs twice: add clip 2 labelled {c0}, predicted nothing
+    # (ranking c4, c3, c2, c1, c0: c0 at rank 5 -> 1/5)
+    y3 = np.vstack([y, [1, 0, 0, 0, 0]])
+    s3 = np.vstack([s, [0.1, 0.1, 0.1, 0.1, 0.1]])
+    assert lwlrap_thresholded_reference(y3, s3) == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 + 1 / 2 + 1 / 5) / 5)
+
+
 @pytest.mark.parametrize("n_classes", [3, 12, 17, 33])
 def test_lwlrap_thresholded_equals_reference_transcription_few_ties(n_classes):
     y, s = _random_case(n_classes, n_clips=30, n_classes=n_classes)

@@ -389,7 +389,7 @@ def test_make_comparison_writes_paper_tables(tmp_path):
                     md=tmp_path / "c.md")
     md = (tmp_path / "c.md").read_text()
     assert "base-class mAP, GN | base-class mAP, BN" in md  # the given order of the norms
-    assert "\\begin{tabular}{lcccccc}" in (tmp_path / "c.tex").read_text()
+    assert "\\begin{tabular}{l" + "c" * 10 + "}" in (tmp_path / "c.tex").read_text()  # 5 quantities x 2 norms
 
 
 def test_make_comparison_without_cka(tmp_path):
@@ -484,7 +484,10 @@ def test_paper_tables_bold_only_where_the_lead_holds(tmp_path):
     pt = write_paper_tables(paper_fixture(), tex=tmp_path / "t.tex", md=tmp_path / "t.md", norms=["bn", "gn"])
     tex, md = (tmp_path / "t.tex").read_text(), (tmp_path / "t.md").read_text()
     latex, mark = _latex_cells(tex), _md_cells(md)
-    assert set(latex) == set(mark) == {(m, j) for m in METHODS for j in range(6)}
+    assert set(latex) == set(mark) == {(m, j) for m in METHODS for j in range(10)}
+    # the fixture has no macro-F1 rows: its two columns (base F1, F1 forgetting) are empty
+    assert {latex[(m, j)] for m in METHODS for j in range(6, 10)} == {"--"}
+    assert {mark[(m, j)] for m in METHODS for j in range(6, 10)} == {"n/a"}
     assert {k for k, c in latex.items() if c.startswith("\\textbf{")} == PAPER_BOLD
     assert {k for k, c in mark.items() if c.startswith("**")} == PAPER_BOLD
     # cells: mean ± t half-width; bn/indl_fd_od final base mAP 0.70, 0.81, 0.60

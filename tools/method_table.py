@@ -1,5 +1,5 @@
 """Print the methods' final-phase table of a finished run as Markdown, one table per norm: base-
-and all-class mAP after the last phase and the share of the finetune-to-joint gap each closes,
+and all-class mAP and base-class macro F1 after the last phase and the share of the finetune-to-joint gap each closes,
 the mean over seeds with the 95 % t-interval (cilaudio.stats), per-seed gap shares as in the
 comparison page (cilaudio.comparison.seed_table).
 
@@ -16,6 +16,7 @@ from cilaudio.report_texts import NORM_NAMES
 from cilaudio.stats import fmt_interval, interval
 
 COLUMNS = (("base_final", "base mAP", 1.0, ""), ("all_final", "all-class mAP", 1.0, ""),
+           ("base_f1_final", "base F1 macro", 1.0, ""),
            ("gap_closed_base", "gap closed, base", 100.0, " %"), ("gap_closed_all", "gap closed, all", 100.0, " %"))
 
 

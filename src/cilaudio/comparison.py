@@ -146,7 +146,8 @@ def backward_transfer(table: pd.DataFrame, *, metric: str = "map") -> pd.DataFra
     return pd.DataFrame(out, columns=cols)
 
 
-QUANTITIES = ("base_final", "all_final", "forgetting", "forgetting_avg", "bwt", "gap_closed_base", "gap_closed_all")
+QUANTITIES = ("base_final", "all_final", "forgetting", "forgetting_avg", "bwt", "gap_closed_base", "gap_closed_all",
+              "base_f1_final", "forgetting_f1_avg")
 
 
 def seed_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd.DataFrame:
@@ -157,7 +158,9 @@ def seed_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd
     (``forgetting_map`` at the final phase), ``forgetting_avg`` (``forgetting_map`` averaged over
     phases 1..K, NaN when a phase is missing), ``bwt`` (:func:`backward_transfer`) and
     ``gap_closed_base`` / ``gap_closed_all`` (share of the finetune-to-joint gap in final mAP closed,
-    with that seed's finetune and joint: :func:`cilaudio.tables.gap_shares`). NaN where missing.
+    with that seed's finetune and joint: :func:`cilaudio.tables.gap_shares`); ``base_f1_final`` and
+    ``forgetting_f1_avg``: the same as ``base_final`` and ``forgetting_avg`` for macro F1 (the
+    papers' metric). NaN where missing.
     """
     cols = ["dataset", "norm", "method", "seed", "final_phase", *QUANTITIES]
     if table.empty:
@@ -175,6 +178,9 @@ def seed_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd
         "bwt": backward_transfer(table),
         "gap_closed_base": gap_shares(table, subset="base").rename(columns={"share": "gap_closed_base"}),
         "gap_closed_all": gap_shares(table, subset="all").rename(columns={"share": "gap_closed_all"}),
+        "base_f1_final": final_per_seed(table, subset="base", metric="f1_macro")
+        .rename(columns={"value": "base_f1_final"}),
+        "forgetting_f1_avg": _forgetting_avg(table, metric="f1_macro", name="forgetting_f1_avg"),
     }
     for q, part in parts.items():
         part = part[[*keys, q]].astype({"seed": int, q: float})
@@ -186,12 +192,13 @@ def seed_table(table: pd.DataFrame, *, norms: Sequence[str] | None = None) -> pd
     return out.reset_index(drop=True)[cols]
 
 
-def _forgetting_avg(table: pd.DataFrame) -> pd.DataFrame:
-    """``forgetting_map`` of the base classes averaged over phases 1..K, per (dataset, norm, method, seed)."""
+def _forgetting_avg(table: pd.DataFrame, *, metric: str = "map", name: str = "forgetting_avg") -> pd.DataFrame:
+    """``forgetting_<metric>`` of the base classes averaged over phases 1..K, per (dataset, norm,
+    method, seed), in the column ``name``."""
     keys = ["dataset", "norm", "method", "seed"]
-    sel = table[(table["subset"] == "base") & (table["metric"] == "forgetting_map") & (table["phase"] >= 1)]
+    sel = table[(table["subset"] == "base") & (table["metric"] == f"forgetting_{metric}") & (table["phase"] >= 1)]
     if sel.empty:
-        return pd.DataFrame(columns=[*keys, "forgetting_avg"])
+        return pd.DataFrame(columns=[*keys, name])
     wide = sel.pivot_table(index=keys, columns="phase", values="value", aggfunc="mean", dropna=False)
     finals = table.groupby(["dataset", "norm"])["phase"].max()
     rows = []
@@ -199,7 +206,7 @@ def _forgetting_avg(table: pd.DataFrame) -> pd.DataFrame:
         phases = range(1, int(finals[(key[0], key[1])]) + 1)
         v = [r.get(k, math.nan) for k in phases]
         rows.append((*key, float(np.mean(v)) if len(v) and np.isfinite(v).all() else math.nan))
-    return pd.DataFrame(rows, columns=[*keys, "forgetting_avg"])
+    return pd.DataFrame(rows, columns=[*keys, name])
 
 
 def _values(seeds: pd.DataFrame, norm: str, method: str, q: str) -> dict[int, float]:
@@ -579,6 +586,8 @@ PAPER_COLUMNS = (  # (quantity, header, higher is better)
     ("base_final", "base-class mAP", True),
     ("all_final", "all-class mAP", True),
     ("forgetting_avg", "mean forgetting (base mAP)", False),
+    ("base_f1_final", "base-class F1 macro", True),
+    ("forgetting_f1_avg", "mean forgetting (base F1 macro)", False),
 )
 SHORT_NORMS = {"bn": "BN", "gn": "GN", "cn": "CN"}
 
@@ -639,7 +648,8 @@ def paper_caption(pt: dict, dataset: str, *, latex: bool) -> str:
         if latex:
             bold = bold.replace("95 %", r"95\,\%")
     return (f"{_tex(dataset) if latex else dataset}: base-class and all-class mAP after the final phase ({k}) "
-            f"and mean forgetting ({forg}; lower is better), per method (rows) and norm (columns); "
+            f"and mean forgetting ({forg}; lower is better), then the same for the base classes' macro F1 "
+            f"(threshold 0.5, the papers' metric), per method (rows) and norm (columns); "
             f"{iv}, {_seed_phrase(pt)}; {bold}.")
 
 

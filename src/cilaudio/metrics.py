@@ -336,6 +336,8 @@ class Metric:
     forgetting table. ``count``: a whole number >= 0, not a score (the tables refuse anything
     else; no forgetting, no report section). ``reference``: a variant of the reference code,
     reported in the report's section of the reference's variants, never as a standard metric.
+    ``headline``: the report gives it a summary table and findings of its own, and the norms'
+    comparison a column (the papers report F1 beside mAP).
     """
 
     name: str
@@ -345,6 +347,7 @@ class Metric:
     count: bool = False
     thresholded: bool = False
     reference: bool = False
+    headline: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or self.name.startswith("forgetting_"):
@@ -369,9 +372,9 @@ def _classes_without_negatives(y_true: np.ndarray, scores: np.ndarray) -> int:
 
 #: Every metric, in the order of the report's sections. A new metric is one entry here.
 REGISTRY: tuple[Metric, ...] = (
-    Metric("map", mean_average_precision, "mAP", forgetting=True),
-    Metric("f1_micro", f1_micro, "F1 micro", forgetting=True, thresholded=True),
-    Metric("f1_macro", f1_macro, "F1 macro", forgetting=True, thresholded=True),
+    Metric("map", mean_average_precision, "mAP", forgetting=True, headline=True),
+    Metric("f1_micro", f1_micro, "F1 micro", forgetting=True, thresholded=True, headline=True),
+    Metric("f1_macro", f1_macro, "F1 macro", forgetting=True, thresholded=True, headline=True),
     Metric("lwlrap", lwlrap, "lwlrap", forgetting=True),
     Metric("auc", mean_roc_auc, "ROC AUC", forgetting=True),
     Metric("dprime", d_prime, "d-prime", forgetting=True),
@@ -397,10 +400,10 @@ def registry() -> tuple[Metric, ...]:
 
 
 def metric_names(*, count: bool | None = None, forgetting: bool | None = None,
-                 reference: bool | None = None) -> tuple[str, ...]:
+                 reference: bool | None = None, headline: bool | None = None) -> tuple[str, ...]:
     """Names of the registered metrics, in registry order; a flag given as True or False keeps
     only the metrics whose flag has that value (``None``: either)."""
-    want = {"count": count, "forgetting": forgetting, "reference": reference}
+    want = {"count": count, "forgetting": forgetting, "reference": reference, "headline": headline}
     return tuple(m.name for m in registry()
                  if all(v is None or getattr(m, k) == v for k, v in want.items()))
 

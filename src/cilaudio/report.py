@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from cilaudio.atomic import write_text
-from cilaudio.metrics import registry
+from cilaudio.metrics import metric_label, metric_names, registry
 from cilaudio.stats import INTERVAL_NOTE, PAIRED_NOTE, Interval, describe, fmt_interval, interval, paired, seeds_word
 from cilaudio.tables import final_per_seed, gap_shares
 
@@ -115,22 +115,25 @@ def _by_seed(frame: pd.DataFrame, method: str, column: str = "value") -> dict[in
     return {int(s): float(v) for s, v in zip(sel["seed"], sel[column])}
 
 
-def findings(table: pd.DataFrame) -> list[str]:
-    """Plain-language statements about base-class mAP computed from ``table``.
+def findings(table: pd.DataFrame, metric: str = "map") -> list[str]:
+    """Plain-language statements about the base-class ``metric`` (a registered metric) from ``table``.
 
     Every number is a mean over seeds with its 95 % t-interval (:mod:`cilaudio.stats`). Joint and
     finetune: how much of their phase-0 base-class mAP they keep at the final phase and whether
     the drop holds over the seeds. Every other method: its final base-class mAP against finetune
     and joint as paired differences over seeds, and its per-seed share of the gap. A method is
     said to lie between, below or above the bounds only where those differences hold; otherwise
-    the sentence says that it is not distinguishable at this number of seeds.
+    the sentence says that it is not distinguishable at this number of seeds. Beside the final
+    phase, each method's value averaged over phases 1..K (per seed) is compared with finetune's:
+    the steadier statistic when the final phase alone is noisy.
     """
+    name = metric_label(metric)
     out: list[str] = []
-    sel = table[(table["subset"] == "base") & (table["metric"] == "map")]
+    sel = table[(table["subset"] == "base") & (table["metric"] == metric)]
     if sel.empty:
-        return ["No base-class mAP results are available."]
-    fin_all = final_per_seed(table, subset="base", metric="map")
-    shares_all = gap_shares(table, subset="base", metric="map")
+        return [f"No base-class {name} results are available."]
+    fin_all = final_per_seed(table, subset="base", metric=metric)
+    shares_all = gap_shares(table, subset="base", metric=metric)
     pairs = list(dict.fromkeys(zip(sel["dataset"], sel["norm"])))
     for ds, norm in pairs:
         sub = sel[(sel["dataset"] == ds) & (sel["norm"] == norm)]
@@ -142,6 +145,8 @@ def findings(table: pd.DataFrame) -> list[str]:
         methods = list(dict.fromkeys(sub["method"]))
         final_of = {m: _by_seed(fin, m) for m in methods}
         start_of = {m: {int(s): float(v) for (mm, s), v in p0.items() if mm == m} for m in methods}
+        later = sub[sub["phase"] > 0].groupby(["method", "seed"])["value"].mean()
+        mean_of = {m: {int(s): float(v) for (mm, s), v in later.items() if mm == m} for m in methods}
 
         for m, what in ((UPPER, "joint training (upper bound)"), (LOWER, "fine-tuning (lower bound)")):
             if m not in methods:
@@ -151,7 +156,7 @@ def findings(table: pd.DataFrame) -> list[str]:
             drop = paired(a, b)
             out.append(
                 f"{prefix}After the final phase ({final}), {what} keeps {_iv_pct(keep)} of its phase-0 "
-                f"base-class mAP ({_iv(interval(a.values()))} -> {_iv(interval(b.values()))}); its drop "
+                f"base-class {name} ({_iv(interval(a.values()))} -> {_iv(interval(b.values()))}); its drop "
                 f"(phase 0 minus final, per seed) {describe(drop)}{_one(keep)}.")
         have_bounds = LOWER in methods and UPPER in methods
         gap = paired(final_of[UPPER], final_of[LOWER]) if have_bounds else None
@@ -160,19 +165,21 @@ def findings(table: pd.DataFrame) -> list[str]:
                 continue
             v = interval(final_of[m].values())
             if v.n == 0:
-                out.append(f"{prefix}{m}: no final-phase base-class mAP is available.")
+                out.append(f"{prefix}{m}: no final-phase base-class {name} is available.")
                 continue
             if not have_bounds:
                 absent = " and ".join(b for b in (LOWER, UPPER) if b not in methods)
-                out.append(f"{prefix}{m} ends phase {final} with base-class mAP {_iv(v)}{_one(v)}; "
+                out.append(f"{prefix}{m} ends phase {final} with base-class {name} {_iv(v)}{_one(v)}; "
                            f"it cannot be placed between the bounds because {absent} was not run.")
                 continue
             lo, hi = paired(final_of[m], final_of[LOWER]), paired(final_of[m], final_of[UPPER])
             share = interval(_by_seed(shares, m, "share").values())
-            detail = (f"final base-class mAP {_iv(v)} vs finetune {_iv(interval(final_of[LOWER].values()))} "
+            over = paired(mean_of[m], mean_of[LOWER])
+            detail = (f"final base-class {name} {_iv(v)} vs finetune {_iv(interval(final_of[LOWER].values()))} "
                       f"and joint {_iv(interval(final_of[UPPER].values()))}; {m} vs finetune {describe(lo)}; "
                       f"{m} vs joint {describe(hi)}; share of the finetune-to-joint gap closed "
-                      f"{_iv_pct(share)} (per seed){_one(v)}")
+                      f"{_iv_pct(share)} (per seed); averaged over phases 1-{final}, {m} vs finetune "
+                      f"{describe(over)}{_one(v)}")
             if gap.n == 0:
                 out.append(f"{prefix}{m}: the bounds have no final-phase value on a common seed ({detail}).")
             elif gap.sign < 0:
@@ -305,12 +312,12 @@ def _group_matrix(sub: pd.DataFrame, method: str) -> str:
     return _html_table(["measured"] + [f"group {int(g)} (classes of phase {int(g)})" for g in groups], rows)
 
 
-def _summary_html(table: pd.DataFrame) -> str:
-    sel = table[(table["subset"] == "base") & (table["metric"] == "map")]
+def _summary_html(table: pd.DataFrame, metric: str = "map") -> str:
+    sel = table[(table["subset"] == "base") & (table["metric"] == metric)]
     if sel.empty:
-        return '<p class="note">no base-class mAP results</p>'
+        return f'<p class="note">no base-class {_e(metric_label(metric))} results</p>'
     phases = sorted(int(p) for p in sel["phase"].unique())
-    shares = gap_shares(table, subset="base", metric="map")
+    shares = gap_shares(table, subset="base", metric=metric)
     header = ["dataset", "norm", "method", "seeds"] + [f"phase {k}" for k in phases] + [
         "average over phases", "final phase", "share of finetune-to-joint gap closed (final, per seed)"]
     rows = []
@@ -413,22 +420,30 @@ def write_report(
     else:
         h.append('<p class="note">no setup given</p>')
 
-    h.append("<h2>Summary: base-class mAP</h2>")
-    h.append('<p class="note">mAP on the base (phase-0) classes, on the same phase-0 test clips after every phase. '
-             f"Every cell: mean over seeds [95 % interval]. {_e(INTERVAL_NOTE)} Gap share = (method - finetune) / "
-             "(joint - finetune) at the final phase, computed per seed with that seed's finetune and joint, "
-             "then averaged over seeds with its interval.</p>")
-    h.append(_summary_html(table))
+    headline = [m for m in metric_names(headline=True) if m in set(table.get("metric", []))] or ["map"]
+    for metric in headline:
+        label = metric_label(metric)
+        h.append(f"<h2>Summary: base-class {_e(label)}</h2>")
+        h.append(f'<p class="note">{_e(label)} on the base (phase-0) classes, on the same phase-0 test clips after '
+                 f"every phase. Every cell: mean over seeds [95 % interval]. {_e(INTERVAL_NOTE)} Gap share = "
+                 "(method - finetune) / (joint - finetune) at the final phase, computed per seed with that seed's "
+                 "finetune and joint, then averaged over seeds with its interval.</p>")
+        h.append(_summary_html(table, metric))
 
     h.append("<h2>Findings</h2>")
     h.append(f'<p class="note">{_e(PAIRED_NOTE)} Two methods with the same seed share the phase-0 model and '
-             "the data order.</p><ul>")
-    h.extend(f"<li>{_e(s)}</li>" for s in findings(table))
+             "the data order. One list per headline metric (the papers report F1 beside mAP); the F1 scores "
+             "threshold the scores at the evaluation threshold, mAP ranks them.</p>")
+    for metric in headline:
+        h.append(f"<h3>Base-class {_e(metric_label(metric))}</h3><ul>")
+        h.extend(f"<li>{_e(s)}</li>" for s in findings(table, metric))
+        h.append("</ul>")
     if training is not None:
         from .training_history import convergence_findings
 
+        h.append("<h3>Training</h3><ul>")
         h.extend(f"<li>{_e(s)}</li>" for s in convergence_findings(training))
-    h.append("</ul>")
+        h.append("</ul>")
     if notes:
         h.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
 

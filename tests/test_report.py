@@ -370,3 +370,19 @@ def test_metric_sections_follow_the_registry_and_name_the_threshold(tmp_path):
     assert standard.split("<h4>ROC AUC - base classes</h4>", 1)[1].startswith('\n<p class="note">no data</p>')
     write_report(out, title="t", table=table, figures={}, config={}, provenance={})
     assert "<h4>F1 micro (threshold 0.5) - base classes</h4>" in out.read_text(encoding="utf-8")
+
+
+def test_findings_per_headline_metric_and_averaged_over_phases():
+    """Findings of macro F1 read the F1 rows: finetune's F1 is lowered by 0.05 after phase 0, so
+    indl_fd_od leads it by 0.1 + 0.05 at the final phase (mAP: 0.1), and averaged over phases 1-2
+    (the base value falls linearly from 0.8: phase k is 0.8 + (final - 0.8) k / 2) by
+    0.1 * (1/2 + 1) / 2 + 0.05 = 0.125 (mAP: 0.075); no spread over seeds, so both hold."""
+    t = make_table({"finetune": 0.3, "joint": 0.7, "indl_fd_od": 0.4})
+    low = (t["method"] == "finetune") & (t["metric"] == "f1_macro") & (t["subset"] == "base") & (t["phase"] >= 1)
+    t.loc[low, "value"] -= 0.05
+    f1 = [x for x in findings(t, "f1_macro") if x.startswith("indl_fd_od")][0]
+    assert "final base-class F1 macro" in f1 and "mAP" not in f1
+    assert "indl_fd_od vs finetune +0.150" in f1
+    assert "averaged over phases 1-2, indl_fd_od vs finetune +0.125" in f1
+    m = [x for x in findings(t, "map") if x.startswith("indl_fd_od")][0]
+    assert "indl_fd_od vs finetune +0.100" in m and "averaged over phases 1-2, indl_fd_od vs finetune +0.075" in m

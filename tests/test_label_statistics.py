@@ -142,3 +142,23 @@ def test_schema_offers_exactly_the_statistics_shipped() -> None:
     assert m, "label_statistics not found in the schema"
     offered = re.findall(r"- (\w+)", m.group(1))
     assert sorted(offered) == sorted(LS.STATISTICS) == sorted(p.stem for p in COUNTS.glob("*.tsv"))
+
+
+def test_a_total_is_split_in_the_real_phase_shares(tmp_path: Path) -> None:
+    """dev_clips as a total: phase k gets total * P(latest class present is of phase k), the
+    probability computed here from the independent q (groups independent: P(group g empty) is a
+    product), rounded by largest remainder."""
+    q = _q(_counts("fsd50k") / EXCERPTS["fsd50k"])
+    off = np.concatenate([[0], np.cumsum(GROUPS)])
+    empty = [np.prod(1 - q[off[g]:off[g + 1]]) for g in range(5)]
+    p = np.array([(1 - empty[k]) * np.prod(empty[k + 1:]) for k in range(5)])
+    p /= p.sum()
+    assert np.round(p, 2).tolist() == [0.74, 0.09, 0.08, 0.06, 0.03]  # README / config comment
+    synth.generate(tmp_path, seed=1, dev_clips=1000, eval_clips=20, audio=False)
+    dev, _ = _csv_label_sets(tmp_path / "FSD50K.ground_truth")
+    phase = Counter(int(np.searchsorted(off[1:], max(s), side="right")) for s in dev)
+    got = [phase[k] for k in range(5)]
+    assert sum(got) == 1000
+    assert all(abs(g - 1000 * x) < 1 for g, x in zip(got, p))
+    assert LS.clips_per_phase(10, np.array([0.55, 0.25, 0.2])) == [6, 2, 2]  # 5.5, 2.5, 2: remainders .5, .5, 0
+    assert LS.clips_per_phase(3, np.array([0.98, 0.01, 0.01])) == [1, 1, 1]  # at least one clip each

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["STATISTICS", "REAL_EXCERPTS", "load_counts", "class_frequencies", "inclusion_probabilities",
-           "draw_label_sets", "PhaseModel", "STAT_NAMES", "describe", "describe_real"]
+           "draw_label_sets", "PhaseModel", "phase_shares", "clips_per_phase", "STAT_NAMES", "describe", "describe_real"]
 
 #: Datasets whose statistics the generator can reproduce (files in ``label_counts/``).
 STATISTICS = ("fsd50k", "audioset")
@@ -100,6 +100,29 @@ class PhaseModel:
     @property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.group_sizes)])
+
+
+def phase_shares(model: PhaseModel) -> np.ndarray:
+    """Share of excerpts that belong to each phase under the model (latest group present), shape (K+1,)."""
+    off = model.offsets
+    empty = np.array([np.prod(1 - model.q[off[g]:off[g + 1]]) for g in range(len(model.group_sizes))])
+    p = np.array([(1 - empty[k]) * np.prod(empty[k + 1:]) for k in range(len(empty))])
+    return p / p.sum()
+
+
+def clips_per_phase(total: int, shares: np.ndarray) -> list[int]:
+    """``total`` clips split by ``shares`` (largest remainder), at least one clip per phase."""
+    if total < len(shares):
+        raise ValueError(f"{total} clips cannot give each of {len(shares)} phases a clip")
+    raw = np.asarray(shares) * total
+    n = np.maximum(np.floor(raw).astype(int), 1)
+    for i in np.argsort(-(raw - np.floor(raw)), kind="stable"):
+        if n.sum() >= total:
+            break
+        n[i] += 1
+    while n.sum() > total:  # the minimum of one clip overshot: take from the largest phase
+        n[np.argmax(n)] -= 1
+    return [int(x) for x in n]
 
 
 def draw_label_sets(model: PhaseModel, phase: int, n: int, rng: np.random.Generator, *,
@@ -177,7 +200,7 @@ def describe_real(name: str, split: str = "dev", group_sizes: Sequence[int] = (3
     off = model.offsets
     # P(phase k) and E[old sounds | phase k] under the model (old groups stay independent).
     p_empty = [np.prod(1 - q[off[g]:off[g + 1]]) for g in range(len(group_sizes))]
-    p_phase = np.array([(1 - p_empty[k]) * np.prod(p_empty[k + 1:]) for k in range(len(group_sizes))])
+    p_phase = phase_shares(model)
     w = p_phase[1:] / p_phase[1:].sum()
     own = [q[off[k]:off[k + 1]].sum() / (1 - p_empty[k]) for k in range(1, len(group_sizes))]
     old = [q[: off[k]].sum() for k in range(1, len(group_sizes))]

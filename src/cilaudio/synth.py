@@ -37,7 +37,7 @@ from scipy import fft as sfft
 
 from cilaudio.atomic import atomic_path, write_text
 from cilaudio.fsd50k import FSD50K
-from cilaudio.label_statistics import STATISTICS, PhaseModel, draw_label_sets
+from cilaudio.label_statistics import STATISTICS, PhaseModel, clips_per_phase, draw_label_sets, phase_shares
 
 __all__ = ["SynthClass", "class_pool", "vocabulary", "generate", "FNAME_START", "BAND_HZ"]
 
@@ -325,13 +325,25 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
+def _clip_counts(key: str, clips: int | Sequence[int], statistics: str, group_sizes: list[int]) -> list[int]:
+    """Clips per phase: the list as given, or a total split in the real data's phase shares."""
+    if isinstance(clips, (int, np.integer)):
+        model = PhaseModel.from_statistics(statistics, key.split("_")[0], group_sizes)
+        return clips_per_phase(int(clips), phase_shares(model))
+    clips = [int(c) for c in clips]
+    if len(clips) != len(group_sizes) or min(clips) < 1:
+        raise ValueError(f"generate.{key} needs one positive clip count per phase ({len(group_sizes)} phases, "
+                         f"as `phases`) or a total, got {clips}")
+    return clips
+
+
 def generate(
     root: Path,
     *,
     seed: int = 0,
     group_sizes: Sequence[int] = (30, 5, 5, 5, 5),
-    dev_clips: Sequence[int] = (600, 150, 150, 150, 150),
-    eval_clips: Sequence[int] = (300, 60, 60, 60, 60),
+    dev_clips: int | Sequence[int] = 1000,
+    eval_clips: int | Sequence[int] = 500,
     label_statistics: str = "fsd50k",
     sample_rate: int = 44100,
     min_seconds: float = 0.6,
@@ -347,6 +359,8 @@ def generate(
     ``dev_clips[k]`` / ``eval_clips[k]`` clips belong to phase ``k`` (they hold a class of group
     ``k`` and none of a later group); their label sets follow ``label_statistics`` (the papers'
     FSD50K or AudioSet class frequencies and labels per excerpt, :mod:`cilaudio.label_statistics`).
+    A single number is a total, split over the phases in the shares the real statistics imply
+    (FSD50K: 74 % of the excerpts in phase 0, then 9, 8, 6 and 3 %), as the real lists are.
     Deterministic in ``seed``: every clip's content comes from a generator seeded with
     (seed, split, clip index). Audio is written first, the three CSVs last (each file
     atomically), so an interrupted run never leaves a complete-looking dataset.
@@ -356,14 +370,10 @@ def generate(
     group_sizes = [int(s) for s in group_sizes]
     if not group_sizes or min(group_sizes) < 1:
         raise ValueError(f"group_sizes must be positive, got {group_sizes}")
-    for key, clips in (("dev_clips", dev_clips), ("eval_clips", eval_clips)):
-        if len(clips) != len(group_sizes) or min(clips) < 1:
-            raise ValueError(
-                f"generate.{key} needs one positive clip count per phase ({len(group_sizes)} phases, "
-                f"as `phases`), got {list(clips)}"
-            )
     if label_statistics not in STATISTICS:
         raise ValueError(f"generate.label_statistics must be one of {', '.join(STATISTICS)}, got {label_statistics!r}")
+    dev_clips = _clip_counts("dev_clips", dev_clips, label_statistics, group_sizes)
+    eval_clips = _clip_counts("eval_clips", eval_clips, label_statistics, group_sizes)
     if max_events < 1:
         raise ValueError("max_events must be >= 1")
     if not 0 < min_seconds <= max_seconds:

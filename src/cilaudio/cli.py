@@ -378,6 +378,10 @@ def _run_tag(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
 
     results = tag_clips(model, args.clips, settings, per_second=args.per_second, batch_size=args.batch_size,
                         device=device, on_bad=on_bad, warn=lambda message: _say("warning", message))
+    from .evaluate import check_scores
+
+    for path, _, scores in results:  # before any row is printed: no `nan` row reaches the output
+        check_scores(scores, checkpoint=args.checkpoint, what=f"excerpts of {path}")
     print("file\tstart\tend\trank\tclass\tscore", file=stdout)
     for path, spans, scores in results:
         for line in _tag_rows(path, spans, scores, classes, args.top or len(classes), args.threshold):

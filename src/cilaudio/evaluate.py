@@ -46,6 +46,19 @@ def predict(model: torch.nn.Module, data: FeatureDataset, *, batch_size: int,
     return np.concatenate(out)
 
 
+def check_scores(scores: np.ndarray, *, checkpoint: str | Path, what: str = "test excerpts") -> None:
+    """Refuse scores that hold NaN or infinite values (a model whose training diverged, or whose
+    activations overflow): metrics of them would be meaningless, and scikit-learn's own error
+    names no file."""
+    bad = ~np.isfinite(scores).all(axis=1)  # (n_excerpts,)
+    if bad.any():
+        raise ValueError(
+            f"checkpoint {checkpoint} gives NaN or infinite scores for {int(bad.sum())} of {len(scores)} "
+            f"{what}: its training diverged (or its weights overflow float32). Delete it and rerun the job "
+            "that makes it with a lower learning rate (training.base.lr or training.incremental.lr); the "
+            "phase<k>_history.tsv beside it shows how its loss went")
+
+
 def _clean(d: dict[str, float | int]) -> dict[str, float | int | None]:
     """JSON-ready metrics: NaN -> ``None``, counts (ints) stay ints, other values floats."""
     return {k: (None if v is None or (isinstance(v, float) and math.isnan(v))
@@ -110,6 +123,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     test = excerpts_of(test_frame, seen, index, source=str(test_list), features=str(features))
     scores = predict(model, FeatureDataset(features, test), batch_size=batch_size, device=device,
                      num_workers=num_workers)
+    check_scores(scores, checkpoint=checkpoint, what=f"test excerpts of {test_list}")
     y = test.targets
     base_clips = set(read_list(base_list)["fname"])
     in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip], dtype=bool)

@@ -27,7 +27,7 @@ import torch
 
 from .atomic import atomic_path
 from .batches import training_batches
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import describe_tensors, load_checkpoint, non_finite_tensors, save_checkpoint
 from .excerpts import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
@@ -37,6 +37,7 @@ from .model import CNN14, ModelSettings, set_frozen_blocks
 from . import methods as method_registry
 from .phases import PhaseSplit
 from .progress import Progress, _duration
+from .training_history import EXPLODING_RISE, exploded
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +286,26 @@ def restore_training_state(state: dict[str, Any], *, model: torch.nn.Module, opt
 TRAINING_MEMORY_FORMAT = torch.channels_last
 
 
-class NonFiniteLoss(RuntimeError):
-    """A loss term became NaN or infinite: the job stops before anything is written."""
+class TrainingDiverged(RuntimeError):
+    """Training diverged: the job stops before anything of the failing epoch is written; the
+    state of the last good epoch (``<checkpoint>.resume``) is kept."""
+
+
+class NonFiniteLoss(TrainingDiverged):
+    """A loss term became NaN or infinite."""
+
+
+class ExplodingLoss(TrainingDiverged):
+    """A loss term rose by orders of magnitude within an epoch (still finite)."""
+
+
+class NonFiniteWeights(TrainingDiverged):
+    """A weight or buffer of the model (e.g. BatchNorm's running variance) became NaN or infinite."""
+
+
+_FIXES = ("a lower learning rate (training.base.lr for phase 0, training.incremental.lr for the "
+          "others), fp32 precision or a look at the input features (NaN or inf in the HDF5 file) are the "
+          "usual fixes")
 
 
 def _epoch_means(sums: dict[str, Any], n_batches: int) -> dict[str, float]:
@@ -299,8 +318,30 @@ def _check_finite(means: dict[str, float], *, what: str, epoch: int, epochs: int
     if bad:
         raise NonFiniteLoss(
             f"{what}: loss term(s) {', '.join(bad)} became NaN or infinite in epoch {epoch} of {epochs} "
-            f"(epoch means: {means}). Nothing of this epoch was saved; a lower learning rate, fp32 "
-            "precision or a look at the input features (NaN or inf in the HDF5 file) are the usual fixes")
+            f"(epoch means: {means}). Nothing of this epoch was saved; {_FIXES}")
+
+
+def _check_rise(means: dict[str, float], start: dict[str, float], *, what: str, epoch: int, epochs: int) -> None:
+    """Stop when a loss term exploded over the epoch (:func:`cilaudio.training_history.exploded`):
+    its mean against ``start``, the previous epoch's means (the first step's values in the
+    first epoch of a job)."""
+    bad = exploded(means, start)
+    if bad:
+        detail = ", ".join(f"{k} {start.get(k, float('nan')):.3g} -> {means[k]:.3g}" for k in bad)
+        raise ExplodingLoss(
+            f"{what}: loss term(s) {', '.join(bad)} rose by orders of magnitude in epoch {epoch} of "
+            f"{epochs} ({detail}; more than {EXPLODING_RISE:g} times the larger of the term's and the "
+            f"total's value at the start of the epoch): training diverged. Nothing of this epoch was "
+            f"saved; {_FIXES}")
+
+
+def _check_weights(model: torch.nn.Module, *, what: str, epoch: int, epochs: int) -> None:
+    bad = non_finite_tensors(model.state_dict())
+    if bad:
+        raise NonFiniteWeights(
+            f"{what}: the model's {describe_tensors(bad)} became NaN or infinite in epoch {epoch} of "
+            f"{epochs}, although every loss term stayed finite: training diverged. Nothing of this "
+            f"epoch was saved; {_FIXES}")
 
 
 def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
@@ -314,7 +355,10 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
     an uninterrupted one. ``step_loss(x, y)`` returns the loss and its parts (detached tensors
     or floats); their sums are read once per epoch. Returns the history: one dict per epoch with
     ``epoch``, ``lr`` (the rate the epoch trained with), the mean of every loss part, ``seconds``
-    and ``clips_per_s``. A part that is NaN or infinite stops the job (:class:`NonFiniteLoss`).
+    and ``clips_per_s``. Training that diverges stops the job (:class:`TrainingDiverged`) before
+    the epoch's state is saved: a part that is NaN or infinite (:class:`NonFiniteLoss`), one that
+    rose by orders of magnitude (:class:`ExplodingLoss`), or a weight or buffer that is not
+    finite (:class:`NonFiniteWeights`).
     With ``tensorboard``, the same figures are written there as TensorBoard events.
     """
     model.to(memory_format=TRAINING_MEMORY_FORMAT)
@@ -351,6 +395,7 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
         model.train()
         epoch_start = time.monotonic()
         sums: dict[str, Any] = {}
+        first: dict[str, Any] = {}  # the first step's parts: the reference of a job's first epoch
         n_batches = 0
         lr = opt.param_groups[0]["lr"]
         for x, y in batches:
@@ -364,10 +409,15 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
             scaler.update()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
+            if not n_batches:
+                first = dict(parts)
             n_batches += 1
             progress.step(len(x))
         means = _epoch_means(sums, n_batches)
         _check_finite(means, what=what, epoch=epoch + 1, epochs=optim.epochs)
+        before = history[-1] if history else _epoch_means(first, 1)
+        _check_rise(means, before, what=what, epoch=epoch + 1, epochs=optim.epochs)
+        _check_weights(model, what=what, epoch=epoch + 1, epochs=optim.epochs)
         sched.step()
         seconds = time.monotonic() - epoch_start
         history.append({"epoch": epoch + 1, "lr": lr, **means, "seconds": round(seconds, 3),

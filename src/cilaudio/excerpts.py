@@ -46,6 +46,41 @@ def excerpt_index(h5_path: str | os.PathLike) -> ExcerptIndex:
     return index
 
 
+#: A clip is flagged when it holds more than DOMINANT_SHARE of the excerpts of a phase's list
+#: and more than DOMINANT_MIN_EXCERPTS of them (100 s of audio with the default 10-s excerpts, so
+#: that a list of a few short clips is not flagged): a one-hour recording among 10-s clips gives
+#: 360 excerpts, and trains (or tests) that phase on one recording.
+DOMINANT_SHARE = 0.2
+DOMINANT_MIN_EXCERPTS = 10
+
+
+def dominant_clips(fnames: Sequence[str], index: dict[str, np.ndarray], *, share: float = DOMINANT_SHARE,
+                   min_excerpts: int = DOMINANT_MIN_EXCERPTS) -> list[tuple[str, int, int]]:
+    """Clips of ``fnames`` that hold more than ``share`` of their excerpts (and more than
+    ``min_excerpts``): ``(fname, its excerpts, all excerpts)``, most excerpts first. Clips
+    without features (skipped) count nothing."""
+    counts = {f: len(index.get(f, ())) for f in dict.fromkeys(fnames)}
+    total = sum(counts.values())
+    found = [(f, n, total) for f, n in counts.items() if n > min_excerpts and n > share * total]
+    return sorted(found, key=lambda t: -t[1])
+
+
+def dominant_clip_warnings(lists: dict[str, str | os.PathLike], index: dict[str, np.ndarray],
+                           **kwargs) -> list[str]:
+    """One sentence per clip that dominates a list (:func:`dominant_clips`); ``lists`` maps what
+    a list is (``"phase 1's training list"``) to its path."""
+    from .lists import read_list
+
+    out = []
+    for what, path in lists.items():
+        for fname, n, total in dominant_clips(read_list(path)["fname"].tolist(), index, **kwargs):
+            out.append(f"clip {fname!r} holds {n} of the {total} excerpts ({n / total:.1%}) of {what} "
+                       f"({path}): that phase learns (or is measured) mostly on one recording. Cut it "
+                       f"into shorter clips, or leave it out of the dataset's CSV, if that is not meant "
+                       f"(flagged above {DOMINANT_SHARE:.0%} of a list's excerpts)")
+    return out
+
+
 @dataclass
 class ExcerptTable:
     """Rows of the feature file and their (n_rows, n_classes) targets."""

@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -139,32 +139,97 @@ def to_mono(data: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _check_finite(data: np.ndarray, path: Path) -> None:
+def _check_finite(data: np.ndarray, path: Path, offset: int = 0) -> None:
     """Refuse NaN or infinite samples (float WAV/FLAC can hold them): they would turn every
-    log-mel value of the clip, and any score computed from it, into NaN without an error."""
+    log-mel value of the clip, and any score computed from it, into NaN without an error.
+    ``offset``: the file's sample number of ``data``'s first row (a block of a long clip)."""
     bad = ~np.isfinite(data)  # (samples, channels)
     if bad.any():
-        count, first = int(bad.sum()), int(np.argmax(bad.any(axis=1)))
+        count, first = int(bad.sum()), offset + int(np.argmax(bad.any(axis=1)))
         raise ValueError(f"audio file {path} holds {count} non-finite sample{'s' * (count != 1)} (NaN "
                          f"or infinite; the first at sample {first}): the file is damaged")
 
 
-def cut_excerpts(wave: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarray, list[float]]:
-    """Cut a mono clip into (n, excerpt_samples) zero-padded excerpts and their start times."""
+def excerpt_starts(n_samples: int, settings: FeatureSettings) -> list[int]:
+    """The first sample of each excerpt of a mono clip of ``n_samples`` (at the feature rate)."""
     size = settings.excerpt_samples
     hop = int(round(settings.hop_seconds * settings.sample_rate))
     min_last = int(round(settings.min_last_seconds * settings.sample_rate))
     starts = [0]
-    while starts[-1] + size < len(wave):
+    while starts[-1] + size < n_samples:
         nxt = starts[-1] + hop
-        if len(wave) - nxt < min_last:
+        if n_samples - nxt < min_last:
             break
         starts.append(nxt)
+    return starts
+
+
+def _pieces(wave: np.ndarray, starts: Sequence[int], size: int, offset: int = 0) -> np.ndarray:
+    """(len(starts), size) zero-padded excerpts of ``wave``, whose first sample is the clip's
+    sample ``offset``."""
     out = np.zeros((len(starts), size), dtype=np.float32)
     for i, s in enumerate(starts):
-        piece = wave[s : s + size]
+        piece = wave[s - offset : s - offset + size]
         out[i, : len(piece)] = piece
-    return out, [s / settings.sample_rate for s in starts]
+    return out
+
+
+def cut_excerpts(wave: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarray, list[float]]:
+    """Cut a mono clip into (n, excerpt_samples) zero-padded excerpts and their start times."""
+    starts = excerpt_starts(len(wave), settings)
+    return _pieces(wave, starts, settings.excerpt_samples), [s / settings.sample_rate for s in starts]
+
+
+#: A clip of more excerpts than this is read, downmixed, resampled and cut this many excerpts at
+#: a time (:func:`clip_excerpts`), so that extraction memory does not grow with a clip's length
+#: (a one-hour clip read whole took 3 GB). Shorter clips are read whole, as before.
+STREAM_EXCERPTS = 32
+
+
+def clip_excerpts(path: str | os.PathLike, settings: FeatureSettings, *,
+                  block_excerpts: int = STREAM_EXCERPTS) -> Iterator[tuple[np.ndarray, list[float]]]:
+    """The excerpts of a clip as :func:`load_audio` and :func:`cut_excerpts` give them, in
+    blocks of at most ``block_excerpts``: ``(pieces (n, excerpt_samples), start seconds)``.
+
+    A clip of at most ``block_excerpts`` excerpts is one block, read whole. A longer one is
+    streamed: each block reads only the samples of its excerpts from the file (with soundfile's
+    seek), plus the resampling filter's reach on either side taken at the filter's period, so
+    that its samples are those of the whole clip resampled at once (up to float rounding). Errors
+    are those of :func:`load_audio`; a damaged block of a long clip raises after the earlier
+    blocks were yielded (the caller drops them).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"audio file {path} does not exist")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise ValueError(f"cannot decode audio file {path}: {exc}") from exc
+    rate, frames, sr = int(info.samplerate), int(info.frames), settings.sample_rate
+    if rate == sr:
+        n_out, period, reach, new = frames, 1, 0, 1
+    else:
+        resampler = _resampler(rate, sr)
+        period, new = rate // resampler.gcd, sr // resampler.gcd  # input / output samples per filter step
+        reach = -(-resampler.width // period) * period  # the filter's reach, in whole filter steps
+        n_out = int(torch.ceil(torch.as_tensor(new * frames / period)).long())  # as torchaudio cuts it
+    starts = excerpt_starts(n_out, settings) if frames > 0 else [0]
+    if frames <= 0 or len(starts) <= block_excerpts:
+        wave = load_audio(path, sr)
+        yield cut_excerpts(wave, settings)
+        return
+    size = settings.excerpt_samples
+    with sf.SoundFile(str(path)) as f:
+        for g in range(0, len(starts), block_excerpts):
+            group = starts[g : g + block_excerpts]
+            o0, o1 = group[0], min(group[-1] + size, n_out)  # output samples [o0, o1) of this block
+            a = max(0, (o0 // new) * period - reach)  # input samples [a, b), whole filter steps
+            b = min(frames, -(-o1 // new) * period + reach)
+            f.seek(a)
+            data = f.read(b - a, dtype="float32", always_2d=True)  # (samples, channels)
+            _check_finite(data, path, offset=a)
+            wave = to_mono(data, rate, sr)  # output sample a // period * new onwards
+            yield _pieces(wave, group, size, offset=a // period * new), [s / sr for s in group]
 
 
 BAD_AUDIO = ("stop", "skip")
@@ -179,6 +244,7 @@ def extract_to_hdf5(
     threads: int = 1,
     on_bad_audio: str = "stop",
     source: str = "the clip list",
+    block_excerpts: int = STREAM_EXCERPTS,
 ) -> int:
     """Extract log-mel excerpts of ``audio_paths`` ((fname, path) pairs) into ``out_path``.
 
@@ -186,6 +252,8 @@ def extract_to_hdf5(
     extraction with a message naming the file and ``source`` (``on_bad_audio="stop"``), or is
     skipped and recorded in the file's ``skipped`` attribute (``"skip"``). Written to a
     temporary file and renamed at the end: a killed job leaves no final-named, truncated HDF5.
+    A clip longer than ``block_excerpts`` excerpts is streamed (:func:`clip_excerpts`): memory
+    holds at most ``max(chunk, block_excerpts)`` excerpts, however long the clip.
     Returns the number of excerpts written.
     """
     if on_bad_audio not in BAD_AUDIO:
@@ -222,23 +290,24 @@ def extract_to_hdf5(
 
         with torch.inference_mode():
             for fname, path in audio_paths:
+                before = feats.shape[0] + sum(len(b) for b in buf_x)  # rows before this clip's
                 try:
-                    wave = load_audio(path, settings.sample_rate)
+                    for pieces, offsets in clip_excerpts(path, settings, block_excerpts=block_excerpts):
+                        buf_x.append(logmel(torch.from_numpy(pieces)).numpy())
+                        buf_n.extend([fname] * len(offsets))
+                        buf_s.extend(offsets)
+                        if sum(len(b) for b in buf_x) >= chunk:
+                            flush()
                 except (FileNotFoundError, ValueError) as exc:
                     if on_bad_audio == "stop":
                         raise type(exc)(
                             f"{exc} (clip {fname!r} of {source}). Fix or restore the file, or set "
                             "`on_bad_audio: skip` for this dataset to leave such clips out") from exc
+                    flush()  # then drop the rows of the clip's blocks read before the damage
+                    for ds in (feats, names, starts):
+                        ds.resize(before, axis=0)
                     skipped[fname] = str(exc)
                     log.warning(f"skipping clip {fname!r} of {source}: {exc}")
-                    progress.step()
-                    continue
-                pieces, offsets = cut_excerpts(wave, settings)
-                buf_x.append(logmel(torch.from_numpy(pieces)).numpy())
-                buf_n.extend([fname] * len(offsets))
-                buf_s.extend(offsets)
-                if sum(len(b) for b in buf_x) >= chunk:
-                    flush()
                 progress.step()
             flush()
         h5.attrs["skipped"] = json.dumps(skipped)

@@ -16,10 +16,15 @@ def setup_job_logging(log_path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     stream = open(path, "w", buffering=1, encoding="utf-8")
     sys.stderr = stream
+    # log lines marked ``extra={"console": True}`` also reach the console (the job's own stderr,
+    # which Snakemake shows), e.g. a clip that dominates a phase's excerpts
+    console = logging.StreamHandler(sys.__stderr__)
+    console.addFilter(lambda record: getattr(record, "console", False))
+    console.setFormatter(logging.Formatter("cilaudio: %(levelname)s: %(message)s"))
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.StreamHandler(stream)],
+        handlers=[logging.StreamHandler(stream), console],
         force=True,
     )
 

@@ -28,7 +28,7 @@ import torch
 from .atomic import atomic_path
 from .batches import training_batches
 from .checkpoint import describe_tensors, load_checkpoint, non_finite_tensors, save_checkpoint
-from .excerpts import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
+from .excerpts import ExcerptTable, FeatureDataset, dominant_clip_warnings, excerpt_index, excerpts_of
 from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
 from . import exemplar_memory as replay_memory
@@ -169,6 +169,8 @@ def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], featur
     seen = split.seen(phase)
     n_old = len(split.seen(phase - 1)) if phase > 0 else 0
     index = excerpt_index(features)
+    for message in dominant_clip_warnings({f"phase {phase}'s training list": lists[-1]}, index):
+        log.warning(message)
     if cumulative:
         frame = pd.concat([read_list(p) for p in lists]).drop_duplicates("fname").reset_index(drop=True)
         table = excerpts_of(frame, seen, index, column="all_labels", source=", ".join(map(str, lists)),

@@ -231,12 +231,12 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
             notes.append(f"{len(skipped)} clip(s) were skipped at feature extraction ({path}, "
                          f"on_bad_audio: skip), e.g. {first}")
     training_table = pd.read_csv(training, sep="\t") if training else None
-    warnings: list[str] = []
+    warnings: list[str] = list_warnings(classes, features, n_phases=split.n_phases)
     if versions:
         from .tables import version_warnings
 
         version_table = pd.read_csv(versions, sep="\t", dtype=str, keep_default_na=False)
-        warnings = version_warnings(version_table)
+        warnings += version_warnings(version_table)
         libraries = sorted(set(version_table["library"]))
         setup["library version"] = libraries[0] if len(libraries) == 1 else f"{len(libraries)} versions (see the warning)"
     with tempfile.TemporaryDirectory() as tmp:  # the memory figure is embedded in the page, then deleted
@@ -247,6 +247,27 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
         write_report(out, title=f"Class-incremental audio tagging: {dataset}, {setup['normalisation']}",
                      table=frame, training=training_table, figures=figs, config=config,
                      provenance=provenance(repo), notes=notes, setup=setup, warnings=warnings)
+
+
+def list_warnings(classes: str, features: Sequence[str], *, n_phases: int) -> list[str]:
+    """Clips that dominate a phase's training or test list (:func:`cilaudio.excerpts.
+    dominant_clip_warnings`), from the lists beside ``classes`` and the features ``dev.h5`` and
+    ``eval.h5`` among ``features``; each is also logged, marked for the console
+    (:func:`cilaudio.jobs.setup_job_logging` shows such lines beside Snakemake's output)."""
+    from .excerpts import dominant_clip_warnings, excerpt_index
+
+    folder = Path(classes).parent
+    by_split = {Path(f).stem: f for f in features}
+    out: list[str] = []
+    for split, kind in (("dev", "train"), ("eval", "test")):
+        if split not in by_split:
+            continue
+        lists = {f"phase {k}'s {'training' if kind == 'train' else 'test'} list": folder / f"{kind}_phase{k}.tsv"
+                 for k in range(n_phases)}
+        out += dominant_clip_warnings({w: p for w, p in lists.items() if p.exists()}, excerpt_index(by_split[split]))
+    for message in out:
+        log.warning(message, extra={"console": True})
+    return out
 
 
 def generate_synth(*, out_dir: str, settings: Mapping[str, Any]) -> None:

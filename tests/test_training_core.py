@@ -379,7 +379,7 @@ def test_deterministic_setting_turns_on_deterministic_algorithms():
 
 # --- joint training beside a clip skipped at extraction --------------------------------------
 
-def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path):
+def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path, monkeypatch):
     """A clip of phase 1's list left out at extraction (``on_bad_audio: skip``): joint (with
     ``epoch_size: phase``) trains without it, as the other methods do."""
     skipped = read_list(prepared / "lists/train_phase1.tsv")["fname"].iloc[0]
@@ -396,6 +396,17 @@ def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path):
     W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
                  features=str(features), out=str(tmp_path / "p0.pt"), norm="bn", seed=0, model=MODEL,
                  optim=OPTIM0, loader=LOADER)
+    seen_by_fit = {}
+    real_fit = T.fit
+
+    def spy(**kw):  # what the epochs are given
+        with h5py.File(features, "r") as h5:
+            names = h5["fname"].asstr()[:]
+        seen_by_fit.update(n_excerpts=len(kw["data"]), epoch_size=kw["epoch_size"],
+                           fnames=names[kw["data"].table.rows])
+        return real_fit(**kw)
+
+    monkeypatch.setattr(T, "fit", spy)
     W.train_incremental(classes=str(prepared / "lists/classes.tsv"),
                         train_lists=[str(prepared / f"lists/train_phase{k}.tsv") for k in (0, 1)],
                         features=str(features), previous=str(tmp_path / "p0.pt"), out=str(tmp_path / "p1.pt"),
@@ -404,6 +415,18 @@ def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path):
                         optim=OPTIM, loader=LOADER)
     model, state = load_checkpoint(tmp_path / "p1.pt")
     assert state["classes"] == list(read_classes(prepared / "lists/classes.tsv").seen(1))
+    # the training set and the epoch size, counted from the files: every excerpt of the two
+    # lists' clips that the features hold (the skipped clip has none), and as many per epoch as
+    # phase 1's own list has excerpts left
+    seen = dict(seen_by_fit)
+    with h5py.File(features, "r") as h5:
+        held = pd.Series(h5["fname"].asstr()[:]).value_counts()
+    lists = [read_list(prepared / f"lists/train_phase{k}.tsv") for k in (0, 1)]
+    union = pd.concat(lists)["fname"].drop_duplicates()
+    assert skipped in set(union) and skipped not in held.index
+    assert seen["n_excerpts"] == int(held.reindex(union).fillna(0).sum())
+    assert seen["epoch_size"] == int(held.reindex(lists[1]["fname"]).fillna(0).sum())
+    assert skipped not in set(seen["fnames"])
 
 
 # --- TensorBoard ------------------------------------------------------------------------------

@@ -124,12 +124,6 @@ class MAS(Mechanism):
         return values["mas"] > 0
 
     @classmethod
-    def check(cls, values: Mapping[str, Any]) -> list[str]:
-        if values["mas"] == 0 and values["mas_output"] != "logits":
-            return ["mas_output is set but mas is 0, so it would do nothing: give mas a weight"]
-        return []
-
-    @classmethod
     def needs_old_model(cls, values: Mapping[str, Any]) -> bool:
         return values["mas"] > 0
 

@@ -1,20 +1,14 @@
 """tools/benchmark_bounds.py: the detectable difference against printed t tables, and the
 bounds' keep ratios by hand on a small table."""
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tool_loader import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("benchmark_bounds", REPO / "tools/benchmark_bounds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark_bounds")
 
 
 def test_detectable_difference_from_printed_t_tables():

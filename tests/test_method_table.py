@@ -1,18 +1,11 @@
 """tools/method_table.py: the final-phase numbers and gap shares by hand on a long table."""
 
-import importlib.util
-from pathlib import Path
-
 from metric_tables import ci, metric_table
-
-REPO = Path(__file__).resolve().parents[1]
+from tool_loader import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("method_table", REPO / "tools/method_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("method_table")
 
 
 def test_method_table_by_hand(tmp_path):

@@ -124,13 +124,25 @@ def test_preset_holds_only_what_differs_from_the_default_config(preset):
 
 
 def test_methods_preset_plans_every_method(tmp_path):
-    """The method comparison preset: phases 1-4 of its nine methods for 3 norms x 3 seeds, on the
-    default run's data."""
+    """The method comparison preset: phases 1-4 of its methods for 3 norms x the default run's
+    6 seeds, on the default run's data."""
     import yaml
 
     proc = _dry_run(tmp_path, REPO / "config/presets/methods.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     methods = yaml.safe_load((REPO / "config/presets/methods.yaml").read_text())["run"]["methods"]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
-    assert int(counts["train_incremental"]) == len(methods) * 4 * 3 * 3
+    assert int(counts["train_incremental"]) == len(methods) * 4 * 3 * 6
     assert "cka" not in counts
+
+
+def test_paper_presets_use_the_papers_group_norm():
+    """The papers' GroupNorm has 32 groups at width 64; config.yaml's narrow default (4 groups at
+    width 8) must not leak into a preset read over it."""
+    import yaml
+
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for preset in ("fsd50k", "audioset"):
+        p = yaml.safe_load((REPO / f"config/presets/{preset}.yaml").read_text())
+        model = {**default["model"], **p["model"]}
+        assert (model["width"], model["gn_groups"]) == (64, 32), preset

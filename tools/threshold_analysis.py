@@ -54,7 +54,9 @@ def analyse(norm_dir: Path, methods: list[str], threshold: float = 0.5) -> str:
     features = dataset_dir / "features" / "eval.h5"
     base_list = dataset_dir / "lists" / "test_phase0.tsv"
     base = list(read_classes(dataset_dir / "lists" / "classes.tsv").groups[0])
-    index = excerpt_index(features)
+    table = excerpts_of(read_list(base_list), base, excerpt_index(features), source=str(base_list),
+                        features=str(features))
+    data, y = FeatureDataset(features, table), table.targets
     rows: dict[tuple[str, int], list[list[float]]] = {}
     torch.set_num_threads(1)
     for method in methods:
@@ -63,11 +65,9 @@ def analyse(norm_dir: Path, methods: list[str], threshold: float = 0.5) -> str:
             base0 = norm_dir / "base" / seed_dir.name / "phase0.pt"
             for ck in ([base0] if base0.exists() else []) + ckpts:
                 model, state = load_checkpoint(ck)
-                assert list(state["classes"][: len(base)]) == base, ck
-                table = excerpts_of(read_list(base_list), base, index, source=str(base_list), features=str(features))
-                s = predict(model, FeatureDataset(features, table), batch_size=64, device=torch.device("cpu"))
-                s = s[:, : len(base)]
-                y = table.targets
+                if list(state["classes"][: len(base)]) != base:
+                    raise SystemExit(f"{ck}: its first classes are not the base classes of {dataset_dir}/lists")
+                s = predict(model, data, batch_size=64, device=torch.device("cpu"))[:, : len(base)]
                 pos, neg = s[y == 1], s[y == 0]
                 rows.setdefault((method, int(state["phase"])), []).append([
                     mean_average_precision(y, s), f1_macro(y, s, threshold=threshold), best_f1_macro(y, s),

@@ -106,11 +106,15 @@ class PhaseModel:
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.group_sizes)])
 
+    def empty(self) -> np.ndarray:
+        """Probability that a draw holds no class of each group, shape (K+1,)."""
+        off = self.offsets
+        return np.array([np.prod(1 - self.q[off[g]:off[g + 1]]) for g in range(len(self.group_sizes))])
+
 
 def phase_shares(model: PhaseModel) -> np.ndarray:
     """Share of excerpts that belong to each phase under the model (latest group present), shape (K+1,)."""
-    off = model.offsets
-    empty = np.array([np.prod(1 - model.q[off[g]:off[g + 1]]) for g in range(len(model.group_sizes))])
+    empty = model.empty()
     p = np.array([(1 - empty[k]) * np.prod(empty[k + 1:]) for k in range(len(empty))])
     return p / p.sum()
 
@@ -204,7 +208,7 @@ def describe_real(name: str, split: str = "dev", group_sizes: Sequence[int] = (3
     model = PhaseModel(q=q, group_sizes=tuple(int(s) for s in group_sizes))
     off = model.offsets
     # P(phase k) and E[old sounds | phase k] under the model (old groups stay independent).
-    p_empty = [np.prod(1 - q[off[g]:off[g + 1]]) for g in range(len(group_sizes))]
+    p_empty = model.empty()
     p_phase = phase_shares(model)
     w = p_phase[1:] / p_phase[1:].sum()
     own = [q[off[k]:off[k + 1]].sum() / (1 - p_empty[k]) for k in range(1, len(group_sizes))]

@@ -264,15 +264,13 @@ def _plan(
     split: str,
     *,
     seed: int,
-    group_sizes: Sequence[int],
+    model: PhaseModel,
     clips: Sequence[int],
     start: int,
     max_events: int,
-    label_statistics: str,
 ) -> list[_ClipPlan]:
     """Which classes each clip of a split holds: ``clips[k]`` clips of phase ``k``, their label
-    sets drawn from the real data's statistics (:mod:`cilaudio.label_statistics`)."""
-    model = PhaseModel.from_statistics(label_statistics, split, group_sizes)
+    sets drawn from ``model`` (the real data's statistics, :mod:`cilaudio.label_statistics`)."""
     plans: list[_ClipPlan] = []
     for g, n in enumerate(clips):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], g, 1])
@@ -325,14 +323,14 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def _clip_counts(key: str, clips: int | Sequence[int], statistics: str, group_sizes: list[int]) -> list[int]:
-    """Clips per phase: the list as given, or a total split in the real data's phase shares."""
+def _clip_counts(key: str, clips: int | Sequence[int], model: PhaseModel) -> list[int]:
+    """Clips per phase: the list as given, or a total split in ``model``'s phase shares."""
     if isinstance(clips, (int, np.integer)):
-        model = PhaseModel.from_statistics(statistics, key.split("_")[0], group_sizes)
         return clips_per_phase(int(clips), phase_shares(model))
     clips = [int(c) for c in clips]
-    if len(clips) != len(group_sizes) or min(clips) < 1:
-        raise ValueError(f"generate.{key} needs one positive clip count per phase ({len(group_sizes)} phases, "
+    n_phases = len(model.group_sizes)
+    if len(clips) != n_phases or min(clips) < 1:
+        raise ValueError(f"generate.{key} needs one positive clip count per phase ({n_phases} phases, "
                          f"as `phases`) or a total, got {clips}")
     return clips
 
@@ -372,8 +370,9 @@ def generate(
         raise ValueError(f"group_sizes must be positive, got {group_sizes}")
     if label_statistics not in STATISTICS:
         raise ValueError(f"generate.label_statistics must be one of {', '.join(STATISTICS)}, got {label_statistics!r}")
-    dev_clips = _clip_counts("dev_clips", dev_clips, label_statistics, group_sizes)
-    eval_clips = _clip_counts("eval_clips", eval_clips, label_statistics, group_sizes)
+    models = {split: PhaseModel.from_statistics(label_statistics, split, group_sizes) for split in ("dev", "eval")}
+    dev_clips = _clip_counts("dev_clips", dev_clips, models["dev"])
+    eval_clips = _clip_counts("eval_clips", eval_clips, models["eval"])
     if max_events < 1:
         raise ValueError("max_events must be >= 1")
     if not 0 < min_seconds <= max_seconds:
@@ -389,10 +388,10 @@ def generate(
             f.unlink()
 
     n_dev, n_eval = sum(dev_clips), sum(eval_clips)
-    common = dict(seed=seed, group_sizes=group_sizes, max_events=max_events, label_statistics=label_statistics)
     plans = {
-        "dev": _plan("dev", clips=dev_clips, start=FNAME_START, **common),
-        "eval": _plan("eval", clips=eval_clips, start=FNAME_START + n_dev, **common),
+        "dev": _plan("dev", seed=seed, model=models["dev"], clips=dev_clips, start=FNAME_START, max_events=max_events),
+        "eval": _plan("eval", seed=seed, model=models["eval"], clips=eval_clips, start=FNAME_START + n_dev,
+                      max_events=max_events),
     }
     total, done = n_dev + n_eval, 0
     rows: dict[str, list[list[str]]] = {"dev": [], "eval": []}

@@ -125,14 +125,15 @@ def test_preset_holds_only_what_differs_from_the_default_config(preset):
 
 def test_methods_preset_plans_every_method(tmp_path):
     """The method comparison preset: phases 1-4 of its methods for 3 norms x the default run's
-    6 seeds, on the default run's data."""
+    seeds (read from config/config.yaml, not assumed), on the default run's data."""
     import yaml
 
     proc = _dry_run(tmp_path, REPO / "config/presets/methods.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     methods = yaml.safe_load((REPO / "config/presets/methods.yaml").read_text())["run"]["methods"]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
-    assert int(counts["train_incremental"]) == len(methods) * 4 * 3 * 6
+    n_seeds = len(yaml.safe_load((REPO / "config/config.yaml").read_text())["run"]["seeds"])
+    assert int(counts["train_incremental"]) == len(methods) * 4 * 3 * n_seeds
     assert "cka" not in counts
 
 

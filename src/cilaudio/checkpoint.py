@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_path
-from .model import CNN14, ModelSettings
+from .model import CNN14, MEMORY_FORMAT, ModelSettings
 
 FORMAT_VERSION = 1
 
@@ -77,5 +77,5 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
             "makes it with a lower learning rate (training.base.lr or training.incremental.lr)")
     model = CNN14(ModelSettings.from_dict(state["settings"]))
     model.load_state_dict(state["model_state"])
-    model.to(device).eval()
+    model.to(device).to(memory_format=MEMORY_FORMAT).eval()
     return model, state

@@ -33,7 +33,7 @@ from .lists import read_list
 from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
 from . import exemplar_memory as replay_memory
 from .features import read_settings
-from .model import CNN14, ModelSettings, set_frozen_blocks
+from .model import CNN14, MEMORY_FORMAT, ModelSettings, set_frozen_blocks
 from . import methods as method_registry
 from .phases import PhaseSplit
 from .progress import Progress, _duration
@@ -282,10 +282,6 @@ def restore_training_state(state: dict[str, Any], *, model: torch.nn.Module, opt
     np.random.set_state(state["numpy_rng"])
 
 
-#: Conv weights and activations in NHWC during training: oneDNN's convolution backward ran 2.1x
-#: faster than in NCHW here (width-8 CNN14, 1 thread; a whole BatchNorm step 1.4x). The saved weights are
-#: the same numbers; a checkpoint loads into a model of either layout.
-TRAINING_MEMORY_FORMAT = torch.channels_last
 
 
 class TrainingDiverged(RuntimeError):
@@ -363,7 +359,7 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
     finite (:class:`NonFiniteWeights`).
     With ``tensorboard``, the same figures are written there as TensorBoard events.
     """
-    model.to(memory_format=TRAINING_MEMORY_FORMAT)
+    model.to(memory_format=MEMORY_FORMAT)
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                           weight_decay=optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs, eta_min=optim.lr_min)
@@ -553,7 +549,6 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     if method.needs_old_model:
         old_model, _ = load_checkpoint(previous, device=dev)
         old_model.eval()
-        old_model.to(memory_format=TRAINING_MEMORY_FORMAT)
         for p in old_model.parameters():
             p.requires_grad_(False)
     model.grow_classifier(n_new)

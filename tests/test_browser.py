@@ -1,13 +1,14 @@
 """The HTML reports as a person sees them: rendered by headless Chromium.
 
-A per-norm report (cilaudio.report.write_report with real figures from cilaudio.plots) and a
-norms-comparison page (cilaudio.comparison) are built from fixture data. A copy of each page
-gets a small probe script and a Content-Security-Policy that allows nothing but the page itself
-and ``data:`` images; Chromium loads the copy, and the probe writes into the DOM how many
-``<img>`` elements decoded (``complete && naturalWidth > 0``), their natural sizes, and every
-script error, resource error and blocked request. The dumped DOM must show every figure loaded
-at the size of its PNG and nothing failed; a screenshot of the original page must not be blank.
-Control pages (a broken image, an external image, a throwing script) check the probe itself.
+A per-norm report (cilaudio.reporting.norm_report.write_report with real figures from
+cilaudio.reporting.plots) and a norms-comparison page (cilaudio.reporting.comparison_page) are
+built from fixture data. A copy of each page gets a small probe script and a Content-Security-
+Policy that allows nothing but the page itself and ``data:`` images; Chromium loads the copy, and
+the probe writes into the DOM how many ``<img>`` elements decoded (``complete && naturalWidth >
+0``), their natural sizes, and every script error, resource error and blocked request. The dumped
+DOM must show every figure loaded at the size of its PNG and nothing failed; a screenshot of the
+original page must not be blank. Control pages (a broken image, an external image, a throwing
+script) check the probe itself.
 
 Chromium comes from Debian's ``chromium`` package (``bash tools/system-deps.sh``). Without it
 these tests skip, unless the environment variable CI is set: then they fail.
@@ -28,11 +29,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cilaudio.comparison import make_comparison
-from cilaudio.plots import plot_cka_diagonal, plot_cka_heatmaps, plot_metric_curves
-from cilaudio.report import write_report
+from cilaudio.reporting.comparison_page import make_comparison
+from cilaudio.reporting.norm_report import write_report
+from cilaudio.reporting.plots import plot_cka_diagonal, plot_cka_heatmaps, plot_metric_curves
 from cilaudio.tables import write_tsv
 from metric_tables import metric_table
+
+# needs Chromium (tools/system-deps.sh): left out of `make test-fast`
+pytestmark = pytest.mark.browser
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"block{b}.{k}" for b in range(1, 7) for k in ("conv1", "norm1", "conv2", "norm2")] + ["classifier"]

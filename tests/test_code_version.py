@@ -4,6 +4,7 @@ the report's warning, and the README's list of the modules each kind of job runs
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def test_hash_changes_with_the_closure_only(tmp_path):
 def test_training_does_not_run_the_report_and_the_report_not_the_training():
     training, report = set(job_modules("training")), set(job_modules("report"))
     assert {"train", "losses", "model", "excerpts", "exemplar_memory", "exemplar_selection"} <= training
-    assert not training & {"report", "plots", "tables", "comparison", "evaluate", "metrics"}
-    assert {"report", "plots", "comparison", "tables"} <= report
+    assert not training & {"reporting", "reporting.norm_report", "reporting.plots", "reporting.comparison_page",
+                           "tables", "evaluate", "metrics"}
+    assert {"reporting.norm_report", "reporting.plots", "reporting.comparison_page", "tables"} <= report
     assert not report & {"train", "losses", "model"}
 
 
@@ -108,3 +110,90 @@ def test_jobs_that_open_a_dataset_run_every_registered_reader():
 
     readers = {module for module, _ in FORMATS.values()}
     assert readers <= set(job_modules("lists")) and readers <= set(job_modules("features"))
+
+
+# --- what made the existing results: the start-up note on library edits ----------------------
+
+def test_an_edit_is_named_with_the_rules_whose_jobs_ran_the_module(tmp_path):
+    """A record of the modules each rule's last job ran; an edit of one of them is named with
+    those rules, an edit of a module no job ran is not, and nothing recorded names nothing."""
+    from cilaudio.code_version import changed_since_recorded, module_hashes, record_job_code
+
+    pkg = _package(tmp_path)
+    records = tmp_path / "records"
+    assert changed_since_recorded(record_dir=records, package_dir=pkg) == {}
+    hashes = module_hashes(package_dir=pkg)
+    record_job_code("train", {"a": hashes["a"], "b": hashes["b"]}, record_dir=records)
+    record_job_code("plots", {"b": hashes["b"], "f": hashes["f"]}, record_dir=records)
+    assert changed_since_recorded(record_dir=records, package_dir=pkg) == {}
+
+    (pkg / "e.py").write_text((pkg / "e.py").read_text() + "# an edit\n")  # run by no recorded job
+    assert changed_since_recorded(record_dir=records, package_dir=pkg) == {}
+    (pkg / "b.py").write_text((pkg / "b.py").read_text() + "# an edit\n")
+    assert changed_since_recorded(record_dir=records, package_dir=pkg) == {"b": ["plots", "train"]}
+    (pkg / "f.py").unlink()  # a module gone counts as changed
+    assert changed_since_recorded(record_dir=records, package_dir=pkg) == {"b": ["plots", "train"], "f": ["plots"]}
+    # a rule's new record replaces its old one: once the training ran the edit, plots is left
+    record_job_code("train", {"a": hashes["a"], "b": module_hashes(["b"], package_dir=pkg)["b"]}, record_dir=records)
+    assert changed_since_recorded(record_dir=records, package_dir=pkg) == {"b": ["plots"], "f": ["plots"]}
+
+
+def test_the_note_names_modules_rules_and_the_setting_both_ways():
+    from cilaudio.code_version import library_change_note
+
+    assert library_change_note({}, rerun_on_code_change=False) is None
+    changed = {"losses": ["evaluate", "train_incremental"], "model": ["train_incremental"]}
+    off = library_change_note(changed, rerun_on_code_change=False)
+    on = library_change_note(changed, rerun_on_code_change=True)
+    for note in (off, on):
+        assert "\n" not in note
+        assert "cilaudio.losses, cilaudio.model" in note and "evaluate, train_incremental" in note
+        assert "provenance.rerun_on_code_change" in note
+    assert "is off" in off and "--forcerun" in off and "is on" in on
+
+
+def test_code_params_are_one_hash_per_module_the_job_runs():
+    """Snakemake names the params values that changed: one value per module lets its rerun
+    reason name the edited module."""
+    from cilaudio.code_version import job_code_params, module_hashes
+
+    params = job_code_params("training")
+    names = [p.split(" sha256:")[0] for p in params]
+    assert names == [f"cilaudio.{m}" for m in job_modules("training")]
+    assert "cilaudio.losses" in names and "cilaudio.reporting.plots" not in names
+    digest = hashlib.sha256((Path(__file__).parents[1] / "src/cilaudio/losses.py").read_bytes()).hexdigest()[:12]
+    assert f"cilaudio.losses sha256:{digest}" in params
+    assert module_hashes(["losses"])["losses"] == digest
+
+
+def test_a_finished_job_records_the_modules_it_imported_and_a_failed_one_nothing(tmp_path):
+    """In a fresh interpreter (as a job runs), so that what the test session imported does not
+    count: a finished job records the library modules its step imported, not others; a failed
+    job records nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from cilaudio.code_version import RECORD_DIR
+
+    code = (
+        "import sys\n"
+        "from types import SimpleNamespace\n"
+        "from cilaudio import jobs\n"
+        "rule, fail = sys.argv[1], sys.argv[2] == 'fail'\n"
+        "smk = SimpleNamespace(log=['logs/x.log'], params={}, input=[], rule=rule,\n"
+        "                      resources=SimpleNamespace(attempt=1))\n"
+        "try:\n"
+        "    with jobs.job(smk):\n"
+        "        import cilaudio.metrics\n"
+        "        if fail:\n"
+        "            raise RuntimeError('the step fails')\n"
+        "except RuntimeError:\n"
+        "    pass\n")
+    for rule, how in (("evaluate", "ok"), ("train_base", "fail")):
+        subprocess.run([sys.executable, "-c", code, rule, how], cwd=tmp_path, check=True, timeout=120)
+    record = json.loads((tmp_path / RECORD_DIR / "evaluate.json").read_text())
+    assert {"metrics", "jobs", "code_version"} <= set(record)
+    assert not any(name.startswith("reporting") or name in ("train", "model") for name in record)  # not imported
+    assert record["metrics"] == hashlib.sha256((REPO / "src/cilaudio/metrics.py").read_bytes()).hexdigest()[:12]
+    assert not (tmp_path / RECORD_DIR / "train_base.json").exists()

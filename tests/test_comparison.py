@@ -1,4 +1,5 @@
-"""Tests of cilaudio.comparison (norms side by side) and its figures, on hand-built tables.
+"""Tests of the norms side by side (cilaudio.reporting: statistics, findings, the comparison page,
+the paper tables) and its figures, on hand-built tables.
 
 The fixture: 3 norms x 3 methods x 2 seeds x 3 phases (0, 1, 2). Base-class mAP after phase 0
 is 0.80 for everyone; after phase 2 it is FINAL[norm][method] (+ 0.02 for seed 1); phase 1 is
@@ -21,25 +22,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from cilaudio.comparison import (
-    BWT_DEFINITION,
-    MARK,
-    _final_html,
-    backward_transfer,
-    cka_layer_summary,
-    comparison_findings,
-    comparison_table,
-    make_comparison,
-    read_tables,
-    write_comparison,
-    write_paper_tables,
-)
-from cilaudio.plots import (
+from cilaudio.reporting.comparison_page import MARK, final_table, make_comparison, write_comparison
+from cilaudio.reporting.findings import comparison_findings
+from cilaudio.reporting.paper_tables import write_paper_tables
+from cilaudio.reporting.plots import (
     cka_diagonal_by_norm_figure,
     metric_by_norm_figure,
     plot_cka_diagonal_by_norm,
     plot_metric_by_norm,
 )
+from cilaudio.reporting.statistics import backward_transfer, cka_layer_summary, comparison_table, read_tables
+from cilaudio.reporting.texts import BWT_DEFINITION
 from cilaudio.tables import COLUMNS, write_tsv
 
 from metric_tables import ci  # hand-computed t-intervals
@@ -515,7 +508,7 @@ def test_paper_tables_one_seed_nothing_bold(tmp_path):
 
 def test_final_table_marks_the_best_norm_only_where_it_holds():
     def marked(t):
-        rows = re.findall(r"<tr>(.*?)</tr>", _final_html(t, ["bn", "gn"]))[1:]
+        rows = re.findall(r"<tr>(.*?)</tr>", final_table(t, ["bn", "gn"]))[1:]
         out = set()
         for r in rows:
             cells = re.findall(r"<td>(.*?)</td>", r)

@@ -265,3 +265,35 @@ def test_a_mechanism_with_bad_settings_is_refused_and_not_registered(settings, m
     with pytest.raises(ValueError, match=message):
         methods.register(cls)
     assert methods.MECHANISMS == before
+
+
+def test_evaluation_scores_the_phase0_ridge_head_on_the_base_clips(prepared, chains):
+    """An analytic checkpoint's evaluation carries subset ``base_head``: phase 0's ridge head
+    alone on the frozen network, on the base classes and the phase-0 test clips. Expected from
+    the independent ridge solve above, scored by hand (x @ W - 0.5 through the sigmoid) and
+    measured with scikit-learn; the other methods' checkpoints have no such subset."""
+    from sklearn.metrics import average_precision_score
+
+    from cilaudio.evaluate import phase_metrics
+    from cilaudio.excerpts import excerpts_of
+
+    split = read_classes(prepared / "lists/classes.tsv")
+    base, _ = load_checkpoint(chains / "p0.pt")
+    head = _analytic_expected(prepared, base)[0]  # (d + 1, 3): the base classes
+    kw = dict(split=split, base_list=prepared / "lists/test_phase0.tsv", features=prepared / "eval.h5",
+              meta={"method": "m"}, device=torch.device("cpu"))
+    record = phase_metrics(checkpoint=chains / "analytic2.pt", test_list=prepared / "lists/test_phase2.tsv", **kw)
+
+    test = excerpts_of(read_list(prepared / "lists/test_phase0.tsv"), list(split.seen(0)),
+                       excerpt_index(prepared / "eval.h5"), source="test", features="eval")
+    with open_features(prepared / "eval.h5") as h5:
+        x = h5["features"][:][test.rows]
+    z = _pooled_embeddings(base, torch.from_numpy(x))
+    scores = 1 / (1 + np.exp(-(np.hstack([z, np.ones((len(z), 1))]) @ head - 0.5)))
+    y = test.targets
+    aps = [average_precision_score(y[:, c], scores[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
+    got = record["subsets"]["base_head"]
+    assert got["map"] == pytest.approx(np.mean(aps), abs=1e-4)
+    assert record["subsets"]["base"]["map"] != pytest.approx(got["map"], abs=1e-6)  # not the phase model
+    plain = phase_metrics(checkpoint=chains / "mas2.pt", test_list=prepared / "lists/test_phase2.tsv", **kw)
+    assert "base_head" not in plain["subsets"]

@@ -37,6 +37,7 @@ def finished(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.workflow
 def test_shards_are_deleted_once_joined_and_the_joined_file_stands_alone(finished):
     for shard in SHARDS:
         assert not (finished / shard).exists(), f"{shard} was kept after the join"
@@ -48,16 +49,19 @@ def test_shards_are_deleted_once_joined_and_the_joined_file_stands_alone(finishe
     assert sum(len(rows) for rows in excerpt_index(joined).values()) == n
 
 
+@pytest.mark.workflow
 def test_joined_file_without_its_shards_plans_nothing(copy):
     assert planned(copy, TARGET) == {}
 
 
+@pytest.mark.workflow
 def test_deleting_the_joined_file_plans_extraction_and_join(copy):
     (copy / TARGET).unlink()
     jobs = planned(copy, TARGET)
     assert jobs == {**{shard: "extract_features" for shard in SHARDS}, TARGET: "join_features"}
 
 
+@pytest.mark.workflow
 def test_changing_the_feature_settings_plans_extraction_and_join(copy):
     (copy / "config.yaml").write_text(yaml.safe_dump(config(n_mels=40), sort_keys=False))
     jobs = planned(copy, TARGET)
@@ -83,6 +87,7 @@ def downloaded(finished, tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.workflow
 def test_audio_rewritten_in_place_extracts_the_split_again(downloaded):
     """Rewriting one clip of a downloaded dataset (its folder's time does not change) must plan
     the split's extraction and join again; an untouched dataset plans nothing."""

@@ -113,7 +113,7 @@ def test_registered_count_is_checked_as_a_count(registered, tmp_path):
 
 
 def test_registered_metric_reaches_the_report(registered, tmp_path):
-    from cilaudio.report import write_report
+    from cilaudio.reporting.norm_report import write_report
 
     out = tmp_path / "report.html"
     write_report(out, title="t", table=_table(tmp_path), figures={}, config={}, provenance={})
@@ -132,7 +132,7 @@ def test_registered_metric_reaches_the_report(registered, tmp_path):
 
 
 def test_registered_metric_label_reaches_the_plots(registered, tmp_path):
-    from cilaudio.plots import metric_curves_figure
+    from cilaudio.reporting.plots import metric_curves_figure
 
     fig = metric_curves_figure(_table(tmp_path), metrics=[("all", "top_score"), ("base", "forgetting_top_score")])
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]

@@ -223,6 +223,7 @@ def make_own_data(root: Path) -> None:
         (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
 
 
+@pytest.mark.workflow
 def test_workflow_runs_on_own_data(tmp_path):
     make_own_data(tmp_path / "my_sounds")
     config = yaml.safe_load(yaml.safe_dump(TINY))

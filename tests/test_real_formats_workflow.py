@@ -137,6 +137,7 @@ def _setup(tmp_path: Path, on_bad_audio: str) -> tuple[Path, Path]:
     return root, workdir
 
 
+@pytest.mark.workflow
 def test_skip_runs_to_the_report_and_counts_the_bad_clips(tmp_path):
     root, workdir = _setup(tmp_path, "skip")
     proc = snakemake(workdir)
@@ -172,6 +173,7 @@ def test_skip_runs_to_the_report_and_counts_the_bad_clips(tmp_path):
     assert not list((res / "features").rglob("shard*.h5"))
 
 
+@pytest.mark.workflow
 def test_stop_names_the_file_keeps_finished_work_and_reruns_only_the_changed_split(tmp_path):
     root, workdir = _setup(tmp_path, "stop")
     # as the SLURM profile: one retry, and the attempt passed to the jobs as a resource
@@ -239,6 +241,7 @@ def write_papers_lists(folder: Path, truth: dict[str, dict[str, set[str]]], grou
         (folder / ("test_phase_" + "_".join(map(str, range(k + 1))) + ".txt")).write_text("\n".join(test) + "\n")
 
 
+@pytest.mark.workflow
 def test_imported_papers_lists_run_without_the_metadata(tmp_path):
     root, workdir = tmp_path / "AudioSet", tmp_path / "run"
     truth = make_audioset(root)

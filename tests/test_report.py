@@ -1,4 +1,5 @@
-"""Tests of cilaudio.plots and cilaudio.report: valid PNGs, findings text, self-contained HTML."""
+"""Tests of the figures and the per-norm report (cilaudio.reporting): valid PNGs, findings text,
+self-contained HTML."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cilaudio.plots import (
+from cilaudio.reporting.cka_files import load_cka, load_cka_files
+from cilaudio.reporting.findings import SINGLE_SEED, findings
+from cilaudio.reporting.norm_report import phase_table, write_report
+from cilaudio.reporting.plots import (
     cka_diagonal_figure,
-    load_cka,
-    load_cka_files,
     metric_curves_figure,
     plot_cka_diagonal,
     plot_cka_heatmaps,
     plot_metric_curves,
 )
-from cilaudio.report import SINGLE_SEED, _phase_table, findings, provenance, write_report
+from cilaudio.reporting.provenance import provenance
 from cilaudio.tables import COLUMNS
 from metric_tables import T1, T2, metric_table
 
@@ -260,7 +262,7 @@ def test_findings_one_seed_nothing_is_distinguishable():
 
 def test_phase_table_cells_are_intervals():
     t = _noisy(lambda m, s: {0: 0.0, 1: 0.1, 2: -0.1}[s] if m == "indl_fd_od" else 0.0, indl=0.38)
-    html_table = _phase_table(t, "base", "map")
+    html_table = phase_table(t, "base", "map")
     assert "[0" in html_table and ", 0" not in html_table  # no-break space inside the brackets
     html_table = html_table.replace("\u00a0", " ")
     # indl_fd_od after phase 2: 0.38, 0.49, 0.30 (the fixture adds 0.01 per seed)
@@ -268,7 +270,7 @@ def test_phase_table_cells_are_intervals():
     h = T2 * statistics.stdev(v) / math.sqrt(3)
     m = statistics.mean(v)
     assert f"<td>{m:.3f} [{m - h:.3f}, {m + h:.3f}]</td>" in html_table
-    one = _phase_table(t[t["seed"] == 1], "base", "map")
+    one = phase_table(t[t["seed"] == 1], "base", "map")
     assert "<td>0.490</td>" in one and "[" not in one
 
 
@@ -340,7 +342,7 @@ def test_write_report_rejects_non_png(tmp_path):
 def test_left_out_note_counts_classes_without_positives():
     import pandas as pd
 
-    from cilaudio.report import left_out_note
+    from cilaudio.reporting.findings import left_out_note
 
     rows = pd.DataFrame({"subset": ["all", "base", "group1", "group1"], "metric": "classes_without_positives",
                          "value": [0, 0, 1, 2], "phase": [1, 1, 1, 2]})

@@ -38,6 +38,7 @@ def test_readme_layout_names_every_library_module():
     named = {part for name in re.findall(r"`([a-z0-9_.]+)`", text.split("\n## ", 1)[0])
              for part in name.split(".")}
     package = REPO / "src/cilaudio"
-    modules = {p.stem for p in package.glob("*.py")} | {p.stem for p in (package / "methods").glob("*.py")}
+    modules = {p.stem for p in package.glob("*.py")}
+    modules |= {p.stem for sub in ("methods", "reporting") for p in (package / sub).glob("*.py")}
     modules -= {"__init__"}
     assert modules - named == set(), f"README's layout does not name {sorted(modules - named)}"

@@ -33,6 +33,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# needs a single-node SLURM cluster (tools/system-deps.sh): left out of `make test-fast`
+pytestmark = pytest.mark.slurm
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = VENV_BIN / "snakemake"

@@ -51,7 +51,7 @@ def test_collect_history_sorts_and_writes(tmp_path):
 def test_training_figure_has_one_panel_per_method(tmp_path):
     from PIL import Image
 
-    from cilaudio.plots import plot_training_curves
+    from cilaudio.reporting.plots import plot_training_curves
 
     table = pd.concat([_run("base", s, 0, [1, 0.5, 0.3]) for s in (0, 1)]
                       + [_run(m, s, p, [0.9, 0.6, 0.5]) for m in ("finetune", "joint") for s in (0, 1)
@@ -65,7 +65,7 @@ def test_training_figure_has_one_panel_per_method(tmp_path):
 def test_training_figure_draws_later_phases_darker(tmp_path, monkeypatch):
     """Within a panel every phase has its own colour, and a later phase is darker (lower
     luminance), as the caption says."""
-    from cilaudio import plots
+    from cilaudio.reporting import plots
 
     saved = {}
     monkeypatch.setattr(plots, "_save", lambda fig, out: saved.setdefault("fig", fig))

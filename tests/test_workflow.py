@@ -28,6 +28,7 @@ def finished(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.workflow
 def test_full_run_outputs(finished):
     res = finished / "results" / "synth"
     report = (res / "bn" / "report.html").read_text()
@@ -60,10 +61,12 @@ def test_full_run_outputs(finished):
     assert (lists / "train_phase3.tsv").read_text().splitlines()[0] == "fname\tlabels\tall_labels"
 
 
+@pytest.mark.workflow
 def test_complete_run_plans_nothing(copy):
     assert planned(copy) == {}
 
 
+@pytest.mark.workflow
 def test_reordered_config_keys_plan_nothing(copy):
     """Snakemake compares params as text: the workflow sorts their keys, so reformatting the
     config (here: every mapping's keys sorted) reruns nothing."""
@@ -71,6 +74,7 @@ def test_reordered_config_keys_plan_nothing(copy):
     assert planned(copy) == {}
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("key, value", [("tensorboard", True)])
 def test_execution_settings_plan_nothing(copy, key, value):
     """Settings that do not change results are read from the config, not passed as params:
@@ -112,6 +116,7 @@ def _non_aggregate(jobs: dict[str, str]) -> set[str]:
     return {p for p in jobs if p not in AGGREGATES}
 
 
+@pytest.mark.workflow
 def test_adding_a_method_runs_only_its_jobs(copy):
     config = dict(TINY, run=dict(TINY["run"], methods=["finetune", "joint", "indl_fd_od", "indl"]))
     write_config(copy, config)
@@ -123,6 +128,7 @@ def test_adding_a_method_runs_only_its_jobs(copy):
     assert {"results/synth/bn/report.html", "results/synth/bn/metrics.tsv"} <= set(jobs)
 
 
+@pytest.mark.workflow
 def test_changing_temperature_reruns_only_distilling_phases(copy):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["distillation"] = {"temperature": 3.0}
@@ -135,6 +141,7 @@ def test_changing_temperature_reruns_only_distilling_phases(copy):
     assert not any("features" in p or "base" in p or "lists" in p for p in jobs)
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("section, key, value", [("training", "num_workers", 1), ("training", "in_memory", False),
                                                 ("training", "device", "cpu"), ("model", "gn_groups", 2)])
 def test_execution_settings_rerun_no_computation(copy, section, key, value):
@@ -149,6 +156,7 @@ def test_execution_settings_rerun_no_computation(copy, section, key, value):
     assert "results/synth/bn/report.html" in jobs  # the report prints the configuration
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("module, reruns, keeps", [
     ("losses.py", {"train_base", "train_incremental", "evaluate", "cka", "report"},
      {"extract_features", "join_features", "make_lists_synth", "generate_synth"}),
@@ -170,7 +178,20 @@ def test_library_edit_reruns_the_jobs_that_run_it(copy, tmp_path, module, reruns
     assert reruns <= rules, rules
     assert not rules & keeps, rules
 
+    # the start-up's note names the edited module (and only when there is an edit), and each
+    # rerun's reason names it too
+    name = "cilaudio." + module.removesuffix(".py")
+    same = snakemake(copy, "-n", env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert "note: the library differs" not in same.stdout + same.stderr
+    out = snakemake(copy, "-n", env={**os.environ, "PYTHONPATH": str(src)})
+    lines = (out.stdout + out.stderr).splitlines()
+    notes = [line for line in lines if line.startswith("note: the library differs")]
+    assert len(notes) == 1 and name in notes[0] and "rerun_on_code_change is on" in notes[0], notes
+    reasons = [line for line in lines if "reason: Params have changed" in line]
+    assert reasons and all(name in r for r in reasons), reasons[:3]
 
+
+@pytest.mark.workflow
 def test_deleting_phase3_checkpoint_reruns_phases_3_and_4(copy):
     (copy / "results/synth/bn/finetune/seed0/phase3.pt").unlink()
     jobs = planned(copy)
@@ -180,6 +201,7 @@ def test_deleting_phase3_checkpoint_reruns_phases_3_and_4(copy):
     assert _non_aggregate(jobs) == expected
 
 
+@pytest.mark.workflow
 def test_adding_a_seed_runs_only_that_seed(copy):
     config = dict(TINY, run=dict(TINY["run"], seeds=[0, 1]))
     write_config(copy, config)
@@ -190,6 +212,7 @@ def test_adding_a_seed_runs_only_that_seed(copy):
     assert not any("features" in p or "lists" in p for p in jobs)
 
 
+@pytest.mark.workflow
 def test_rerun_after_temperature_change_keeps_phase0_and_features(copy):
     """Not only the plan: really rerun, and check what was rewritten."""
     keep = [copy / "results/synth/bn/base/seed0/phase0.pt", copy / "results/synth/features/dev.h5",
@@ -252,6 +275,7 @@ def _run_log(text: str) -> tuple[dict[str, tuple[str, list[str]]], list[tuple[st
     return jobs, events
 
 
+@pytest.mark.workflow
 def test_rerun_incomplete_after_snakemake_crash(tmp_path):
     """Kill Snakemake itself (SIGKILL) while a job runs, once train_base has been recorded as
     finished; --rerun-incomplete then plans only the jobs that were running or not started,
@@ -312,6 +336,7 @@ def test_rerun_incomplete_after_snakemake_crash(tmp_path):
     assert planned(tmp_path) == {}
 
 
+@pytest.mark.workflow
 def test_failed_collection_keeps_the_finished_table(copy):
     """A collect_metrics job that fails (here: a metrics file broken after the run) must leave the
     last good metrics.tsv and summary.tsv in place, not delete them before its replacement exists."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cilaudio.report_texts import NORM_NAMES
+from cilaudio.reporting.texts import NORM_NAMES
 from cilaudio.stats import describe, fmt_interval, interval, paired
 
 BOUNDS = ("finetune", "joint")

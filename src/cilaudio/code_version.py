@@ -14,9 +14,11 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 import subprocess
+import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 PACKAGE = "cilaudio"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -31,11 +33,12 @@ JOB_ENTRY_MODULES: dict[str, tuple[str, ...]] = {
     "evaluation": ("evaluate", "metrics"),
     "cka": ("evaluate", "cka"),
     "tables": ("tables", "training_history"),
-    "report": ("report", "plots", "comparison"),
+    "report": ("reporting",),
 }
 #: Modules every job runs whose own imports are the entry points above (``workflow_steps``
-#: imports every step lazily): hashed as files, their imports not followed.
-GLUE = ("workflow_steps", "jobs")
+#: imports every step lazily; ``jobs`` records what a job ran with this module and ``atomic``):
+#: hashed as files, their imports not followed.
+GLUE = ("workflow_steps", "jobs", "code_version", "atomic")
 
 
 def _module_path(name: str, package_dir: Path) -> Path | None:
@@ -124,10 +127,85 @@ def job_modules(kind: str) -> list[str]:
     return sorted(set(module_closure(JOB_ENTRY_MODULES[kind])) | set(GLUE))
 
 
-def job_source_hash(kind: str) -> str:
-    """:func:`source_hash` of what a kind of job runs (a param of its rule with
-    ``provenance.rerun_on_code_change``)."""
-    return source_hash(JOB_ENTRY_MODULES[kind], also=GLUE)
+def module_hashes(names: Iterable[str] | None = None, *, package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
+    """A short hash of each module's source (module names relative to the package; None: every
+    module of the package)."""
+    if names is None:
+        names = (p.relative_to(package_dir).with_suffix("").as_posix().replace("/", ".")
+                 for p in package_dir.rglob("*.py"))
+    return {name: hashlib.sha256(_module_path(name, package_dir).read_bytes()).hexdigest()[:12]
+            for name in sorted(names)}
+
+
+def job_code_params(kind: str) -> list[str]:
+    """What a kind of job runs as one ``"cilaudio.<module> sha256:<hash>"`` per module of
+    :func:`job_modules` (a rule's ``code`` param with ``provenance.rerun_on_code_change``):
+    Snakemake explains a rerun by the params values only in the old set and only in the new
+    one, so its reason names the edited modules."""
+    # not "<key> = <value>": that form is a setting's (cilaudio.jobs.settings_params)
+    return [f"{PACKAGE}.{name} sha256:{digest}" for name, digest in module_hashes(job_modules(kind)).items()]
+
+
+#: Where each rule's last finished job recorded the library modules it ran (relative to the
+#: workflow's working folder), one ``<rule>.json`` per rule: :func:`record_job_code`.
+RECORD_DIR = Path(".snakemake") / "cilaudio" / "code"
+
+
+def loaded_modules(*, package: str = PACKAGE, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """The package's modules this process has imported (names relative to the package)."""
+    names = []
+    for full in list(sys.modules):
+        if full == package or not full.startswith(package + "."):
+            continue
+        name = full[len(package) + 1:]
+        if _module_path(name, package_dir) is not None:
+            names.append(name)
+    return sorted(names)
+
+
+def record_job_code(rule: str, hashes: Mapping[str, str], *, record_dir: Path = RECORD_DIR) -> None:
+    """Record the modules (name -> hash) that a finished job of ``rule`` ran, replacing the
+    rule's previous record (written whole, atomically)."""
+    from .atomic import write_text
+
+    record_dir.mkdir(parents=True, exist_ok=True)
+    write_text(record_dir / f"{rule}.json", json.dumps(dict(sorted(hashes.items())), indent=1) + "\n")
+
+
+def changed_since_recorded(*, record_dir: Path = RECORD_DIR, package_dir: Path = PACKAGE_DIR) -> dict[str, list[str]]:
+    """The modules whose source differs from the version that the last finished job of some rule
+    ran (or that are gone), each with those rules; empty when nothing was recorded. A record
+    that cannot be read is skipped."""
+    current = module_hashes(package_dir=package_dir)
+    changed: dict[str, list[str]] = {}
+    for path in sorted(record_dir.glob("*.json")) if record_dir.is_dir() else []:
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(recorded, dict):
+            continue
+        for name, digest in recorded.items():
+            if current.get(name) != digest:
+                changed.setdefault(name, []).append(path.stem)
+    return dict(sorted(changed.items()))
+
+
+def library_change_note(changed: Mapping[str, list[str]], *, rerun_on_code_change: bool) -> str | None:
+    """The one start-up line about :func:`changed_since_recorded` (None when nothing changed):
+    the edited modules, and what ``provenance.rerun_on_code_change`` makes of them."""
+    if not changed:
+        return None
+    modules = ", ".join(f"{PACKAGE}.{name}" for name in changed)
+    rules = sorted({rule for rules in changed.values() for rule in rules})
+    if rerun_on_code_change:
+        what = ("provenance.rerun_on_code_change is on: the jobs that run them are planned again, their "
+                "reason naming the modules")
+    else:
+        what = ("provenance.rerun_on_code_change is off, so nothing reruns for it: set it to true to rerun "
+                "the jobs that run them, or use --forcerun")
+    return (f"note: the library differs from the version that made the existing results in {modules} "
+            f"(run by {', '.join(rules)}); {what}")
 
 
 def _git(args: list[str]) -> str | None:

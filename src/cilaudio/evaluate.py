@@ -97,6 +97,22 @@ def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, gr
     return subsets
 
 
+def base_head_metrics(model: torch.nn.Module, base_head: torch.Tensor, data: FeatureDataset, *, y: np.ndarray,
+                      in_base: np.ndarray, n_base: int, threshold: float, batch_size: int,
+                      device: torch.device, num_workers: int = 0) -> dict[str, float | int]:
+    """The metrics of an analytic checkpoint's phase-0 ridge head (``base_head``: the ridge
+    solution on phase 0's data alone, on the same frozen network) on the base classes and the
+    base clips, as the ``base`` subset scores the phase model: subset ``base_head``. It shows
+    what the closed-form head alone achieves before any increment, so that a base score above
+    joint's can be read as head quality rather than memory."""
+    from .methods.analytic import base_head_model
+    from .metrics import compute_metrics
+
+    scores = predict(base_head_model(model, base_head), data, batch_size=batch_size, device=device,
+                     num_workers=num_workers)[in_base]
+    return compute_metrics(y[in_base, :n_base], scores, threshold)
+
+
 def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
                   features: Path, meta: dict[str, Any], threshold: float = 0.5, batch_size: int = 64,
                   device: torch.device, index: Any = None, num_workers: int = 0) -> dict:
@@ -105,7 +121,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
     classes on the phase-0 test clips, the same clips after every phase, so that forgetting
     compares like with like. ``group{j}``: phase j's classes on this phase's test clips.
-    Each subset holds the keys of :func:`cilaudio.metrics.compute_metrics`, among them
+    ``base_head`` (analytic checkpoints only): :func:`base_head_metrics`. Each subset holds the keys of :func:`cilaudio.metrics.compute_metrics`, among them
     ``classes_without_positives``: how many of its classes have no positive test clip and are
     left out of its ``map`` and ``f1_macro``. ``index``: the features' excerpt index, when the
     caller already read it.
@@ -129,6 +145,11 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip], dtype=bool)
     subsets = subset_metrics(y, scores, in_base=in_base,
                              group_sizes=[len(split.groups[j]) for j in range(phase + 1)], threshold=threshold)
+    base_head = (state.get("analytic") or {}).get("base_head")
+    if base_head is not None:  # the analytic method's phase-0 ridge head, on the same base clips
+        subsets["base_head"] = base_head_metrics(model, base_head, FeatureDataset(features, test), y=y,
+                                                 in_base=in_base, n_base=len(split.groups[0]), threshold=threshold,
+                                                 batch_size=batch_size, device=device, num_workers=num_workers)
     ap = average_precision_per_class(y, scores)
     result = {
         **meta,

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from .code_version import loaded_modules, module_hashes, record_job_code
+
 
 def setup_job_logging(log_path: str | Path) -> None:
     """Send the library's log lines and stderr (warnings, tracebacks) to ``log_path``."""
@@ -60,8 +62,11 @@ def job(smk) -> Iterator[None]:
     same run (attempt 2: the SLURM profile retries failed jobs once, with more memory and time)
     fails at once with the same message instead of recomputing. A new run (attempt 1) always
     runs the job again: the user may have fixed the file in place, which no input of the job
-    shows; changing an input or a setting also makes it a new job."""
+    shows; changing an input or a setting also makes it a new job. A job that finishes records
+    the library modules it ran (:func:`cilaudio.code_version.record_job_code`), for the start-up's
+    note on library edits."""
     setup_job_logging(smk.log[0])
+    library = module_hashes()  # before the step runs: the source it imports
     marker = Path(str(smk.log[0]) + ".bad-input")
     fingerprint = _job_fingerprint(smk)
     if marker.exists():
@@ -79,6 +84,9 @@ def job(smk) -> Iterator[None]:
         marker.write_text(f"{fingerprint}\n{type(exc).__name__}: {exc}", encoding="utf-8")
         logging.getLogger("cilaudio").error(f"{type(exc).__name__}: {exc}")
         raise
+    rule = getattr(smk, "rule", None)
+    if rule:  # which library modules made the rule's results (the start-up's note on edits)
+        record_job_code(rule, {name: library[name] for name in loaded_modules() if name in library})
 
 
 # -- settings as params ---------------------------------------------------------------------------

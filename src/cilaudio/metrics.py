@@ -29,8 +29,8 @@ its name (the JSON key and the ``metric`` column of ``metrics.tsv``), its functi
 and flags: ``forgetting`` (the tables add ``forgetting_<name>`` rows for it), ``count`` (a whole
 number, not a score: checked as a count, no forgetting, no report section), ``thresholded`` (its
 function takes ``threshold=``) and ``reference`` (a reference-code variant, reported apart from
-the standard metrics). The tables (:mod:`cilaudio.tables`), the report (:mod:`cilaudio.report`) and
-the figures (:mod:`cilaudio.plots`) read it when they run, so a new metric is one entry here
+the standard metrics). The tables (:mod:`cilaudio.tables`), the report (:mod:`cilaudio.reporting.norm_report`) and
+the figures (:mod:`cilaudio.reporting.plots`) read it when they run, so a new metric is one entry here
 (docs/adding-a-metric.md). scikit-learn and SciPy are imported by the functions that use them,
 so that reading the registry stays cheap.
 """

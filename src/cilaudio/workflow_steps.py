@@ -163,7 +163,7 @@ def collect_metrics(paths: Sequence[str], out: str, *, methods: Sequence[str], s
 def plot_metrics(table: str, out: str) -> None:
     import pandas as pd
 
-    from .plots import plot_metric_curves
+    from .reporting.plots import plot_metric_curves
 
     plot_metric_curves(pd.read_csv(table, sep="\t"), out)
 
@@ -178,13 +178,14 @@ def collect_training(paths: Sequence[str], out: str) -> None:
 def plot_training(table: str, out: str) -> None:
     import pandas as pd
 
-    from .plots import plot_training_curves
+    from .reporting.plots import plot_training_curves
 
     plot_training_curves(pd.read_csv(table, sep="\t"), out)
 
 
 def plot_cka(paths: Sequence[str], *, heatmaps: str, diagonal: str) -> None:
-    from .plots import load_cka_files, plot_cka_diagonal, plot_cka_heatmaps
+    from .reporting.cka_files import load_cka_files
+    from .reporting.plots import plot_cka_diagonal, plot_cka_heatmaps
 
     last = max(r["phase"] for r in load_cka_files(paths))
     plot_cka_heatmaps(paths, heatmaps, phase=last)
@@ -196,8 +197,9 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
                 training: str | None = None, versions: str | None = None) -> None:
     import pandas as pd
 
-    from .report import provenance, write_report
-    from .report_texts import CAPTIONS, NORM_NAMES, PROTOCOL_NOTES, deviations
+    from .reporting.norm_report import write_report
+    from .reporting.provenance import provenance
+    from .reporting.texts import CAPTIONS, NORM_NAMES, PROTOCOL_NOTES, deviations
 
     split = L.read_classes(classes)
     run = config["run"]
@@ -219,7 +221,7 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
     figs = {CAPTIONS.get(k, k): Path(v) for k, v in figures.items()}
     import tempfile
 
-    from .plots import plot_memory_histograms
+    from .reporting.plots import plot_memory_histograms
 
     notes = PROTOCOL_NOTES + deviations(config)
     for path in features:
@@ -279,7 +281,7 @@ def generate_synth(*, out_dir: str, settings: Mapping[str, Any]) -> None:
 
 def compare_norms(*, html: str, tex: str, md: str, tables: Mapping[str, str],
                   cka: Mapping[str, Sequence[str]], dataset: str) -> None:
-    """The norms side by side (:func:`cilaudio.comparison.make_comparison`)."""
-    from .comparison import make_comparison
+    """The norms side by side (:func:`cilaudio.reporting.comparison_page.make_comparison`)."""
+    from .reporting.comparison_page import make_comparison
 
     make_comparison(out=html, tex=tex, md=md, tables=dict(tables), cka=dict(cka), dataset=dataset)

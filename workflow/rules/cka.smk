@@ -12,7 +12,7 @@ rule cka:
     output:
         path("cka", run="{method}"),
     params:
-        code=code_param("cka"),
+        *code_params("cka"),
         batch_size=config["cka"]["batch_size"],
     threads: 1
     resources:
@@ -43,7 +43,7 @@ rule plot_cka:
             category="CKA",
         ),
     params:
-        code=code_param("report"),
+        *code_params("report"),
     log:
         "logs/{dataset}/{norm}/plot_cka.log",
     conda:

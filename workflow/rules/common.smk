@@ -275,25 +275,34 @@ def get_loader_params(wildcards):
     return canonical({k: config["training"][k] for k in ("precision", "deterministic")})
 
 
-def code_param(kind):
-    """A params function: with `provenance.rerun_on_code_change`, the hash of the library modules
-    that a kind of job runs (`cilaudio.code_version.JOB_ENTRY_MODULES`), so that editing one of
-    them reruns exactly those jobs; off, a constant (an edit then reruns nothing, and the
-    reports warn when their results come from several versions)."""
+def code_params(kind):
+    """Positional params (one function each) for a rule: with `provenance.rerun_on_code_change`,
+    one "cilaudio.<module> sha256:<hash>" per library module that a kind of job runs
+    (`cilaudio.code_version.JOB_ENTRY_MODULES`), so that editing one of them reruns exactly
+    those jobs and Snakemake's rerun reason (the values only in the old and only in the new
+    params) names the module; off, one constant (an edit then reruns nothing: the start-up note
+    names it, and the reports warn when their results come from several versions)."""
+    if not config["provenance"]["rerun_on_code_change"]:
+        return [_constant("not tracked")]
+    from cilaudio.code_version import job_code_params
 
-    def get(wildcards):
-        if not config["provenance"]["rerun_on_code_change"]:
-            return "not tracked"
-        return _job_source_hash(kind)
-
-    return get
+    return [_constant(value) for value in job_code_params(kind)]
 
 
-@functools.lru_cache(maxsize=None)
-def _job_source_hash(kind):
-    from cilaudio.code_version import job_source_hash
+def _note_library_changes():
+    """One line at start-up when the library differs from the version that the existing
+    results' jobs ran (`cilaudio.code_version.changed_since_recorded`); the main process only."""
+    if not workflow.is_main_process:
+        return
+    from cilaudio.code_version import changed_since_recorded, library_change_note
 
-    return job_source_hash(kind)
+    note = library_change_note(changed_since_recorded(),
+                               rerun_on_code_change=config["provenance"]["rerun_on_code_change"])
+    if note:
+        print(note, file=sys.stderr)
+
+
+_note_library_changes()
 
 
 def get_report_settings():

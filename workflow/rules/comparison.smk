@@ -10,7 +10,7 @@ rule compare_norms:
         tex=path("comparison", ext="tex"),
         md=path("comparison", ext="md"),
     params:
-        code=code_param("report"),
+        *code_params("report"),
     log:
         "logs/{dataset}/comparison.log",
     conda:

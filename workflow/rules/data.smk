@@ -10,8 +10,8 @@ rule generate_synth:
         dev_audio=directory(path("dataset_file", file="FSD50K.dev_audio")),
         eval_audio=directory(path("dataset_file", file="FSD50K.eval_audio")),
     params:
+        *code_params("lists"),
         generate=get_generate_params,
-        code=code_param("lists"),
     log:
         "logs/{dataset}/generate_synth.log",
     benchmark:
@@ -38,8 +38,8 @@ for _dataset in DATASETS:
             train=[path("train_list", dataset=_dataset, phase=k) for k in range(n_phases(_dataset))],
             test=[path("test_list", dataset=_dataset, phase=k) for k in range(n_phases(_dataset))],
         params:
+            *code_params("lists"),
             lists=list_params(_dataset),
-            code=code_param("lists"),
         log:
             f"logs/{_dataset}/make_lists.log",
         conda:

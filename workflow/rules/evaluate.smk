@@ -13,7 +13,7 @@ rule evaluate:
     output:
         path("metrics_json"),
     params:
-        code=code_param("evaluation"),
+        *code_params("evaluation"),
         phases=get_chain_phases,
         threshold=config["evaluation"]["threshold"],
         batch_size=config["evaluation"]["batch_size"],

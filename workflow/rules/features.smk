@@ -15,7 +15,7 @@ rule extract_features:
     output:
         temp(path("shard")),
     params:
-        code=code_param("features"),
+        *code_params("features"),
         features=get_feature_params,
         reader=get_reader_params,
         audio=get_audio_fingerprint,
@@ -39,7 +39,7 @@ rule join_features:
     output:
         path("features"),
     params:
-        code=code_param("features"),
+        *code_params("features"),
         # not used by the join: a change of them must rebuild the joined file (see above)
         features=get_feature_params,
         reader=get_reader_params,

@@ -13,7 +13,7 @@ rule collect_metrics:
         # the library version that trained and evaluated each phase model
         versions=update(path("versions")),
     params:
-        code=code_param("tables"),
+        *code_params("tables"),
         methods=config["run"]["methods"],
     log:
         "logs/{dataset}/{norm}/collect_metrics.log",
@@ -33,7 +33,7 @@ rule plot_metrics:
             category="Metrics",
         ),
     params:
-        code=code_param("report"),
+        *code_params("report"),
     log:
         "logs/{dataset}/{norm}/plot_metrics.log",
     conda:
@@ -56,7 +56,7 @@ rule report:
     # the rerun reason names it (cilaudio.jobs.settings_params)
     params:
         *get_report_settings(),
-        code=code_param("report"),
+        *code_params("report"),
     log:
         "logs/{dataset}/{norm}/report.log",
     conda:

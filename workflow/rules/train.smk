@@ -12,7 +12,7 @@ rule train_base:
         checkpoint=path("checkpoint", run="base", phase=0),
         history=path("history", run="base", phase=0),
     params:
-        code=code_param("training"),
+        *code_params("training"),
         model=get_model_params,
         features=get_feature_params,
         optim=get_base_optim_params,
@@ -43,7 +43,7 @@ rule train_incremental:
     wildcard_constraints:
         phase=r"[1-9]\d*",
     params:
-        code=code_param("training"),
+        *code_params("training"),
         method=get_method_params,
         model=get_model_params,
         optim=get_incremental_optim_params,
@@ -68,7 +68,7 @@ rule collect_training:
     output:
         path("training_table"),
     params:
-        code=code_param("tables"),
+        *code_params("tables"),
     log:
         "logs/{dataset}/{norm}/collect_training.log",
     conda:
@@ -83,7 +83,7 @@ rule plot_training:
     output:
         path("figure", figure="training"),
     params:
-        code=code_param("report"),
+        *code_params("report"),
     log:
         "logs/{dataset}/{norm}/plot_training.log",
     conda:

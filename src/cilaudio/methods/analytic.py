@@ -56,6 +56,34 @@ CHUNK = 512
 OLD_LABELS = ("zero", "pseudo")
 
 
+def set_classifier(classifier: "torch.nn.Linear", w: Tensor) -> None:
+    """Put the analytic weights ``w`` ``(dim + 1, classes)`` (the last row the intercept) into a
+    linear classifier of that shape, its logits the ridge scores minus :data:`SCORE_OFFSET`."""
+    import torch
+
+    if w.shape != (classifier.in_features + 1, classifier.out_features):
+        raise ValueError(f"analytic weights {tuple(w.shape)} do not fit the classifier {classifier}")
+    with torch.no_grad():
+        classifier.weight.copy_(w[:-1].T.to(classifier.weight))
+        classifier.bias.copy_((w[-1] - SCORE_OFFSET).to(classifier.bias))
+
+
+def base_head_model(model: "torch.nn.Module", base_head: Tensor) -> "torch.nn.Module":
+    """A copy of an analytic checkpoint's model whose classifier is ``base_head``: the ridge head
+    of phase 0 alone on the same frozen network, scoring the base classes only (the reference
+    that separates the head's quality from what the increments cost)."""
+    import copy
+
+    import torch
+
+    head = copy.deepcopy(model)
+    old = model.classifier
+    head.classifier = torch.nn.Linear(old.in_features, base_head.shape[1], device=old.weight.device,
+                                      dtype=old.weight.dtype)
+    set_classifier(head.classifier, base_head)
+    return head.eval()
+
+
 def with_intercept(z: Tensor) -> Tensor:
     """``[z, 1]`` in float64: ``(n, d + 1)``."""
     import torch
@@ -217,12 +245,7 @@ class AnalyticClassifier(Mechanism):
         import torch
 
         start = time.monotonic()
-        classifier = ctx.model.classifier
-        if self.w.shape != (classifier.in_features + 1, classifier.out_features):
-            raise ValueError(f"analytic weights {tuple(self.w.shape)} do not fit the classifier {classifier}")
-        with torch.no_grad():
-            classifier.weight.copy_(self.w[:-1].T.to(classifier.weight))
-            classifier.bias.copy_((self.w[-1] - SCORE_OFFSET).to(classifier.bias))
+        set_classifier(ctx.model.classifier, self.w)
         seconds = self.seconds + time.monotonic() - start
         return [{"epoch": 1, "lr": 0.0, "ridge_mse": self.mse, "total": self.mse, "seconds": round(seconds, 3),
                  "clips_per_s": round(self.n_phase / seconds, 1) if seconds > 0 else float("nan")}]

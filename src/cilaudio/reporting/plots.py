@@ -1,4 +1,5 @@
-"""Figures of the results: metric curves over phases and CKA between phase-0 and phase-k models.
+"""Figures of the results: metric curves over phases and CKA between phase-0 and phase-k models
+(one run's and the norms side by side), the exemplar memory and the training loss.
 
 Every ``plot_*`` function writes one PNG atomically. Figures are built with
 ``matplotlib.figure.Figure`` and the Agg canvas (no pyplot state, no display needed) and are
@@ -22,6 +23,7 @@ from matplotlib.lines import Line2D
 
 from cilaudio.atomic import atomic_path
 from cilaudio.metrics import metric_label
+from cilaudio.reporting.cka_files import is_norm_layer, load_cka_files
 from cilaudio.stats import interval
 
 BAND_CAPTION = ("mean over seeds; band: 95 % t-interval of the mean over seeds, "
@@ -139,33 +141,6 @@ def plot_metric_curves(
     _save(metric_curves_figure(table, metrics=metrics), out_png)
 
 
-def load_cka(path: str | os.PathLike) -> list[dict]:
-    """The CKA records of one file, one per compared phase model: a file of one phase
-    (``matrix`` (layers, layers), scalar ``phase``) or of a chain (``matrix`` (n, layers, layers),
-    ``phase`` (n,), what the workflow's `cka` job writes). Keys: matrix, layers, phase, method, seed."""
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("matrix", "layers", "phase", "method") if k not in z.files]
-        if missing:
-            raise KeyError(f"{path}: CKA file lacks {missing}")
-        matrix = np.asarray(z["matrix"], dtype=float)  # ([n,] layers of phase 0, layers of phase k)
-        phases = np.atleast_1d(z["phase"]).astype(int)
-        layers = [str(s) for s in z["layers"]]
-        method = str(z["method"])
-        seed = int(z["seed"]) if "seed" in z.files else None
-    matrices = matrix[None] if matrix.ndim == 2 else matrix
-    if matrices.ndim != 3 or matrices.shape[1:] != (len(layers), len(layers)):
-        raise ValueError(f"{path}: matrix shape {matrix.shape} does not match {len(layers)} layer names")
-    if len(matrices) != len(phases):
-        raise ValueError(f"{path}: {len(matrices)} matrices but {len(phases)} phases")
-    return [{"matrix": m, "layers": layers, "phase": int(k), "method": method, "seed": seed}
-            for m, k in zip(matrices, phases)]
-
-
-def load_cka_files(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    """:func:`load_cka` of every file, in order."""
-    return [r for p in paths for r in load_cka(p)]
-
-
 def plot_cka_heatmaps(npz_paths: Iterable[str | os.PathLike], out_png: str | os.PathLike, *,
                       phase: int | None = None) -> None:
     """One CKA heatmap per record (of phase ``phase`` only, if given): rows = phase-0 layers,
@@ -197,10 +172,6 @@ def plot_cka_heatmaps(npz_paths: Iterable[str | os.PathLike], out_png: str | os.
     _save(fig, out_png)
 
 
-def _is_norm(layer: str) -> bool:
-    return "norm" in layer.rsplit(".", 1)[-1] or layer.rsplit(".", 1)[-1].startswith(("bn", "gn", "cn"))
-
-
 def _mark_layers(ax, x, diag, is_norm, colour, *, size: float) -> None:
     """Markers on a CKA diagonal: filled squares on norm layers, open circles elsewhere (scatter
     collections, so that an axis' lines are the curves alone)."""
@@ -219,7 +190,7 @@ def _layer_axis(ax, layers) -> None:
     ax.set_xticks(np.arange(len(layers)))
     ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
     for i, name in enumerate(layers):
-        if _is_norm(name):
+        if is_norm_layer(name):
             ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
 
 
@@ -244,7 +215,7 @@ def cka_diagonal_figure(npz_paths: Iterable[str | os.PathLike]) -> Figure:
                 raise ValueError(f"CKA files of {method} phase {phase} have different layer lists")
             diag = np.mean([np.diag(x["matrix"]) for x in rs], axis=0)  # (layers,)
             x = np.arange(len(layers))
-            is_norm = np.array([_is_norm(name) for name in layers])
+            is_norm = np.array([is_norm_layer(name) for name in layers])
             label = f"phase {phase}" + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
             ax.plot(x, diag, "-", color=colours[phase], label=label)
             _mark_layers(ax, x, diag, is_norm, colours[phase], size=6)
@@ -360,8 +331,9 @@ def cka_diagonal_by_norm_figure(
     per layer, one line per method.
 
     The y axis spans [lower, 1.02] for every panel, lower = the lowest value minus 0.05 rounded
-    down to a tenth (at least 0), so that small drifts stay visible. ``phase`` selects k (default: the last phase among each norm's files). Files of several
-    seeds with the same method are averaged. Norm layers are shaded and drawn with squares.
+    down to a tenth (at least 0), so that small drifts stay visible. ``phase`` selects k (default:
+    the last phase among each norm's files). Files of several seeds with the same method are
+    averaged. Norm layers are shaded and drawn with squares.
     ``methods`` sets the order of the lines and of the colours (default: order of appearance).
     """
     norms = list(npz_by_norm)
@@ -388,7 +360,7 @@ def cka_diagonal_by_norm_figure(
             if np.isfinite(diag).any():
                 lowest = min(lowest, float(np.nanmin(diag)))
             x = np.arange(len(layers))
-            is_norm = np.array([_is_norm(name) for name in layers])
+            is_norm = np.array([is_norm_layer(name) for name in layers])
             label = str(method) + (f" ({len(rs)} seeds)" if len(rs) > 1 else "")
             ax.plot(x, diag, "-", color=colours[method], label=label)
             _mark_layers(ax, x, diag, is_norm, colours[method], size=5)

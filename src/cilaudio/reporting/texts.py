@@ -1,5 +1,6 @@
-"""The report's fixed texts: the protocol notes, the figure captions and where a run's
-training settings differ from the papers' (:func:`deviations`)."""
+"""The reports' fixed texts: how they name the norms, the protocol notes, the figure captions,
+the definition of backward transfer and where a run's training settings differ from the papers'
+(:func:`deviations`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from typing import Mapping
 
 #: How the reports name each normalisation (cilaudio.model.make_norm builds them).
 NORM_NAMES = {"bn": "BatchNorm", "gn": "GroupNorm", "cn": "Continual Normalization"}
+
+
+def norm_name(norm: str) -> str:
+    """``"bn"`` -> ``"BatchNorm (bn)"``; unknown names are returned as they are."""
+    return f"{NORM_NAMES[norm]} ({norm})" if norm in NORM_NAMES else str(norm)
+
 
 # What the report says about the protocol, next to the numbers it explains.
 PROTOCOL_NOTES = [
@@ -32,7 +39,6 @@ PROTOCOL_NOTES = [
 ]
 
 
-
 CAPTIONS = {
     "metrics": "Metrics after every phase (mean over seeds; band: the 95 % t-interval of the mean over seeds, "
                "mean ± t(0.975, n-1) · s / √n with s the sample standard deviation over the n seeds; no band "
@@ -46,6 +52,13 @@ CAPTIONS = {
                     "phase's model, one panel per method, one line per phase (later phases darker; squares, "
                     "shaded: norm layers): low values show where the representation drifted.",
 }
+
+
+BWT_DEFINITION = (
+    "Backward transfer BWT = (1/K) * sum over j = 0..K-1 of (R[K, j] - R[j, j]), where R[k, j] is the mAP "
+    "of class group j (the classes introduced in phase j) measured after phase k and K is the final phase. "
+    "It is computed per seed, then averaged; negative = the earlier groups lost accuracy after they were learnt."
+)
 
 
 PAPERS = {"base": {"epochs": 120, "batch_size": 32, "lr": 0.01, "lr_min": 0.0001},

@@ -37,6 +37,7 @@ from .model import CNN14, MEMORY_FORMAT, ModelSettings, set_frozen_blocks
 from . import methods as method_registry
 from .phases import PhaseSplit
 from .progress import Progress, _duration
+from .sgd import SGD
 from .training_history import EXPLODING_RISE, exploded
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,11 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
         # cuBLAS needs this workspace setting for deterministic results; it must be set before
         # the first cuBLAS call of the process
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # only when the state changes: the call imports torch's compiler (about 2 s of a job's
+    # start-up on a CPU), and a fresh process has deterministic algorithms off already
+    if (torch.are_deterministic_algorithms_enabled() != deterministic
+            or (deterministic and not torch.is_deterministic_algorithms_warn_only_enabled())):
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
@@ -360,7 +365,7 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
     With ``tensorboard``, the same figures are written there as TensorBoard events.
     """
     model.to(memory_format=MEMORY_FORMAT)
-    opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+    opt = SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                           weight_decay=optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs, eta_min=optim.lr_min)
     epoch_size = epoch_size or len(data)

@@ -160,7 +160,7 @@ def test_execution_settings_rerun_no_computation(copy, section, key, value):
 @pytest.mark.parametrize("module, reruns, keeps", [
     ("losses.py", {"train_base", "train_incremental", "evaluate", "cka", "report"},
      {"extract_features", "join_features", "make_lists_synth", "generate_synth"}),
-    ("plots.py", {"plot_metrics", "plot_cka", "plot_training", "report", "compare_norms"},
+    ("reporting/plots.py", {"plot_metrics", "plot_cka", "plot_training", "report", "compare_norms"},
      {"train_base", "train_incremental", "evaluate", "cka", "extract_features"}),
 ])
 def test_library_edit_reruns_the_jobs_that_run_it(copy, tmp_path, module, reruns, keeps):
@@ -180,7 +180,7 @@ def test_library_edit_reruns_the_jobs_that_run_it(copy, tmp_path, module, reruns
 
     # the start-up's note names the edited module (and only when there is an edit), and each
     # rerun's reason names it too
-    name = "cilaudio." + module.removesuffix(".py")
+    name = "cilaudio." + module.removesuffix(".py").replace("/", ".")
     same = snakemake(copy, "-n", env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert "note: the library differs" not in same.stdout + same.stderr
     out = snakemake(copy, "-n", env={**os.environ, "PYTHONPATH": str(src)})

@@ -17,7 +17,7 @@ from .atomic import atomic_path, write_text
 from .checkpoint import load_checkpoint
 from .cka import MinibatchCKA
 from .code_version import code_version
-from .excerpts import FeatureDataset, excerpt_index, excerpts_of
+from .excerpts import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .exemplar_memory import histogram
 from .model import record_activations
@@ -97,20 +97,21 @@ def subset_metrics(y: np.ndarray, scores: np.ndarray, *, in_base: np.ndarray, gr
     return subsets
 
 
-def base_head_metrics(model: torch.nn.Module, base_head: torch.Tensor, data: FeatureDataset, *, y: np.ndarray,
-                      in_base: np.ndarray, n_base: int, threshold: float, batch_size: int,
-                      device: torch.device, num_workers: int = 0) -> dict[str, float | int]:
+def base_head_metrics(model: torch.nn.Module, base_head: torch.Tensor, features: Path, base: ExcerptTable, *,
+                      n_base: int, threshold: float, batch_size: int, device: torch.device,
+                      num_workers: int = 0) -> dict[str, float | int]:
     """The metrics of an analytic checkpoint's phase-0 ridge head (``base_head``: the ridge
-    solution on phase 0's data alone, on the same frozen network) on the base classes and the
-    base clips, as the ``base`` subset scores the phase model: subset ``base_head``. It shows
-    what the closed-form head alone achieves before any increment, so that a base score above
-    joint's can be read as head quality rather than memory."""
+    solution on phase 0's data alone, on the same frozen network) on the base classes (the first
+    ``n_base`` columns) of ``base``, the base clips' excerpts, as the ``base`` subset scores the
+    phase model: subset ``base_head``. It shows what the closed-form head alone achieves before
+    any increment, so that a base score above joint's can be read as head quality rather than
+    memory."""
     from .methods.analytic import base_head_model
     from .metrics import compute_metrics
 
-    scores = predict(base_head_model(model, base_head), data, batch_size=batch_size, device=device,
-                     num_workers=num_workers)[in_base]
-    return compute_metrics(y[in_base, :n_base], scores, threshold)
+    scores = predict(base_head_model(model, base_head), FeatureDataset(features, base), batch_size=batch_size,
+                     device=device, num_workers=num_workers)
+    return compute_metrics(base.targets[:, :n_base], scores, threshold)
 
 
 def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
@@ -121,8 +122,8 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     ``all``: every class seen so far on this phase's cumulative test clips. ``base``: the base
     classes on the phase-0 test clips, the same clips after every phase, so that forgetting
     compares like with like. ``group{j}``: phase j's classes on this phase's test clips.
-    ``base_head`` (analytic checkpoints only): :func:`base_head_metrics`. Each subset holds the keys of :func:`cilaudio.metrics.compute_metrics`, among them
-    ``classes_without_positives``: how many of its classes have no positive test clip and are
+    ``base_head`` (analytic checkpoints only): :func:`base_head_metrics`. Each subset holds the
+    keys of :func:`cilaudio.metrics.compute_metrics`, among them ``classes_without_positives``: how many of its classes have no positive test clip and are
     left out of its ``map`` and ``f1_macro``. ``index``: the features' excerpt index, when the
     caller already read it.
     """
@@ -147,9 +148,10 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
                              group_sizes=[len(split.groups[j]) for j in range(phase + 1)], threshold=threshold)
     base_head = (state.get("analytic") or {}).get("base_head")
     if base_head is not None:  # the analytic method's phase-0 ridge head, on the same base clips
-        subsets["base_head"] = base_head_metrics(model, base_head, FeatureDataset(features, test), y=y,
-                                                 in_base=in_base, n_base=len(split.groups[0]), threshold=threshold,
-                                                 batch_size=batch_size, device=device, num_workers=num_workers)
+        base = ExcerptTable(test.rows[in_base], test.targets[in_base], test.clip[in_base])
+        subsets["base_head"] = base_head_metrics(model, base_head, features, base, n_base=len(split.groups[0]),
+                                                 threshold=threshold, batch_size=batch_size, device=device,
+                                                 num_workers=num_workers)
     ap = average_precision_per_class(y, scores)
     result = {
         **meta,

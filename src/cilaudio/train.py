@@ -287,8 +287,6 @@ def restore_training_state(state: dict[str, Any], *, model: torch.nn.Module, opt
     np.random.set_state(state["numpy_rng"])
 
 
-
-
 class TrainingDiverged(RuntimeError):
     """Training diverged: the job stops before anything of the failing epoch is written; the
     state of the last good epoch (``<checkpoint>.resume``) is kept."""

@@ -26,14 +26,15 @@ from cilaudio.features import FeatureSettings
 from cilaudio.lists import read_classes
 from cilaudio.model import CNN14, ModelSettings
 from cilaudio import training_history as H
+from cilaudio.training_data import training_set
 
 OPTIM3 = T.OptimSettings(epochs=3, batch_size=8, lr=0.01, lr_min=1e-4)
 
 
 def _data(prepared):
     split = read_classes(prepared / "lists/classes.tsv")
-    return T.training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
-                          features=prepared / "dev.h5", cumulative=False, loader=T.LoaderSettings())
+    return training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+                          features=prepared / "dev.h5", cumulative=False)
 
 
 def _fit(prepared, tmp_path, model, losses_of):

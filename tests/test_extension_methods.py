@@ -133,12 +133,19 @@ def test_pseudo_labels_fill_the_old_entries_of_a_phase(prepared, chains, tmp_pat
     negatives / positives over the filled entries of the epoch (1 epoch: each excerpt once)."""
     import cilaudio.train as T
 
-    calls = []
-    real = T.incremental_loss
+    from cilaudio.methods.distillation import Distillation
 
-    def spy(**kw):
-        calls.append({k: kw[k].detach().clone() for k in ("targets", "mask", "old_logits")} | {"pos_weight": kw["pos_weight"].clone()})
-        return real(**kw)
+    calls, old_logits = [], []
+    real_bce, real_distill = T.masked_bce_loss, Distillation.loss
+
+    def spy(logits, targets, mask, pos_weight):  # the BCE of every step, after the mechanisms' adjust
+        calls.append({"targets": targets.detach().clone(), "mask": mask.detach().clone(),
+                      "pos_weight": pos_weight.clone()})
+        return real_bce(logits, targets, mask, pos_weight)
+
+    def distill_spy(self, batch):  # the same step's batch
+        old_logits.append(batch.old_logits.detach().clone())
+        return real_distill(self, batch)
 
     # thresholds at the previous model's own quantiles on the phase's excerpts, so that some
     # entries are confident and some are not, however sure the tiny phase-0 model is
@@ -150,11 +157,13 @@ def test_pseudo_labels_fill_the_old_entries_of_a_phase(prepared, chains, tmp_pat
     positive, negative = float(q[1]), float(q[0])
     assert negative < positive
     method = dict(METHODS["pseudo"], pseudo_label_positive=positive, pseudo_label_negative=negative)
-    monkeypatch.setattr(T, "incremental_loss", spy)
+    monkeypatch.setattr(T, "masked_bce_loss", spy)
+    monkeypatch.setattr(Distillation, "loss", distill_spy)
     _phase(prepared, chains / "p0.pt", tmp_path / "pseudo1.pt", method, 1)
     t = torch.cat([c["targets"][:, :3] for c in calls])
     m = torch.cat([c["mask"][:, :3] for c in calls])
-    p = torch.sigmoid(torch.cat([c["old_logits"] for c in calls]))
+    assert len(old_logits) == len(calls)
+    p = torch.sigmoid(torch.cat(old_logits))
     confident = (p >= positive) | (p <= negative)
     assert 0 < m.sum() < m.numel() and torch.equal(m.bool(), confident)
     assert torch.equal(t[confident], (p[confident] >= positive).to(t.dtype))

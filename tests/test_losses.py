@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from cilaudio import methods
 from cilaudio.losses import (
-    IncrementalLossSettings,
     adaptive_weight,
     bce_loss,
     feature_distillation_loss,
-    incremental_loss,
     output_distillation_bce,
     output_distillation_kl,
     pos_weight_from_labels,
@@ -163,6 +162,37 @@ def test_adaptive_weight_closed_form() -> None:
 
 
 # ---------------------------------------------------------------- incremental loss
+# The total of an incremental phase as the phase job puts it together (cilaudio.train.incremental_step:
+# the BCE, then each active mechanism's terms), on fixed logits and embeddings.
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in model whose one forward pass gives fixed logits and the same tensor at every
+    embedding point asked for."""
+
+    def __init__(self, logits, embedding):
+        super().__init__()
+        self.logits, self.embedding = logits, embedding
+
+    def features(self, x, points):
+        return self.logits, {p: self.embedding for p in points}
+
+
+def incremental_loss(*, logits, targets, n_old, pos_weight, settings, old_logits=None, old_embedding=None,
+                     new_embedding=None):
+    """``(total, parts)`` of one batch under a method's ``settings``; with ``bce_on: new`` the old
+    classes' targets are unknown, as the training set marks them."""
+    from cilaudio.train import UNKNOWN, incremental_step
+
+    values = methods.complete(settings)
+    y = targets.clone()
+    if values["bce_on"] == "new":
+        y[:, :n_old] = UNKNOWN
+    old = _Fixed(old_logits, old_embedding) if old_logits is not None or old_embedding is not None else None
+    step = incremental_step(model=_Fixed(logits, new_embedding), old_model=old, n_old=n_old,
+                            pos_weight=torch.as_tensor(pos_weight, dtype=logits.dtype),
+                            mechanisms=methods.active_mechanisms(values))
+    return step(None, y)
 
 
 def _toy_batch(n_old: int = 3, n_new: int = 2, batch: int = 4, seed: int = 0):
@@ -179,7 +209,7 @@ def _toy_batch(n_old: int = 3, n_new: int = 2, batch: int = 4, seed: int = 0):
 
 def test_indl_bce_gradient_exactly_zero_on_old_logits() -> None:
     logits, targets, *_ = _toy_batch()
-    settings = IncrementalLossSettings(bce_on="new", feature_distill=0.0, output_distill="none")
+    settings = {"bce_on": "new"}
     total, parts = incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=2.0, settings=settings)
     total.backward()
     assert torch.equal(logits.grad[:, :3], torch.zeros(4, 3, dtype=torch.float64))
@@ -194,7 +224,7 @@ def test_indl_bce_gradient_exactly_zero_on_old_logits() -> None:
 
 def test_bce_on_all_uses_every_column() -> None:
     logits, targets, *_ = _toy_batch()
-    settings = IncrementalLossSettings(bce_on="all", feature_distill=0.0, output_distill="none")
+    settings = {"bce_on": "all"}
     total, _ = incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.5, settings=settings)
     x, y = logits.detach().numpy(), targets.numpy()
     s = _np_sigmoid(x)
@@ -204,7 +234,7 @@ def test_bce_on_all_uses_every_column() -> None:
 
 def test_incremental_total_combines_parts() -> None:
     logits, targets, old_logits, old_emb, new_emb = _toy_batch()
-    settings = IncrementalLossSettings(bce_on="new", feature_distill=0.7, output_distill="kl", kd_weight=0.5)
+    settings = {"bce_on": "new", "feature_distill": 0.7, "output_distill": "kl", "kd_weight": 0.5}
     total, parts = incremental_loss(
         logits=logits,
         targets=targets,
@@ -239,7 +269,7 @@ def test_incremental_total_combines_parts() -> None:
 
 def test_incremental_bce_output_distill_variant() -> None:
     logits, targets, old_logits, *_ = _toy_batch()
-    settings = IncrementalLossSettings(bce_on="new", feature_distill=0.0, output_distill="bce")
+    settings = {"bce_on": "new", "output_distill": "bce"}
     total, parts = incremental_loss(
         logits=logits, targets=targets, n_old=3, pos_weight=1.0, settings=settings, old_logits=old_logits
     )
@@ -253,15 +283,16 @@ def test_incremental_bce_output_distill_variant() -> None:
 def test_incremental_loss_validation() -> None:
     logits, targets, *_ = _toy_batch()
     with pytest.raises(ValueError, match="bce_on"):
-        IncrementalLossSettings(bce_on="old", feature_distill=0.0, output_distill="none")
+        methods.complete({"bce_on": "old"})
     with pytest.raises(ValueError, match="output_distill"):
-        IncrementalLossSettings(bce_on="new", feature_distill=0.0, output_distill="mse")
-    kl = IncrementalLossSettings(bce_on="new", feature_distill=0.0, output_distill="kl")
-    with pytest.raises(ValueError, match="old_logits"):
-        incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.0, settings=kl)
-    fd = IncrementalLossSettings(bce_on="new", feature_distill=1.0, output_distill="none")
+        methods.complete({"output_distill": "mse"})
+    with pytest.raises(ValueError, match="old model's logits"):
+        incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.0,
+                         settings={"bce_on": "new", "output_distill": "kl"})
     with pytest.raises(ValueError, match="embedding"):
-        incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.0, settings=fd)
+        incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.0,
+                         settings={"bce_on": "new", "feature_distill": 1.0})
+
 
 
 def test_masked_bce_equals_slicing_and_hand_value():

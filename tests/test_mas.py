@@ -94,14 +94,14 @@ def test_importances_add_up_over_phases_with_padding():
 def test_registered_with_its_setting():
     values = methods.complete({"bce_on": "new", "mas": 1.0})
     assert values["mas_output"] == "logits"  # the paper's output by default
-    assert [m.name for m in methods.active_mechanisms(values)] == ["mas"]
+    assert [m.name for m in methods.active_mechanisms(values)] == ["data_source", "mas"]
     assert methods.complete({"bce_on": "new", "mas": 1.0, "mas_output": "sigmoid"})["mas_output"] == "sigmoid"
     with pytest.raises(ValueError, match="mas_output"):
         methods.complete({"bce_on": "new", "mas": 1.0, "mas_output": "softmax"})
     with pytest.raises(ValueError, match="mas_output.*mas"):
         methods.complete({"bce_on": "new", "mas_output": "sigmoid"})  # would do nothing
     assert methods.needs_old_model(values) and methods.needs_previous_list(values)
-    assert not methods.active_mechanisms(methods.complete({}))
+    assert [m.name for m in methods.active_mechanisms(methods.complete({}))] == ["data_source"]
 
 
 class _Pair(nn.Module):
@@ -123,7 +123,7 @@ def test_the_phase_hook_uses_the_chosen_output(output):
 
     m, x = _linear()
     values = methods.complete({"bce_on": "new", "mas": 1.0, **({"mas_output": output} if output != "logits" else {})})
-    (mech,) = methods.active_mechanisms(values)
+    (mech,) = [m for m in methods.active_mechanisms(values) if m.name == "mas"]
     ctx = SimpleNamespace(phase=1, previous_list="p0", previous_state={}, old_model=_Pair(m),
                           dataset=lambda path, phase: [(x[i], 0) for i in range(4)],
                           batches=lambda data: iter([(x[:2], None), (x[2:], None)]))

@@ -8,6 +8,7 @@ import torch
 from cilaudio import methods
 from cilaudio.methods.pseudo_labels import pseudo_label
 import cilaudio.train as T
+from cilaudio.training_data import UNKNOWN
 
 
 def _logit(p: float) -> float:
@@ -36,9 +37,8 @@ def test_pseudo_labels_give_gradient_only_to_filled_entries():
     targets = torch.tensor([[0., 0., 0., 1.], [0., 0., 0., 0.]])
     mask = torch.tensor([[0., 0., 0., 1.], [0., 0., 0., 1.]])
     old = torch.tensor([[_logit(0.9), _logit(0.5), _logit(0.1)], [_logit(0.5), _logit(0.5), _logit(0.5)]])
-    method = T.MethodSettings.from_dict({"bce_on": "new", "pseudo_labels": True})
-    mechs = methods.active_mechanisms(method.values)
-    assert [m.name for m in mechs] == ["pseudo_labels"]
+    method = methods.complete({"bce_on": "new", "pseudo_labels": True})
+    mechs = [m for m in methods.active_mechanisms(method) if m.name == "pseudo_labels"]
     batch = methods.Batch(x=None, targets=targets, mask=mask, logits=logits, old_logits=old, n_old=3, model=None)
     mechs[0].adjust(batch)
     from cilaudio.losses import masked_bce_loss
@@ -49,10 +49,10 @@ def test_pseudo_labels_give_gradient_only_to_filled_entries():
 
 def test_pseudo_labels_settings_are_checked():
     with pytest.raises(ValueError, match="pseudo_label_negative must be below"):
-        T.MethodSettings.from_dict({"bce_on": "new", "pseudo_labels": True, "pseudo_label_negative": 0.8})
+        methods.complete({"bce_on": "new", "pseudo_labels": True, "pseudo_label_negative": 0.8})
     with pytest.raises(ValueError, match="use bce_on: new"):
-        T.MethodSettings.from_dict({"pseudo_labels": True})
-    assert T.MethodSettings.from_dict({"bce_on": "new", "pseudo_labels": True}).needs_old_model
+        methods.complete({"pseudo_labels": True})
+    assert methods.needs_old_model(methods.complete({"bce_on": "new", "pseudo_labels": True}))
 
 
 def test_thresholds_are_inclusive():
@@ -73,8 +73,8 @@ def _prepare_on(targets, old_logits, n_old, pos_weight):
         def forward(self, x):
             return old_logits[x.long()], None
 
-    method = T.MethodSettings.from_dict({"bce_on": "new", "pseudo_labels": True})
-    (mech,) = methods.active_mechanisms(method.values)
+    method = methods.complete({"bce_on": "new", "pseudo_labels": True})
+    (mech,) = [m for m in methods.active_mechanisms(method) if m.name == "pseudo_labels"]
     ctx = SimpleNamespace(phase=1, split=SimpleNamespace(seen=lambda p: list(range(n_old)) if p == 0 else None),
                           old_model=Old(), data=None, pos_weight=pos_weight.clone(),
                           batches=lambda data: iter([(torch.arange(len(targets)).float(), targets)]))
@@ -86,7 +86,7 @@ def test_old_pos_weight_is_counted_after_filling_by_hand():
     """KRT's weighting: a pseudo-labelled entry is a labelled entry. The old classes' pos_weight
     is negatives / positives over the old entries known AFTER filling (before filling there are
     none, so it was 1); the new classes' weight is left as it was."""
-    U = T.UNKNOWN
+    U = UNKNOWN
     # 3 clips, 2 old classes (unknown: independent learning) + 1 new
     targets = torch.tensor([[U, U, 1.], [U, U, 0.], [U, U, 1.]])
     old = torch.tensor([[_logit(0.9), _logit(0.1)],   # -> 1, 0
@@ -103,7 +103,7 @@ def test_the_bce_of_a_pseudo_labelled_batch_by_hand():
     entry's BCE is log 2, times pos_weight where the target is 1."""
     from cilaudio.losses import masked_bce_loss
 
-    U = T.UNKNOWN
+    U = UNKNOWN
     targets = torch.tensor([[U, U, 1.], [U, U, 0.]])
     old = torch.tensor([[_logit(0.9), _logit(0.1)], [_logit(0.2), _logit(0.5)]])
     # old entries after filling: clip 0 -> 1, 0; clip 1 -> 0, unknown: 1 positive, 2 negatives -> 2.0

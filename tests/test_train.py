@@ -12,7 +12,8 @@ import torch
 from cilaudio import workflow_steps as W
 from cilaudio.checkpoint import load_checkpoint
 from cilaudio.lists import read_classes, read_list
-from cilaudio.train import LoaderSettings, training_set
+from cilaudio.train import LoaderSettings
+from cilaudio.training_data import training_set
 
 OPTIM0 = dict(epochs=2, batch_size=8, lr=0.01, lr_min=1e-4)
 OPTIM = dict(epochs=1, batch_size=8, lr=1e-3, lr_min=1e-4)
@@ -81,10 +82,8 @@ def test_checkpoint_of_another_split_is_refused(prepared, tmp_path):
 def test_joint_training_set_is_the_union_with_all_seen_labels(prepared):
     split = read_classes(prepared / "lists/classes.tsv")
     lists = [prepared / f"lists/train_phase{k}.tsv" for k in range(3)]
-    joint = training_set(phase=2, split=split, lists=lists, features=prepared / "dev.h5", cumulative=True,
-                         loader=LoaderSettings())
-    current = training_set(phase=2, split=split, lists=lists[2:], features=prepared / "dev.h5", cumulative=False,
-                           loader=LoaderSettings())
+    joint = training_set(phase=2, split=split, lists=lists, features=prepared / "dev.h5", cumulative=True)
+    current = training_set(phase=2, split=split, lists=lists[2:], features=prepared / "dev.h5", cumulative=False)
     n_clips = sum(len(read_list(p)) for p in lists)
     assert len(np.unique(joint.table.clip)) == n_clips
     # current-phase targets only have the new classes; joint targets reach the old ones too
@@ -125,7 +124,7 @@ def test_replay_targets_mark_unknown_entries(prepared):
     split = read_classes(prepared / "lists/classes.tsv")
     memory = read_list(prepared / "lists/train_phase0.tsv").head(3).assign(phases="0")
     data = training_set(phase=1, split=split, lists=[prepared / "lists/train_phase1.tsv"],
-                        features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings(),
+                        features=prepared / "dev.h5", cumulative=False,
                         bce_on="new", memory=memory)
     t = data.table.targets
     n_cur = len(t) - len(data.table.clip[data.table.clip >= len(read_list(prepared / "lists/train_phase1.tsv"))])
@@ -178,7 +177,7 @@ def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
 
     split = read_classes(prepared / "lists/classes.tsv")
     data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
-                        features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings())
+                        features=prepared / "dev.h5", cumulative=False)
     with h5py.File(prepared / "dev.h5", "r") as h5:
         need = h5["features"][np.sort(data.table.rows)].nbytes  # the rows this phase trains on
     cuda = torch.device("cuda")
@@ -205,7 +204,7 @@ def test_loader_workers_give_the_same_batches_as_the_main_process(prepared):
 
     split = read_classes(prepared / "lists/classes.tsv")
     data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
-                        features=prepared / "dev.h5", cumulative=False, loader=LoaderSettings())
+                        features=prepared / "dev.h5", cumulative=False)
     epoch = len(data) - 3  # not a multiple of the batch nor of the group
     assert epoch % 8 and epoch % (8 * B.TRANSFER_GROUP)
     plain = DataLoader(data, batch_size=8, sampler=RandomSampler(

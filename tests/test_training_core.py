@@ -22,7 +22,8 @@ from cilaudio import train as T
 from cilaudio import workflow_steps as W
 from cilaudio.checkpoint import load_checkpoint
 from cilaudio.lists import read_classes, read_list
-from cilaudio.losses import IncrementalLossSettings, incremental_loss
+from cilaudio import methods
+from cilaudio.training_data import UNKNOWN, training_set
 from cilaudio.model import CNN14, ModelSettings
 from cilaudio.phases import PhaseSplit
 
@@ -30,7 +31,7 @@ OPTIM0 = dict(epochs=2, batch_size=8, lr=0.01, lr_min=1e-4)
 OPTIM = dict(epochs=1, batch_size=8, lr=1e-3, lr_min=1e-4)
 LOADER = dict(num_workers=0, in_memory=False)
 MODEL = dict(width=4, dropout=0.2)
-U = T.UNKNOWN
+U = UNKNOWN
 
 
 def _base(root: Path, out: Path, optim: dict = OPTIM0) -> None:
@@ -61,8 +62,8 @@ def test_replayed_exemplars_are_known_only_for_their_own_phases_classes(prepared
                         for f in read_list(prepared / "lists/train_phase2.tsv")["fname"][:2]])
     own_path = prepared / "own_phase3.tsv"
     own.to_csv(own_path, sep="\t", index=False)
-    data = T.training_set(phase=3, split=split, lists=[own_path], features=prepared / "dev.h5",
-                          cumulative=False, loader=T.LoaderSettings(), bce_on="new", memory=memory)
+    data = training_set(phase=3, split=split, lists=[own_path], features=prepared / "dev.h5",
+                          cumulative=False, bce_on="new", memory=memory)
     t, clip = data.table.targets, data.table.clip
     n_own = len(own)
     expected_memory = {  # columns: c0 c1 c2 | c3 c4 | c5 | c6
@@ -134,8 +135,8 @@ def test_pos_weight_of_a_real_phase_equals_the_reference_value(prepared):
     pos = float((y.sum(axis=1) * counts).sum())
     neg = float(((len(new) - y.sum(axis=1)) * counts).sum())
     for bce_on in ("new", "all"):
-        data = T.training_set(phase=1, split=split, lists=lists, features=prepared / "dev.h5",
-                              cumulative=False, loader=T.LoaderSettings(), bce_on=bce_on)
+        data = training_set(phase=1, split=split, lists=lists, features=prepared / "dev.h5",
+                              cumulative=False, bce_on=bce_on)
         pw = T.pos_weights_of(data.table.targets, 3)
         assert pw[3:].tolist() == pytest.approx([neg / pos] * 2)
         assert pw[:3].tolist() == [1.0, 1.0, 1.0]
@@ -168,27 +169,27 @@ def test_embedding_after_dropout_is_what_the_classifier_sees_in_training():
 
 
 def test_methods_default_to_the_references_embedding_point():
-    method = T.MethodSettings.from_dict({"bce_on": "new", "feature_distill": 1.0, "output_distill": "kl"})
-    assert method.fd_embedding == "after_dropout" and method.fd_pass == "shared"
+    method = methods.complete({"bce_on": "new", "feature_distill": 1.0, "output_distill": "kl"})
+    assert method["fd_embedding"] == "after_dropout" and method["fd_pass"] == "shared"
     with pytest.raises(ValueError, match="fd_embedding"):
-        T.MethodSettings.from_dict({"fd_embedding": "middle"})
+        methods.complete({"fd_embedding": "middle"})
     with pytest.raises(ValueError, match="fd_pass"):
-        T.MethodSettings.from_dict({"fd_pass": "third"})
+        methods.complete({"fd_pass": "third"})
 
 
 class _Scripted(torch.nn.Module):
-    """A stand-in model: returns the given (logits, embedding) pairs in turn and records the
-    embedding point asked for (one parameter so that gradients can flow)."""
+    """A stand-in model: its forward passes return the given (logits, embedding) pairs in turn
+    and record the embedding points asked for (one parameter so that gradients can flow)."""
 
     def __init__(self, outputs):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(()))
         self.outputs, self.calls = list(outputs), []
 
-    def forward(self, x, *, embedding="after_dropout"):
-        self.calls.append(embedding)
+    def features(self, x, points):
+        self.calls.append(tuple(points))
         logits, emb = self.outputs[len(self.calls) - 1]
-        return logits * self.w, emb * self.w
+        return logits * self.w, {p: emb * self.w for p in points}
 
 
 def _cos_loss(a, b):
@@ -205,13 +206,12 @@ def test_feature_distillation_uses_the_right_forward_pass(fd_pass):
     old_emb = torch.tensor([[1.0, 1.0, 0.0]])
     new_model = _Scripted([first, second])
     old_model = _Scripted([(torch.tensor([[0.3, 0.0]]), old_emb)])
-    method = T.MethodSettings.from_dict({"bce_on": "new", "feature_distill": 1.0, "output_distill": "none",
-                                         "fd_pass": fd_pass})
-    step = T.incremental_step(model=new_model, old_model=old_model, method=method, n_old=2,
-                              pos_weight=torch.ones(3))
+    method = methods.complete({"bce_on": "new", "feature_distill": 1.0, "fd_pass": fd_pass})
+    step = T.incremental_step(model=new_model, old_model=old_model, n_old=2, pos_weight=torch.ones(3),
+                              mechanisms=methods.active_mechanisms(method))
     _, parts = step(torch.zeros(1, 1, 1), torch.tensor([[U, U, 1.0]]))
-    assert new_model.calls == ["after_dropout"] * (2 if fd_pass == "second" else 1)
-    assert old_model.calls == ["after_dropout"]
+    assert new_model.calls == [("after_dropout",)] * (2 if fd_pass == "second" else 1)
+    assert old_model.calls == [("after_dropout",)]
     fd_source = second if fd_pass == "second" else first
     assert float(parts["feature_distill"]) == pytest.approx(_cos_loss(old_emb, fd_source[1]), rel=1e-6)
     # BCE always comes from the first pass: -log sigmoid(0.4) on the one known entry
@@ -227,10 +227,16 @@ def _grad_of(term_settings: dict, *, mask=None, targets=None):
     old_logits = torch.tensor([[0.1, 0.2, -0.1], [0.3, -0.5, 0.4]], requires_grad=True)
     new_emb = torch.randn(2, 4, 3, 2, generator=torch.Generator().manual_seed(0), requires_grad=True)
     old_emb = torch.randn(2, 4, 3, 2, generator=torch.Generator().manual_seed(1), requires_grad=True)
-    settings = IncrementalLossSettings(**{"bce_on": "new", "feature_distill": 0.0, "output_distill": "none",
-                                          **term_settings})
-    total, _ = incremental_loss(logits=logits, targets=targets, n_old=3, pos_weight=1.0, settings=settings,
-                                old_logits=old_logits, old_embedding=old_emb, new_embedding=new_emb, mask=mask)
+    values = methods.complete({"bce_on": "new", **term_settings})
+    if mask is None:  # the training set's marking: unknown where the BCE does not train
+        mask = torch.ones(2, 5)
+        if values["bce_on"] == "new":
+            mask[:, :3] = 0
+    y = torch.where(mask > 0, targets, torch.full_like(targets, U))
+    new_model, old_model = _Scripted([(logits, new_emb)]), _Scripted([(old_logits, old_emb)])
+    step = T.incremental_step(model=new_model, old_model=old_model, n_old=3, pos_weight=torch.ones(5),
+                              mechanisms=methods.active_mechanisms(values))
+    total, _ = step(None, y)
     total.backward()
     zero = torch.zeros(())
     return (logits.grad, new_emb.grad if new_emb.grad is not None else zero,
@@ -342,8 +348,8 @@ def test_incremental_history_has_every_loss_term(prepared, tmp_path):
 
 def test_a_loss_that_becomes_nan_stops_the_job_and_keeps_what_was_written(prepared, tmp_path):
     split = read_classes(prepared / "lists/classes.tsv")
-    data = T.training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
-                          features=prepared / "dev.h5", cumulative=False, loader=T.LoaderSettings())
+    data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+                          features=prepared / "dev.h5", cumulative=False)
     model = CNN14(ModelSettings(norm="bn", width=4, n_mels=64, n_classes=3))
     steps_per_epoch = math.ceil(len(data) / 8)
     calls = {"n": 0}
@@ -493,9 +499,8 @@ def _drift_after_steps(method: dict, steps: int = 20) -> tuple[float, float]:
     model.grow_classifier(2)
     y = torch.full((16, 5), U)
     y[:, 3:] = (torch.rand(16, 2, generator=torch.Generator().manual_seed(2)) < 0.5).float()
-    settings = T.MethodSettings.from_dict(method)
-    step = T.incremental_step(model=model, old_model=old, method=settings, n_old=3,
-                              pos_weight=torch.ones(5))
+    step = T.incremental_step(model=model, old_model=old, n_old=3, pos_weight=torch.ones(5),
+                              mechanisms=methods.active_mechanisms(methods.complete(method)))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     torch.manual_seed(3)
     for _ in range(steps):

@@ -188,7 +188,8 @@ def child_train_epoch(a: dict) -> dict:
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
     from cilaudio.phases import PhaseSplit
-    from cilaudio.train import LoaderSettings, OptimSettings, fit, pos_weights_of, training_set
+    from cilaudio.train import LoaderSettings, OptimSettings, fit, pos_weights_of
+    from cilaudio.training_data import training_set
 
     base = _baseline()
     torch.set_num_threads(a["threads"])
@@ -198,7 +199,7 @@ def child_train_epoch(a: dict) -> dict:
     loader = LoaderSettings(num_workers=0, in_memory=False)
     t0 = time.perf_counter()
     data = training_set(phase=0, split=split, lists=[Path(a["list"])], features=Path(a["features"]),
-                        cumulative=False, loader=loader)
+                        cumulative=False, in_memory=loader.in_memory)
     t_set = time.perf_counter() - t0
     after_set = _status_kb("VmRSS")
     model = CNN14(ModelSettings(norm="bn", width=a["width"], n_mels=64, n_classes=len(classes)))

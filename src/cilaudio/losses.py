@@ -9,13 +9,15 @@ left to a framework default.
 - :func:`output_distillation_kl`: the reference's KL with softmax across classes, averaged over
   every element (batch x classes), times ``T**2``.
 - :func:`output_distillation_bce`: a multi-label alternative (per-class sigmoid targets).
-- :func:`incremental_loss`: ``L_BCE + w_FD * L_FD + lambda * w_kd * L_OD`` with the adaptive
-  ``lambda = base * (n_seen / n_new) ** exponent``.
+- :func:`adaptive_weight`: the output distillation's ``lambda = base * (n_seen / n_new) ** exponent``.
+
+An incremental phase's total, ``L_BCE + w_FD * L_FD + lambda * w_kd * L_OD``, is put together by
+the phase job from the BCE and the distillation mechanism's terms
+(:class:`cilaudio.methods.distillation.Distillation`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -23,11 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "IncrementalLossSettings",
     "adaptive_weight",
     "bce_loss",
     "feature_distillation_loss",
-    "incremental_loss",
     "output_distillation_bce",
     "output_distillation_kl",
     "masked_bce_loss",
@@ -177,115 +177,3 @@ def adaptive_weight(*, n_seen: int, n_new: int, base: float = 5.0, exponent: flo
     if n_new < 1 or n_seen < n_new:
         raise ValueError(f"need 1 <= n_new <= n_seen, got n_seen={n_seen}, n_new={n_new}")
     return float(base * (n_seen / n_new) ** exponent)
-
-
-_BCE_ON = ("new", "all")
-_OUTPUT_DISTILL = ("none", "kl", "bce")
-
-
-@dataclass
-class IncrementalLossSettings:
-    """Settings of :func:`incremental_loss`.
-
-    Attributes:
-        bce_on: ``"new"`` (independent learning: BCE on the new classes' logits only) or ``"all"``.
-        feature_distill: weight of ``L_FD`` (0 disables it).
-        output_distill: ``"none"``, ``"kl"`` (reference) or ``"bce"`` (multi-label variant).
-        temperature: distillation temperature ``T``.
-        lambda_base, lambda_exponent: adaptive weight ``base * (n_seen / n_new) ** exponent``.
-        kd_weight: extra factor ``w_kd`` on ``lambda * L_OD``.
-    """
-
-    bce_on: str
-    feature_distill: float
-    output_distill: str
-    temperature: float = 2.0
-    lambda_base: float = 5.0
-    lambda_exponent: float = 0.66
-    kd_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.bce_on not in _BCE_ON:
-            raise ValueError(f"unknown bce_on {self.bce_on!r}; allowed: {list(_BCE_ON)}")
-        if self.output_distill not in _OUTPUT_DISTILL:
-            raise ValueError(f"unknown output_distill {self.output_distill!r}; allowed: {list(_OUTPUT_DISTILL)}")
-        if self.feature_distill < 0:
-            raise ValueError(f"feature_distill must be >= 0, got {self.feature_distill!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
-        if self.kd_weight < 0 or self.lambda_base < 0:
-            raise ValueError("kd_weight and lambda_base must be >= 0")
-
-
-def incremental_loss(
-    *,
-    logits: Tensor,
-    targets: Tensor,
-    n_old: int,
-    pos_weight: Tensor | float,
-    settings: IncrementalLossSettings,
-    old_logits: Tensor | None = None,
-    old_embedding: Tensor | None = None,
-    new_embedding: Tensor | None = None,
-    mask: Tensor | None = None,
-) -> tuple[Tensor, dict[str, Tensor | float]]:
-    """Total loss of an incremental phase and its parts, for logging (detached tensors, so that
-    reading them does not make the CPU wait for the GPU at every step; ``lambda`` is a float).
-
-    ``total = BCE + feature_distill * L_FD + lambda * kd_weight * L_OD`` with
-    ``lambda = adaptive_weight(n_seen=n_classes, n_new=n_classes - n_old)``.
-
-    Args:
-        logits: new model's logits ``(batch, n_classes)`` (old classes first).
-        targets: ``(batch, n_classes)`` 0/1 labels (entries outside ``mask`` are ignored).
-        n_old: number of classes of earlier phases (0 <= n_old < n_classes).
-        pos_weight: BCE ``pos_weight``, a scalar or one per class ``(n_classes,)``.
-        old_logits: frozen old model's logits ``(batch, n_old)`` (needed for output distillation).
-        old_embedding, new_embedding: last-block embeddings (needed when ``feature_distill > 0``).
-            The old model's tensors are detached here: the teacher gets no gradient.
-        mask: ``(batch, n_classes)`` 0/1 map of the target entries that count in the BCE
-            (:func:`masked_bce_loss`: mean over each clip's known entries, then over clips).
-            Without it: every entry, or the new classes' only when ``bce_on == "new"``.
-    """
-    if logits.dim() != 2 or targets.shape != logits.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must be equal 2-D")
-    n_classes = logits.shape[1]
-    if not 0 <= n_old < n_classes:
-        raise ValueError(f"need 0 <= n_old < n_classes, got n_old={n_old}, n_classes={n_classes}")
-
-    if mask is None:
-        mask = torch.ones_like(logits)
-        if settings.bce_on == "new":
-            mask[:, :n_old] = 0
-    l_bce = masked_bce_loss(logits, targets, mask, pos_weight)
-    total = l_bce
-    parts: dict[str, Tensor | float] = {"bce": l_bce.detach()}
-
-    if settings.feature_distill > 0:
-        if old_embedding is None or new_embedding is None:
-            raise ValueError("feature distillation needs old_embedding and new_embedding")
-        l_fd = feature_distillation_loss(old_embedding.detach(), new_embedding)
-        total = total + settings.feature_distill * l_fd
-        parts["feature_distill"] = l_fd.detach()
-
-    if settings.output_distill != "none":
-        if n_old == 0:
-            raise ValueError("output distillation needs old classes (n_old > 0)")
-        if old_logits is None:
-            raise ValueError("output distillation needs old_logits")
-        if old_logits.shape != (logits.shape[0], n_old):
-            raise ValueError(f"old_logits must be (batch, {n_old}), got {tuple(old_logits.shape)}")
-        fn = output_distillation_kl if settings.output_distill == "kl" else output_distillation_bce
-        l_od = fn(old_logits.detach(), logits[:, :n_old], settings.temperature)
-        lam = adaptive_weight(
-            n_seen=n_classes,
-            n_new=n_classes - n_old,
-            base=settings.lambda_base,
-            exponent=settings.lambda_exponent,
-        )
-        total = total + lam * settings.kd_weight * l_od
-        parts["output_distill"] = l_od.detach()
-        parts["lambda"] = lam
-
-    parts["total"] = total.detach()
-    return total, parts

@@ -34,9 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# the embedding points are declared with the feature distillation setting that chooses one
-from .methods.distillation import EMBEDDING_POINTS
-
 __all__ = [
     "BLOCK_MULTIPLIERS",
     "EMBEDDING_POINTS",
@@ -56,6 +53,12 @@ logger = logging.getLogger(__name__)
 N_BLOCKS = 6
 #: Channel multipliers of the six conv blocks relative to ``ModelSettings.width``.
 BLOCK_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+#: Where :meth:`CNN14.features` hands out an activation ``(batch, C_b, T_b, F_b)``: blocks 1-5's
+#: outputs after their pooling, before the dropout that follows each (``block1`` .. ``block5``),
+#: and the last block's output before or after its dropout (``before_dropout``, ``after_dropout``:
+#: the embedding that the pooling and the classifier see). In eval mode a dropout changes
+#: nothing, so the points before and after one are equal there.
+EMBEDDING_POINTS: tuple[str, ...] = (*(f"block{b}" for b in range(1, N_BLOCKS)), "before_dropout", "after_dropout")
 
 
 #: The memory layout of conv weights and activations in training and testing: NHWC (channels
@@ -253,34 +256,42 @@ class CNN14(nn.Module):
 
         The embedding is the last block's output after pooling, taken ``after_dropout`` (the
         default: the point every method uses, the reference model's; in training it carries the
-        dropout mask that the classifier sees) or ``before_dropout``. In eval mode the two are
-        equal, so evaluation, CKA and the closed-form methods see the same either way. See
-        ``EMBEDDING_POINTS``.
+        dropout mask that the classifier sees) or ``before_dropout``; any other point of
+        ``EMBEDDING_POINTS`` works too (:meth:`features`).
         """
-        if embedding not in EMBEDDING_POINTS:
-            raise ValueError(f"unknown embedding point {embedding!r}; allowed: {list(EMBEDDING_POINTS)}")
+        logits, taken = self.features(x, (embedding,))
+        return logits, taken[embedding]
+
+    def features(self, x: Tensor, points: Sequence[str] = ()) -> tuple[Tensor, dict[str, Tensor]]:
+        """One forward pass: ``(logits (batch, n_classes), {point: activation})`` for each of
+        ``points`` (``EMBEDDING_POINTS``); the activations are the tensors the pass itself uses,
+        so a loss on them trains the network below them."""
+        unknown = [p for p in points if p not in EMBEDDING_POINTS]
+        if unknown:
+            raise ValueError(f"unknown embedding point(s) {unknown}; allowed: {list(EMBEDDING_POINTS)}")
         if x.dim() != 3 or x.shape[2] != self.settings.n_mels:
             raise ValueError(f"expected input (batch, time, {self.settings.n_mels}), got {tuple(x.shape)}")
         min_len = 2**N_BLOCKS
         if x.shape[1] < min_len or x.shape[2] < min_len:
             raise ValueError(f"input needs at least {min_len} frames and mel bins, got {tuple(x.shape)}")
+        wanted = set(points)
+        taken: dict[str, Tensor] = {}
         x = x.unsqueeze(1)  # (batch, 1, time, mel)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # BN over mel bins: (batch, mel, time, 1)
-        emb = x
-        for i, block in enumerate(self.blocks()):
+        for b, block in enumerate(self.blocks(), start=1):
             x = block(x)  # (batch, C_b, T_b, F_b)
-            last = i == N_BLOCKS - 1
-            if last and embedding == "before_dropout":
-                emb = x  # (batch, C6, T', F')
+            before = f"block{b}" if b < N_BLOCKS else "before_dropout"
+            if before in wanted:
+                taken[before] = x
             x = F.dropout(x, p=self.settings.dropout, training=self.training)
-            if last and embedding == "after_dropout":
-                emb = x  # (batch, C6, T', F'), what the pooling and classifier see
+            if b == N_BLOCKS and "after_dropout" in wanted:
+                taken["after_dropout"] = x  # (batch, C6, T', F'), what the pooling and classifier see
         x = x.mean(dim=3)  # (batch, C6, T')
         x = x.max(dim=2).values + x.mean(dim=2)  # (batch, C6)
         if self.settings.expansion:
             x = F.relu(x @ self.expansion)  # (batch, expansion)
         logits = self.classifier(x)  # (batch, n_classes)
-        return logits, emb
+        return logits, {p: taken[p] for p in points}
 
     def add_expansion(self, size: int, *, seed: int) -> None:
         """Insert a fixed random expansion layer ``relu(h @ E)`` of ``size`` units between the

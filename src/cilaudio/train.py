@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,13 +28,12 @@ import torch
 from .atomic import atomic_path
 from .batches import training_batches
 from .checkpoint import describe_tensors, load_checkpoint, non_finite_tensors, save_checkpoint
-from .excerpts import ExcerptTable, FeatureDataset, dominant_clip_warnings, excerpt_index, excerpts_of
-from .lists import read_list
-from .losses import IncrementalLossSettings, incremental_loss, masked_bce_loss, pos_weight_by_group
-from . import exemplar_memory as replay_memory
+from .excerpts import FeatureDataset, excerpt_index
+from .losses import masked_bce_loss, pos_weight_by_group
 from .features import read_settings
-from .model import CNN14, MEMORY_FORMAT, ModelSettings, set_frozen_blocks
+from .model import CNN14, MEMORY_FORMAT, ModelSettings
 from . import methods as method_registry
+from .training_data import UNKNOWN, training_set
 from .phases import PhaseSplit
 from .progress import Progress, _duration
 from .sgd import SGD
@@ -72,46 +71,6 @@ class LoaderSettings:
     features_on_gpu: bool = False
     precision: str = "fp32"
     deterministic: bool = False
-
-
-@dataclass(frozen=True)
-class MethodSettings:
-    """A continual-learning method of the incremental phases: its settings, every one declared
-    by a mechanism of :mod:`cilaudio.methods` (where each is described), with typed views of the
-    core mechanisms' settings.
-
-    ``data``/``epoch_size``: :mod:`cilaudio.methods.data_source`; ``loss``, ``fd_embedding``,
-    ``fd_pass``: :mod:`cilaudio.methods.distillation`; ``replay``/``memory_clips``:
-    :mod:`cilaudio.methods.replay`; ``freeze_*``: :mod:`cilaudio.methods.freeze`. ``values``
-    holds every setting (defaults filled in), which the extension mechanisms read. Build it with
-    :meth:`from_dict`, which checks the settings and fills ``values``.
-    """
-
-    data: str = "current"
-    epoch_size: str = "all"
-    loss: IncrementalLossSettings = field(default_factory=lambda: IncrementalLossSettings(
-        bce_on="all", feature_distill=0.0, output_distill="none"))
-    replay: str = "none"
-    memory_clips: int = 0
-    freeze_blocks: tuple[int, ...] = ()
-    freeze_norm_stats: bool = False
-    fd_embedding: str = "after_dropout"
-    fd_pass: str = "shared"
-    values: dict = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, where: str = "method") -> "MethodSettings":
-        """Check ``d`` against the method registry (``ValueError`` naming ``where.<setting>``)."""
-        v = method_registry.complete(d, where=where)
-        loss = IncrementalLossSettings(**{f.name: v[f.name] for f in fields(IncrementalLossSettings)})
-        return cls(data=v["data"], epoch_size=v["epoch_size"], loss=loss, replay=v["replay"],
-                   memory_clips=int(v["memory_clips"]), freeze_blocks=tuple(v["freeze_blocks"]),
-                   freeze_norm_stats=bool(v["freeze_norm_stats"]), fd_embedding=v["fd_embedding"],
-                   fd_pass=v["fd_pass"], values=v)
-
-    @property
-    def needs_old_model(self) -> bool:
-        return method_registry.needs_old_model(self.values)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -153,54 +112,6 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-UNKNOWN = -1.0  # target entry that a clip is not labelled for in this phase (no BCE gradient)
-
-
-def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], features: Path,
-                 cumulative: bool, loader: LoaderSettings, bce_on: str = "all",
-                 memory: pd.DataFrame | None = None) -> FeatureDataset:
-    """Phase k's training excerpts with targets over every class seen so far.
-
-    ``cumulative`` (joint training) takes all given lists, deduplicated by clip, with the
-    clips' full annotation restricted to the seen classes; otherwise the LAST list (phase k's)
-    with phase k's labels. With ``bce_on="new"`` the earlier classes' entries of phase k's
-    clips are marked unknown (``UNKNOWN``: independent learning). A replayed ``memory`` clip
-    keeps exactly the labels it was trained with: the classes of the phases it was labelled
-    for (its ``phases`` column, :mod:`cilaudio.exemplar_memory`) are known, 1 or 0; every other class,
-    earlier phases' included, is unknown (it may well hold those sounds, unlabelled).
-    """
-    seen = split.seen(phase)
-    n_old = len(split.seen(phase - 1)) if phase > 0 else 0
-    index = excerpt_index(features)
-    for message in dominant_clip_warnings({f"phase {phase}'s training list": lists[-1]}, index):
-        log.warning(message)
-    if cumulative:
-        frame = pd.concat([read_list(p) for p in lists]).drop_duplicates("fname").reset_index(drop=True)
-        table = excerpts_of(frame, seen, index, column="all_labels", source=", ".join(map(str, lists)),
-                            features=str(features))
-    else:
-        path = lists[-1]
-        table = excerpts_of(read_list(path), seen, index, column="labels", source=str(path),
-                            features=str(features))
-    if bce_on == "new" and n_old:
-        table.targets[:, :n_old] = UNKNOWN
-    if memory is not None and len(memory):
-        mem = excerpts_of(memory, seen, index, column="labels", source="exemplar memory",
-                          features=str(features))
-        known = np.zeros((len(memory), len(seen)), dtype=bool)  # (memory clips, classes seen)
-        for i, phases in enumerate(replay_memory.known_phases(memory)):
-            for p in phases:
-                if not 0 <= p < phase:
-                    raise ValueError(f"exemplar {memory['fname'].iloc[i]!r} is labelled for phase {p}, "
-                                     f"which is not an earlier phase of phase {phase}")
-                known[i, split.columns(p)] = True
-        mem.targets[~known[mem.clip]] = UNKNOWN
-        table = ExcerptTable(np.concatenate([table.rows, mem.rows]),
-                             np.concatenate([table.targets, mem.targets]),
-                             np.concatenate([table.clip, mem.clip + len(table.clip)]))
-    return FeatureDataset(features, table, in_memory=loader.in_memory)
 
 
 def pos_weights_of(targets: np.ndarray, n_old: int) -> torch.Tensor:
@@ -488,7 +399,7 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
     s = phase_seed(seed, 0)
     seed_everything(s)
     data = training_set(phase=0, split=split, lists=[train_list], features=features,
-                        cumulative=False, loader=loader)
+                        cumulative=False, in_memory=loader.in_memory)
     classes = list(split.seen(0))
     model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
     pos_weight = pos_weights_of(data.table.targets, 0).to(dev)
@@ -524,14 +435,17 @@ def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) ->
 
 
 def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Path], features: Path,
-                      previous: Path, out: Path, method_name: str, method: MethodSettings,
+                      previous: Path, out: Path, method_name: str, method: dict[str, Any],
                       optim: OptimSettings, loader: LoaderSettings, seed: int, device: str = "auto",
                       threads: int = 1, params: dict | None = None,
                       expected_model: dict[str, Any] | None = None, tensorboard: Path | None = None) -> None:
-    """Phase k >= 1 of ``method``: start from phase k-1's model, grow the classifier, train.
+    """Phase k >= 1 of a method: start from phase k-1's model, grow the classifier, train.
 
-    ``train_lists`` ends with phase k's list; cumulative methods give every list up to k,
-    replay methods phase k-1's list before it (the exemplar candidates with the old memory).
+    ``method``: the method's settings with every default filled in
+    (:func:`cilaudio.methods.complete`); each is carried out by its mechanism, through the
+    hooks of :class:`cilaudio.methods.Mechanism`. ``train_lists`` ends with phase k's list;
+    cumulative methods give every list up to k, methods that read phase k-1's list (replay's
+    exemplar candidates) give it before phase k's.
     """
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
@@ -549,54 +463,42 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     n_old = model.settings.n_classes
     n_new = len(split.groups[phase])
     old_model = None
-    if method.needs_old_model:
+    if method_registry.needs_old_model(method):
         old_model, _ = load_checkpoint(previous, device=dev)
         old_model.eval()
         for p in old_model.parameters():
             p.requires_grad_(False)
     model.grow_classifier(n_new)
     model.to(dev)
-    if method.freeze_blocks:
-        set_frozen_blocks(model, method.freeze_blocks, freeze_norm_stats=method.freeze_norm_stats)
-        log.info(f"frozen blocks {list(method.freeze_blocks)} "
-                 f"({'with' if method.freeze_norm_stats else 'without'} their norm statistics)")
-    classes = list(split.seen(phase))
-    previous_list = train_lists[-2] if method_registry.needs_previous_list(method.values) else None
-
-    memory = None
-    if method.replay != "none":
-        pool = replay_memory.candidates(state.get("memory"), read_list(previous_list), phase - 1)
-        memory = replay_memory.select(pool, split.seen(phase - 1), budget=method.memory_clips,
-                                      strategy=method.replay, seed=s)
-        log.info(f"exemplar memory: {len(memory)} of {len(pool)} old clips ({method.replay})")
-    data = training_set(phase=phase, split=split, lists=train_lists, features=features,
-                        cumulative=method.data == "cumulative", loader=loader,
-                        bce_on=method.loss.bce_on, memory=memory)
-    pos_weight = pos_weights_of(data.table.targets, n_old).to(dev)
-    mechanisms = method_registry.active_mechanisms(method.values)
-    log.info(f"phase {phase} ({method_name}): {len(data)} excerpts, {n_old} old + {n_new} new classes, "
-             f"{_describe_pos_weight(pos_weight, n_old)}, device {dev}, loss {method.loss}"
-             + (f", L_FD on the embedding {method.fd_embedding} ({method.fd_pass} forward pass)"
-                if method.loss.feature_distill > 0 else "")
-             + (f", mechanisms {[m.name for m in mechanisms]}" if mechanisms else ""))
+    mechanisms = method_registry.active_mechanisms(method)
     ctx = method_registry.PhaseContext(
         phase=phase, split=split, model=model, old_model=old_model, previous_state=state,
-        data=data, previous_list=previous_list, features=features, device=dev, seed=s,
-        in_memory=loader.in_memory, batch_size=optim.batch_size, pos_weight=pos_weight)
+        train_lists=list(train_lists),
+        previous_list=train_lists[-2] if method_registry.needs_previous_list(method) else None,
+        features=features, index=excerpt_index(features), device=dev, seed=s, in_memory=loader.in_memory,
+        batch_size=optim.batch_size)
+    data_stages = method_registry.STAGES[:2]  # they build ctx.table, which the later stages see as ctx.data
     for mechanism in mechanisms:
-        mechanism.prepare(ctx)
+        if mechanism.stage in data_stages:
+            mechanism.prepare(ctx)
+    ctx.data = FeatureDataset(features, ctx.table, in_memory=loader.in_memory)
+    ctx.pos_weight = pos_weight = pos_weights_of(ctx.data.table.targets, n_old).to(dev)
+    log.info(f"phase {phase} ({method_name}): {len(ctx.data)} excerpts, {n_old} old + {n_new} new classes, "
+             f"{_describe_pos_weight(pos_weight, n_old)}, device {dev}, "
+             f"settings {method_registry.without_defaults(method)}, mechanisms {[m.name for m in mechanisms]}")
+    for mechanism in mechanisms:
+        if mechanism.stage not in data_stages:
+            mechanism.prepare(ctx)
     if ctx.pos_weight is not pos_weight:  # a mechanism changed it (pseudo-labels: after filling)
         pos_weight = ctx.pos_weight.to(dev)
         log.info(f"after the mechanisms' preparation: {_describe_pos_weight(pos_weight, n_old)}")
-    step_loss = incremental_step(model=model, old_model=old_model, method=method, n_old=n_old,
-                                 pos_weight=pos_weight, mechanisms=mechanisms)
+    step_loss = incremental_step(model=model, old_model=old_model, n_old=n_old, pos_weight=pos_weight,
+                                 mechanisms=mechanisms)
 
     epoch_size = None
-    if method.epoch_size == "phase":
-        index = excerpt_index(features)
-        own = sum(len(index.get(f, ())) for f in read_list(train_lists[-1])["fname"])  # skipped clips: none
-        epoch_size = min(len(data), own)
-        log.info(f"epoch size: {epoch_size} of {len(data)} excerpts (as many as phase {phase}'s own list)")
+    if ctx.epoch_size is not None:
+        epoch_size = min(len(ctx.data), ctx.epoch_size)
+        log.info(f"epoch size: {epoch_size} of {len(ctx.data)} excerpts (as many as phase {phase}'s own list)")
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "method": method, "optim": optim, "seed": seed},
                          [previous, features, *train_lists])
@@ -604,58 +506,65 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     if len(fitted) > 1:
         raise ValueError(f"method {method_name!r}: more than one mechanism replaces training")
     history = fitted[0] if fitted else fit(
-        model=model, data=data, optim=optim, loader=loader, seed=s, device=dev, step_loss=step_loss,
+        model=model, data=ctx.data, optim=optim, loader=loader, seed=s, device=dev, step_loss=step_loss,
         what=f"phase {phase} {method_name}", epoch_size=epoch_size, resume=resume, job_id=job_id,
         tensorboard=tensorboard)
     extra = {"features": read_settings(features)}
-    if memory is not None:
-        extra["memory"] = memory.to_dict("records")
     for mechanism in mechanisms:
         mechanism_state = mechanism.state()
-        if mechanism_state:
-            extra[mechanism.name] = mechanism_state
-    save_checkpoint(out, model=model, classes=classes, phase=phase, method=method_name, seed=seed,
+        if mechanism_state is not None:
+            extra[mechanism.state_name()] = mechanism_state
+    save_checkpoint(out, model=model, classes=list(split.seen(phase)), phase=phase, method=method_name, seed=seed,
                     params=params or {}, extra=extra)
     # after the checkpoint: a history table stands only beside a finished phase
     write_history(history_path(out), history, phase=phase, method=method_name, seed=seed)
     resume.unlink(missing_ok=True)
 
 
-def incremental_step(*, model: CNN14, old_model: CNN14 | None, method: MethodSettings, n_old: int,
-                     pos_weight: torch.Tensor, mechanisms: Sequence[method_registry.Mechanism] = ()):
+def add_terms(total: torch.Tensor, parts: dict[str, Any], terms: dict[str, Any]) -> torch.Tensor:
+    """Add a mechanism's loss terms (:meth:`cilaudio.methods.Mechanism.loss`) to ``total`` and
+    log them in ``parts``: a tensor as it is, a :class:`cilaudio.methods.Term` weighted (its
+    unweighted value logged), a number only logged."""
+    for name, term in terms.items():
+        if isinstance(term, method_registry.Term):
+            total = total + term.weight * term.value
+            parts[name] = term.value.detach()
+        elif torch.is_tensor(term):
+            total = total + term
+            parts[name] = term.detach()
+        else:
+            parts[name] = term
+    return total
+
+
+def incremental_step(*, model: CNN14, old_model: CNN14 | None, n_old: int, pos_weight: torch.Tensor,
+                     mechanisms: Sequence[method_registry.Mechanism] = ()):
     """The loss of one batch of an incremental phase, ``step(x, y) -> (loss, parts)``.
 
-    BCE on the known entries of ``y`` (``UNKNOWN`` elsewhere); L_OD on the first forward pass's
-    old-class logits against the old model's; L_FD on the embedding at ``method.fd_embedding``,
-    of the same pass (``fd_pass: shared``) or of a second pass with its own dropout masks
-    (``second``, the reference's way). The old model runs without gradient. The extension
-    ``mechanisms`` may first change the targets and mask (:meth:`Mechanism.adjust`) and then add
-    their own terms to the total (:meth:`Mechanism.loss`, logged under their names).
+    One forward pass of the new model (and, without gradient, of the old one) gives the logits
+    and the activations at every point a mechanism asked for (``Mechanism.embedding_points``).
+    The mechanisms may change the targets and mask (``adjust``); the BCE runs on the known
+    entries (``UNKNOWN`` elsewhere in ``y``); then each mechanism adds its terms (``loss``: the
+    papers' distillation, MAS, ...), logged under their names.
     """
-    fd = method.loss.feature_distill > 0
-    point = method.fd_embedding
+    points = tuple(dict.fromkeys(p for m in mechanisms for p in m.embedding_points()))
 
     def step(x, y):
         mask = (y != UNKNOWN).to(y.dtype)
-        logits, emb = model(x, embedding=point)
-        old_logits = old_emb = None
+        logits, embeddings = model.features(x, points)
+        old_logits, old_embeddings = None, {}
         if old_model is not None:
             with torch.no_grad():
-                old_logits, old_emb = old_model(x, embedding=point)
+                old_logits, old_embeddings = old_model.features(x, points)
         batch = method_registry.Batch(x=x, targets=y.clamp(min=0), mask=mask, logits=logits,
-                                      old_logits=old_logits, n_old=n_old, model=model)
+                                      old_logits=old_logits, n_old=n_old, model=model,
+                                      embeddings=embeddings, old_embeddings=old_embeddings)
         for mechanism in mechanisms:
             mechanism.adjust(batch)
-        if fd and method.fd_pass == "second":
-            _, emb = model(x, embedding=point)
-        total, parts = incremental_loss(logits=logits, targets=batch.targets, n_old=n_old, pos_weight=pos_weight,
-                                        settings=method.loss, old_logits=old_logits,
-                                        old_embedding=old_emb, new_embedding=emb, mask=batch.mask)
+        total = masked_bce_loss(logits, batch.targets, batch.mask, pos_weight)
+        parts: dict[str, Any] = {"bce": total.detach()}
         for mechanism in mechanisms:
-            for name, term in mechanism.loss(batch).items():
-                total = total + term
-                parts[name] = term.detach()
-        parts.pop("total")
+            total = add_terms(total, parts, mechanism.loss(batch))
         parts["total"] = total.detach()  # last, as the history table shows it
         return total, parts
 

@@ -70,12 +70,13 @@ def train_incremental(*, classes: str, train_lists: Sequence[str], features: str
                       optim: Mapping[str, Any], loader: Mapping[str, Any], device: str = "auto",
                       threads: int = 1, model: Mapping[str, Any] | None = None,
                       tensorboard: str | None = None) -> None:
+    from . import methods
     from . import train as T
 
     split = L.read_classes(classes)
     T.train_incremental(expected_model=model, phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
                         features=Path(features), previous=Path(previous), out=Path(out),
-                        method_name=method_name, method=T.MethodSettings.from_dict(dict(method)),
+                        method_name=method_name, method=methods.complete(dict(method), where=f"methods.{method_name}"),
                         optim=T.OptimSettings(**optim), loader=T.LoaderSettings(**loader), seed=seed,
                         device=device, threads=threads,
                         params={"method": dict(method), "optim": dict(optim)},

@@ -1,17 +1,17 @@
-"""Core mechanism: the papers' loss - which outputs the BCE trains, cosine feature distillation
-(L_FD) and output distillation (L_OD) with the adaptive weight (run by
-:func:`cilaudio.losses.incremental_loss` inside :func:`cilaudio.train.incremental_step`)."""
+"""Core mechanism: the papers' distillation - cosine feature distillation (L_FD) on the
+embedding and output distillation (L_OD) with the adaptive weight, each a loss term of
+:mod:`cilaudio.losses` computed on the batch the phase job hands to :meth:`Distillation.loss`."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .registry import Mechanism, register
+from .registry import Batch, Mechanism, Term, register
 
 OUTPUT_DISTILL = ("none", "kl", "bce")
-#: Where the model hands out the embedding (the last block's output, before or after its
-#: dropout): :meth:`cilaudio.model.CNN14.forward` takes one of these.
-EMBEDDING_POINTS: tuple[str, ...] = ("before_dropout", "after_dropout")
+#: The points of :data:`cilaudio.model.EMBEDDING_POINTS` that feature distillation offers: the
+#: last block's output before or after its dropout (a test checks the model has them).
+FD_EMBEDDINGS: tuple[str, ...] = ("before_dropout", "after_dropout")
 FD_PASSES = ("shared", "second")
 
 
@@ -19,11 +19,6 @@ FD_PASSES = ("shared", "second")
 class Distillation(Mechanism):
     name = "distillation"
     settings = {
-        "bce_on": {
-            "enum": ["new", "all"], "default": "all",
-            "description": "new - BCE on the new classes' outputs only (independent learning, IndL); all - BCE on "
-                           "every output (old outputs get the phase's labels, i.e. zeros, in finetune).",
-        },
         "feature_distill": {
             "type": "number", "minimum": 0, "default": 0.0,
             "description": "Weight of the cosine feature distillation L_FD (0 disables it).",
@@ -48,7 +43,7 @@ class Distillation(Mechanism):
             "description": "Extra factor on lambda * L_OD (1 in the papers).",
         },
         "fd_embedding": {
-            "enum": list(EMBEDDING_POINTS), "default": "after_dropout",
+            "enum": list(FD_EMBEDDINGS), "default": "after_dropout",
             "description": "Where feature distillation takes the new model's embedding (the last conv block's "
                            "pooled output) - after_dropout (the reference's point - in training it carries the "
                            "dropout mask, the old model's in eval mode does not) or before_dropout.",
@@ -68,5 +63,44 @@ class Distillation(Mechanism):
     }
 
     @classmethod
-    def needs_old_model(cls, values: Mapping[str, Any]) -> bool:
+    def active(cls, values: Mapping[str, Any]) -> bool:
         return values["feature_distill"] > 0 or values["output_distill"] != "none"
+
+    @classmethod
+    def needs_old_model(cls, values: Mapping[str, Any]) -> bool:
+        return cls.active(values)
+
+    def embedding_points(self) -> tuple[str, ...]:
+        return (self.values["fd_embedding"],) if self.values["feature_distill"] > 0 else ()
+
+    def loss(self, batch: Batch) -> dict[str, Any]:
+        """``feature_distill * L_FD`` on the embedding (of this batch's pass, or of a second pass
+        with ``fd_pass: second``) and ``lambda * kd_weight * L_OD`` on the old classes' logits,
+        ``lambda = lambda_base * (n_seen / n_new) ** lambda_exponent``; the unweighted terms and
+        lambda are logged."""
+        from ..losses import adaptive_weight, feature_distillation_loss, output_distillation_bce, output_distillation_kl
+
+        v = self.values
+        terms: dict[str, Any] = {}
+        if v["feature_distill"] > 0:
+            point = v["fd_embedding"]
+            if point not in batch.old_embeddings:
+                raise ValueError(f"feature distillation needs the old model's embedding at {point!r}")
+            new = batch.embeddings[point]
+            if v["fd_pass"] == "second":  # the reference's way: a pass with its own dropout masks
+                new = batch.model.features(batch.x, (point,))[1][point]
+            terms["feature_distill"] = Term(feature_distillation_loss(batch.old_embeddings[point].detach(), new),
+                                            v["feature_distill"])
+        if v["output_distill"] != "none":
+            n_classes = batch.logits.shape[1]
+            if batch.n_old == 0:
+                raise ValueError("output distillation needs old classes (n_old > 0)")
+            if batch.old_logits is None or batch.old_logits.shape != (batch.logits.shape[0], batch.n_old):
+                raise ValueError(f"output distillation needs the old model's logits (batch, {batch.n_old})")
+            distill = output_distillation_kl if v["output_distill"] == "kl" else output_distillation_bce
+            l_od = distill(batch.old_logits.detach(), batch.logits[:, :batch.n_old], v["temperature"])
+            lam = adaptive_weight(n_seen=n_classes, n_new=n_classes - batch.n_old, base=v["lambda_base"],
+                                  exponent=v["lambda_exponent"])
+            terms["output_distill"] = Term(l_od, lam * v["kd_weight"])
+            terms["lambda"] = lam
+        return terms

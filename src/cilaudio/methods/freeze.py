@@ -3,13 +3,19 @@ asked, BatchNorm statistics) stay fixed in phases 1..K (:func:`cilaudio.model.se
 
 from __future__ import annotations
 
-from .registry import Mechanism, register
+import logging
+from typing import Any, Mapping
+
+from .registry import Mechanism, PhaseContext, register
+
+log = logging.getLogger(__name__)
 
 
 @register
 class Freeze(Mechanism):
     name = "freeze"
     switch = "freeze_blocks"  # freeze_norm_stats acts only on frozen blocks
+    stage = "model"
     settings = {
         "freeze_blocks": {
             "type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 6}, "uniqueItems": True,
@@ -23,3 +29,14 @@ class Freeze(Mechanism):
                            "alone does not stop them from moving).",
         },
     }
+
+    @classmethod
+    def active(cls, values: Mapping[str, Any]) -> bool:
+        return bool(values["freeze_blocks"])
+
+    def prepare(self, ctx: PhaseContext) -> None:
+        from ..model import set_frozen_blocks
+
+        blocks, stats = tuple(self.values["freeze_blocks"]), bool(self.values["freeze_norm_stats"])
+        set_frozen_blocks(ctx.model, blocks, freeze_norm_stats=stats)
+        log.info(f"frozen blocks {list(blocks)} ({'with' if stats else 'without'} their norm statistics)")

@@ -1,7 +1,9 @@
 """The method registry: every mechanism of the incremental phases, with the settings it declares.
 
 A *mechanism* is one thing a continual-learning method can do in phases 1..K: a data source, a
-loss term, an exemplar selector, a regulariser with its own state, a closed-form classifier.
+loss term, an exemplar memory, frozen blocks, a regulariser with its own state, a closed-form
+classifier. Every one of them, the papers' own included, acts only through the hooks of
+:class:`Mechanism`: the phase job (:func:`cilaudio.train.train_incremental`) knows no setting.
 A *method* in the config is a set of setting values (``methods: {name: {setting: value}}``);
 each setting belongs to exactly one mechanism, so combining existing mechanisms is config
 only. A new mechanism is one module of :mod:`cilaudio.methods` with a :class:`Mechanism`
@@ -15,7 +17,7 @@ schema the config documentation is written from (:func:`method_schema`), the rul
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:  # only for the annotations: the registry imports no torch at 
     import torch
     from torch import Tensor
 
-    from ..excerpts import FeatureDataset
+    from ..excerpts import ExcerptIndex, ExcerptTable, FeatureDataset
     from ..model import CNN14
     from ..phases import PhaseSplit
 
@@ -34,6 +36,8 @@ __all__ = [
     "Mechanism",
     "MECHANISMS",
     "PhaseContext",
+    "STAGES",
+    "Term",
     "active_mechanisms",
     "complete",
     "method_schema",
@@ -52,6 +56,10 @@ class Batch:
     counts in the BCE (a clip's known labels). :meth:`Mechanism.adjust` may change both (in
     place or by assignment) before the loss is computed. ``old_logits`` is the frozen previous
     model's ``(batch, n_old)`` output when a mechanism of the method asked for that model.
+    ``embeddings`` holds the new model's activations at the points the active mechanisms asked
+    for (:meth:`Mechanism.embedding_points`, points of :data:`cilaudio.model.EMBEDDING_POINTS`),
+    from the same forward pass as ``logits``; ``old_embeddings`` the old model's at the same
+    points (no gradient), when there is an old model.
     """
 
     x: "Tensor"
@@ -61,19 +69,37 @@ class Batch:
     old_logits: "Tensor | None"
     n_old: int
     model: "CNN14"
+    embeddings: "dict[str, Tensor]" = field(default_factory=dict)
+    old_embeddings: "dict[str, Tensor]" = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Term:
+    """A loss term with a weight: ``weight * value`` is added to the total and ``value`` (the
+    unweighted term) is logged, as the papers report their terms."""
+
+    value: "Tensor"
+    weight: float = 1.0
 
 
 @dataclass
 class PhaseContext:
     """What a mechanism's phase hooks see: the phase, its data and the two models.
 
-    ``data`` is phase k's training set as the epochs see it (a :class:`cilaudio.excerpts.FeatureDataset`:
-    excerpts with targets over every class seen, ``UNKNOWN`` where a clip is not labelled).
+    ``train_lists`` are the job's training lists, phase k's last (a cumulative method gets every
+    list up to k; a method that asked for it, phase k-1's before phase k's). ``index`` is the
+    feature file's excerpt index. The training set is built by the mechanisms of the first two
+    :data:`STAGES`: ``table`` (the excerpts and their targets over every class seen, ``UNKNOWN``
+    where a clip is not labelled) is set in stage ``training_set`` and extended in stage
+    ``exemplars``; then the job reads it into ``data`` (a :class:`cilaudio.excerpts.FeatureDataset`),
+    which the later stages see, with ``pos_weight`` counted on it. ``epoch_size``: excerpts drawn
+    per epoch (None: every one).
+
     ``previous_state`` is the previous phase's checkpoint dict (a mechanism's own
-    :meth:`Mechanism.state` of that phase is under its name); ``previous_list`` is phase k-1's
-    training list when :meth:`Mechanism.needs_previous_list` asked for it (a summary of the
-    previous phase's data computed now stands for one computed at the end of that phase; no clip
-    of it is trained on), else None.
+    :meth:`Mechanism.state` of that phase is under its :meth:`Mechanism.state_name`);
+    ``previous_list`` is phase k-1's training list when :meth:`Mechanism.needs_previous_list`
+    asked for it (a summary of the previous phase's data computed now stands for one computed at
+    the end of that phase; no clip of it is trained on), else None.
     """
 
     phase: int
@@ -81,24 +107,28 @@ class PhaseContext:
     model: "CNN14"
     old_model: "CNN14 | None"
     previous_state: dict
-    data: "FeatureDataset"
+    train_lists: "list[Path]"
     previous_list: Path | None
     features: Path
+    index: "ExcerptIndex"
     device: "torch.device"
     seed: int
     in_memory: bool
     batch_size: int
+    table: "ExcerptTable | None" = None
+    data: "FeatureDataset | None" = None
+    epoch_size: int | None = None
     #: The BCE's ``pos_weight`` ``(n_classes,)``, one per column group; :meth:`Mechanism.prepare`
     #: may replace it (pseudo-labels count the old group after filling) before training starts.
     pos_weight: "Tensor | None" = None
 
     def dataset(self, list_path: Path, phase: int):
         """The excerpts of a training list, with targets over ``phase``'s seen classes from the
-        list's own labels, as phase ``phase`` trained on them (:func:`cilaudio.train.training_set`)."""
-        from ..train import LoaderSettings, training_set
+        list's own labels, as phase ``phase`` trained on them (:func:`cilaudio.training_data.training_set`)."""
+        from ..training_data import training_set
 
         return training_set(phase=phase, split=self.split, lists=[list_path], features=self.features,
-                            cumulative=False, loader=LoaderSettings(in_memory=self.in_memory))
+                            cumulative=False, in_memory=self.in_memory)
 
     def batches(self, dataset):
         """``dataset`` in order, in batches of ``batch_size``: ``(x, targets)`` on the device."""
@@ -113,16 +143,20 @@ class Mechanism:
 
     ``settings``: ``{setting: JSON-schema fragment}``, each fragment with a ``default`` and a
     ``description`` (what the config documentation shows). Hooks, in the order a phase job
-    calls them:
+    calls them (the mechanisms of one hook in the order of their :attr:`stage`, then of
+    registration):
 
-    - :meth:`prepare` once, after the model was grown and frozen parts set;
+    - :meth:`prepare` once, after the model was grown: the stage ``training_set`` builds
+      ``ctx.table``, ``exemplars`` extends it, ``model`` changes the network (frozen blocks),
+      ``train`` (the default) sees the final training set ``ctx.data``;
     - :meth:`fit`: return the phase's history rows to replace SGD training (a closed-form
       classifier), or None;
-    - per batch, :meth:`adjust` (targets and mask) then :meth:`loss` (terms added to the total);
-    - :meth:`state`, saved in the phase's checkpoint under the mechanism's name.
+    - per batch, :meth:`adjust` (targets and mask) then :meth:`loss` (terms added to the total;
+      the batch carries the activations of :meth:`embedding_points`);
+    - :meth:`state`, saved in the phase's checkpoint under :meth:`state_name`.
 
-    The core mechanisms (data source, distillation, replay, frozen blocks) declare their
-    settings here and run inside :mod:`cilaudio.train`; extensions run only through the hooks.
+    The papers' mechanisms (data source, distillation, replay, frozen blocks) run through the
+    same hooks as every other.
 
     A mechanism's other settings act only while its *switch* is on (not at its default):
     :func:`complete` refuses a method that sets one (to a value other than its default) with the
@@ -139,6 +173,10 @@ class Mechanism:
     switch: ClassVar[str | None] = None
     #: ``{setting: switch}`` for settings that act only while another setting is on.
     requires: ClassVar[dict[str, str]] = {}
+    #: When :meth:`prepare` runs, one of :data:`STAGES`.
+    stage: ClassVar[str] = "train"
+    #: The checkpoint key of :meth:`state` (None: the mechanism's name).
+    state_key: ClassVar[str | None] = None
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = {k: values[k] for k in self.setting_schemas()}
@@ -182,6 +220,16 @@ class Mechanism:
     def needs_previous_list(cls, values: Mapping[str, Any]) -> bool:
         return False
 
+    @classmethod
+    def state_name(cls) -> str:
+        """The checkpoint key of the mechanism's :meth:`state`."""
+        return cls.state_key or cls.name
+
+    def embedding_points(self) -> tuple[str, ...]:
+        """The points of :data:`cilaudio.model.EMBEDDING_POINTS` whose activations the batch
+        must carry (``batch.embeddings``, and ``batch.old_embeddings`` with an old model)."""
+        return ()
+
     def prepare(self, ctx: PhaseContext) -> None:
         pass
 
@@ -191,12 +239,19 @@ class Mechanism:
     def adjust(self, batch: Batch) -> None:
         pass
 
-    def loss(self, batch: Batch) -> dict[str, "Tensor"]:
-        """``{part name: weighted term}``: each is added to the total and logged by name."""
+    def loss(self, batch: Batch) -> "dict[str, Tensor | Term | float]":
+        """``{part name: term}``, each logged by name in the phase's history: a tensor is added to
+        the total as it is; a :class:`Term` as ``weight * value`` (its ``value`` logged); a number
+        is only logged (an adaptive weight, say)."""
         return {}
 
-    def state(self) -> dict:
-        return {}
+    def state(self) -> Any:
+        """What the next phase needs (``ctx.previous_state[state_name()]``), or None."""
+        return None
+
+
+#: The order of :meth:`Mechanism.prepare` (see :class:`PhaseContext`).
+STAGES: tuple[str, ...] = ("training_set", "exemplars", "model", "train")
 
 
 #: Every registered mechanism by name, in registration order.
@@ -223,6 +278,8 @@ def register(cls: type[Mechanism]) -> type[Mechanism]:
         if errors:
             raise ValueError(f"the default of setting {setting!r} of mechanism {cls.name!r} does not fit its "
                              f"own schema: {errors[0].message}")
+    if cls.stage not in STAGES:
+        raise ValueError(f"mechanism {cls.name!r} has stage {cls.stage!r}; allowed: {list(STAGES)}")
     known = set(owners) | set(cls.setting_schemas())
     for setting, switch in cls.switched_settings().items():
         if setting not in cls.setting_schemas() or switch not in known:
@@ -296,8 +353,10 @@ def without_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def active_mechanisms(values: Mapping[str, Any]) -> list[Mechanism]:
-    """The mechanisms that act under a method's (completed) ``values``, built with them."""
-    return [m(values) for m in MECHANISMS.values() if m.active(values)]
+    """The mechanisms that act under a method's (completed) ``values``, built with them, in
+    the order of their stage (:data:`STAGES`), then of registration."""
+    acting = [m for m in MECHANISMS.values() if m.active(values)]
+    return [m(values) for m in sorted(acting, key=lambda m: STAGES.index(m.stage))]
 
 
 def needs_old_model(values: Mapping[str, Any]) -> bool:

@@ -53,7 +53,7 @@ def _fit(prepared, tmp_path, model, losses_of):
         parts = {k: (zero + v).detach() for k, v in values.items()}
         return zero + parts["total"], parts
 
-    return T.fit(model=model, data=data, optim=OPTIM3, loader=T.LoaderSettings(), seed=0,
+    return T.fit(model=model, data=data, optim=OPTIM3, seed=0,
                  device=torch.device("cpu"), step_loss=step_loss, what="phase 0",
                  resume=tmp_path / "p0.pt.resume", job_id="x")
 
@@ -125,7 +125,7 @@ def test_a_huge_learning_rate_writes_no_checkpoint(prepared, tmp_path):
         W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
                      features=str(prepared / "dev.h5"), out=str(out), norm="bn", seed=0,
                      model=dict(width=4, dropout=0.2), optim=dict(epochs=4, batch_size=4, lr=100.0, lr_min=10.0),
-                     loader=dict(num_workers=0, in_memory=False))
+                     execution=dict(num_workers=0, in_memory=False))
     assert not out.exists() and not T.history_path(out).exists()
 
 

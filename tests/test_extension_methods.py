@@ -31,7 +31,7 @@ def _phase(root, previous, out, method, phase):
     lists = [str(root / f"lists/train_phase{k}.tsv") for k in (phase - 1, phase)]
     W.train_incremental(classes=str(root / "lists/classes.tsv"), train_lists=lists, features=str(root / "dev.h5"),
                         previous=str(previous), out=str(out), phase=phase, method_name="m", seed=0,
-                        method=method, optim=OPTIM, loader=LOADER)
+                        method=method, optim=OPTIM, execution=LOADER)
 
 
 @pytest.fixture(scope="module")

@@ -77,14 +77,13 @@ def all_rows(path: Path) -> ExcerptTable:
 
 
 def read_every_way(path: Path) -> dict[str, np.ndarray]:
-    """The features as each reader returns them: streamed items, in memory, as one tensor."""
+    """The features as each reader returns them: streamed items, through a worker, in memory."""
     table = all_rows(path)
     streamed = FeatureDataset(path, table, in_memory=False)
     return {
         "item": np.stack([streamed[i][0].numpy() for i in range(len(table))]),
         "worker": np.stack([x.numpy() for x, _ in pickle.loads(pickle.dumps(streamed))]),
         "in_memory": np.stack([x.numpy() for x, _ in FeatureDataset(path, table, in_memory=True)]),
-        "tensor": FeatureDataset(path, table).features_tensor().float().numpy(),
     }
 
 
@@ -246,7 +245,6 @@ def readers(path: Path) -> dict:
         "excerpt_index": lambda: excerpt_index(path),
         "FeatureDataset": lambda: FeatureDataset(path, table)[0],
         "FeatureDataset in_memory": lambda: FeatureDataset(path, table, in_memory=True),
-        "features_tensor": lambda: FeatureDataset(path, table).features_tensor(),
         "skipped_clips": lambda: skipped_clips(path),
         "read_settings": lambda: read_settings(path),
     }

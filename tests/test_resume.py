@@ -43,7 +43,7 @@ from cilaudio import workflow_steps as W
 W.train_base(classes={str(root / 'lists/classes.tsv')!r}, train_list={str(root / 'lists/train_phase0.tsv')!r},
              features={str(root / 'dev.h5')!r}, out={str(out)!r}, norm="bn", seed=5,
              model=dict(width=4), optim=dict(epochs={EPOCHS}, batch_size=4, lr=0.01, lr_min=1e-4),
-             loader=dict(num_workers={workers}, in_memory=False))
+             execution=dict(num_workers={workers}, in_memory=False))
 """
     return [sys.executable, "-c", code]
 
@@ -191,12 +191,12 @@ def _parts():
 
 def test_resume_identity_holds_precision_and_device():
     """A state of an fp32 or CPU run must not be resumed by an fp16 run on a GPU (and so on)."""
-    from cilaudio.train import LoaderSettings, run_id
+    from cilaudio.train import NumericSettings, run_id
 
-    ids = {run_id("job", LoaderSettings(precision=p), torch.device(d))
+    ids = {run_id("job", NumericSettings(precision=p), torch.device(d))
            for p in ("fp32", "bf16", "fp16") for d in ("cpu", "cuda")}
     assert len(ids) == 6
-    assert run_id("job", LoaderSettings(), torch.device("cpu")) == run_id("job", LoaderSettings(), torch.device("cpu"))
+    assert run_id("job", NumericSettings(), torch.device("cpu")) == run_id("job", NumericSettings(), torch.device("cpu"))
 
 
 def test_empty_scaler_state_is_not_loaded():

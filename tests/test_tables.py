@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cilaudio.evaluate import _clean, subset_metrics
-from cilaudio.tables import COLUMNS, metrics_table, summary_table, write_tsv
+from cilaudio.tables import COLUMNS, metrics_table, write_tsv
 
 # the scores and counts of a subset, as cilaudio.evaluate writes them (the keys of compute_metrics)
 METRICS = ("auc", "dprime", "f1_micro", "f1_macro", "map", "lwlrap", "map_thresholded_ref", "lwlrap_thresholded_ref")
@@ -151,38 +151,6 @@ def test_tsv_round_trip(tmp_path):
     pd.testing.assert_frame_equal(back, t, check_dtype=False)
     assert not list(out.parent.glob("*.tmp-*"))
     assert "class:Speech, male" in set(back["subset"])
-
-
-def test_summary_gap_share(tmp_path):
-    t = metrics_table(build(tmp_path), methods=METHODS)
-    s = summary_table(t, metric="map", subset="base").set_index("method")
-    # final (phase 2) means over seeds: finetune 0.25, joint 0.70, indl_fd_od 0.35
-    assert s.loc["indl_fd_od", "final_mean"] == pytest.approx(0.35)
-    assert s.loc["indl_fd_od", "final_std"] == pytest.approx(statistics.stdev([0.40, 0.30]))
-    assert s.loc["indl_fd_od", "gap_closed"] == pytest.approx((0.35 - 0.25) / (0.70 - 0.25))
-    assert s.loc["finetune", "gap_closed"] == pytest.approx(0.0)
-    assert s.loc["joint", "gap_closed"] == pytest.approx(1.0)
-    # average over phases per seed, then over seeds
-    avgs = [statistics.mean([0.80, 0.60, 0.40]), statistics.mean([0.70, 0.50, 0.30])]
-    assert s.loc["indl_fd_od", "average_mean"] == pytest.approx(statistics.mean(avgs))
-    assert s.loc["indl_fd_od", "average_std"] == pytest.approx(statistics.stdev(avgs))
-    assert s.loc["joint", "phase1_mean"] == pytest.approx(0.73)
-    assert (s["n_seeds"] == 2).all()
-
-
-def test_summary_gap_nan_without_bounds(tmp_path):
-    t = metrics_table(build(tmp_path, methods=["finetune", "indl_fd_od"]), methods=["finetune", "indl_fd_od"])
-    s = summary_table(t)
-    assert s["gap_closed"].isna().all()
-    assert math.isfinite(s.set_index("method").loc["indl_fd_od", "final_mean"])
-
-
-def test_summary_gap_nan_when_gap_zero(tmp_path):
-    t = metrics_table(build(tmp_path), methods=METHODS)
-    t.loc[(t["method"] == "joint") & (t["phase"] == 2), "value"] = t.loc[
-        (t["method"] == "finetune") & (t["phase"] == 2), "value"].to_numpy()
-    s = summary_table(t).set_index("method")
-    assert np.isnan(s.loc["indl_fd_od", "gap_closed"])
 
 
 def _evaluated_json(root: Path, method: str, phase: int, y: np.ndarray, s: np.ndarray, in_base: np.ndarray,

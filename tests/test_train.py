@@ -12,7 +12,7 @@ import torch
 from cilaudio import workflow_steps as W
 from cilaudio.checkpoint import load_checkpoint
 from cilaudio.lists import read_classes, read_list
-from cilaudio.train import LoaderSettings
+from cilaudio.train import ExecutionSettings
 from cilaudio.training_data import training_set
 
 OPTIM0 = dict(epochs=2, batch_size=8, lr=0.01, lr_min=1e-4)
@@ -21,17 +21,17 @@ LOADER = dict(num_workers=0, in_memory=False)
 MODEL = dict(width=4, dropout=0.2)
 
 
-def _base(root: Path, out: Path, seed: int = 0, loader: dict = LOADER) -> None:
+def _base(root: Path, out: Path, seed: int = 0, execution: dict = LOADER) -> None:
     W.train_base(classes=str(root / "lists/classes.tsv"), train_list=str(root / "lists/train_phase0.tsv"),
                  features=str(root / "dev.h5"), out=str(out), norm="bn", seed=seed, model=MODEL,
-                 optim=OPTIM0, loader=loader)
+                 optim=OPTIM0, execution=execution)
 
 
 def _incremental(root: Path, previous: Path, out: Path, method: dict, phase: int = 1, lists=None) -> None:
     W.train_incremental(classes=str(root / "lists/classes.tsv"),
                         train_lists=lists or [str(root / f"lists/train_phase{phase}.tsv")],
                         features=str(root / "dev.h5"), previous=str(previous), out=str(out), phase=phase,
-                        method_name="m", seed=0, method=method, optim=OPTIM, loader=LOADER)
+                        method_name="m", seed=0, method=method, optim=OPTIM, execution=LOADER)
 
 
 def _evaluate(root: Path, ckpt: Path, out: Path, phase: int) -> dict:
@@ -153,7 +153,7 @@ def test_checkpoint_of_another_width_is_refused(prepared, tmp_path):
                             train_lists=[str(prepared / "lists/train_phase1.tsv")],
                             features=str(prepared / "dev.h5"), previous=str(tmp_path / "p0.pt"),
                             out=str(tmp_path / "p1.pt"), phase=1, method_name="m", seed=0,
-                            method={"data": "current"}, optim=OPTIM, loader=LOADER,
+                            method={"data": "current"}, optim=OPTIM, execution=LOADER,
                             model={"width": 8, "dropout": 0.2})
     assert not (tmp_path / "p1.pt").exists()
 
@@ -163,7 +163,7 @@ def test_features_of_another_config_are_refused(prepared, tmp_path):
     with pytest.raises(ValueError, match="sample_rate: file 8000 vs config 16000.*another configuration"):
         W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
                      features=str(prepared / "dev.h5"), out=str(tmp_path / "p0.pt"), norm="bn", seed=0,
-                     model=MODEL, optim=OPTIM0, loader=LOADER, feature_settings=other)
+                     model=MODEL, optim=OPTIM0, execution=LOADER, feature_settings=other)
     assert not (tmp_path / "p0.pt").exists()
 
 
@@ -183,7 +183,7 @@ def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
     cuda = torch.device("cuda")
     made = []
     monkeypatch.setattr(B, "DeviceBatches", lambda *a, **k: made.append("gpu") or "gpu")
-    settings = LoaderSettings(features_on_gpu=True)
+    settings = ExecutionSettings(features_on_gpu=True)
     for free, expected in ((2 * need, "gpu"), (2 * need - 1, "stream")):
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 4 * free))
         assert B.features_fit_on_gpu(data, cuda) == (expected == "gpu")
@@ -224,7 +224,7 @@ def test_in_memory_trains_the_same_model(prepared, tmp_path):
     """Features read into RAM give the same weights as streamed from HDF5: `training.in_memory`
     is an execution setting, and changing it reruns nothing (tests/test_workflow.py)."""
     _base(prepared, tmp_path / "stream.pt")
-    _base(prepared, tmp_path / "ram.pt", loader=dict(LOADER, in_memory=True))
+    _base(prepared, tmp_path / "ram.pt", execution=dict(LOADER, in_memory=True))
     (ms, _), (mr, _) = (load_checkpoint(tmp_path / f"{n}.pt") for n in ("stream", "ram"))
     s0, s1 = ms.state_dict(), mr.state_dict()
     assert all(torch.equal(s0[k], s1[k]) for k in s0)
@@ -233,7 +233,7 @@ def test_in_memory_trains_the_same_model(prepared, tmp_path):
 def test_loader_workers_train_the_same_model(prepared, tmp_path):
     """Two epochs streamed through 2 loader workers give the same weights as without workers."""
     _base(prepared, tmp_path / "w0.pt")
-    _base(prepared, tmp_path / "w2.pt", loader=dict(LOADER, num_workers=2))
+    _base(prepared, tmp_path / "w2.pt", execution=dict(LOADER, num_workers=2))
     (m0, _), (m2, _) = (load_checkpoint(tmp_path / f"{n}.pt") for n in ("w0", "w2"))
     s0, s2 = m0.state_dict(), m2.state_dict()
     assert all(torch.equal(s0[k], s2[k]) for k in s0)
@@ -262,7 +262,7 @@ def test_no_host_sync_per_step(prepared, tmp_path, monkeypatch):
             W.train_base(classes=str(prepared / "lists/classes.tsv"),
                          train_list=str(prepared / "lists/train_phase0.tsv"), features=str(prepared / "dev.h5"),
                          out=str(tmp_path / f"b{batch_size}.pt"), norm="bn", seed=0, model=MODEL,
-                         optim=dict(OPTIM0, batch_size=batch_size), loader=LOADER)
+                         optim=dict(OPTIM0, batch_size=batch_size), execution=LOADER)
         n_steps = OPTIM0["epochs"] * -(-len(read_list(prepared / "lists/train_phase0.tsv")) // batch_size)
         return calls["n"], n_steps
 

@@ -37,7 +37,7 @@ U = UNKNOWN
 def _base(root: Path, out: Path, optim: dict = OPTIM0) -> None:
     W.train_base(classes=str(root / "lists/classes.tsv"), train_list=str(root / "lists/train_phase0.tsv"),
                  features=str(root / "dev.h5"), out=str(out), norm="bn", seed=0, model=MODEL,
-                 optim=optim, loader=LOADER)
+                 optim=optim, execution=LOADER)
 
 
 # --- replayed exemplars keep exactly the labels they were trained with -----------------------
@@ -302,7 +302,7 @@ def test_old_model_stays_in_eval_mode_gets_no_gradient_and_is_unchanged(prepared
     W.train_incremental(classes=str(prepared / "lists/classes.tsv"),
                         train_lists=[str(prepared / "lists/train_phase1.tsv")], features=str(prepared / "dev.h5"),
                         previous=str(tmp_path / "p0.pt"), out=str(tmp_path / "p1.pt"), phase=1, method_name="m",
-                        seed=0, method=method, optim=dict(OPTIM, epochs=2), loader=LOADER)
+                        seed=0, method=method, optim=dict(OPTIM, epochs=2), execution=LOADER)
     assert len(loaded) == 2  # the model to train and the old model
     old = loaded[1]
     assert seen_modes and all(mode == (False, False) for mode in seen_modes)
@@ -335,7 +335,7 @@ def test_incremental_history_has_every_loss_term(prepared, tmp_path):
     W.train_incremental(classes=str(prepared / "lists/classes.tsv"),
                         train_lists=[str(prepared / "lists/train_phase1.tsv")], features=str(prepared / "dev.h5"),
                         previous=str(tmp_path / "p0.pt"), out=str(tmp_path / "p1.pt"), phase=1, method_name="m",
-                        seed=0, method=method, optim=dict(OPTIM, epochs=2), loader=LOADER)
+                        seed=0, method=method, optim=dict(OPTIM, epochs=2), execution=LOADER)
     table = pd.read_csv(T.history_path(tmp_path / "p1.pt"), sep="\t")
     assert len(table) == 2
     for col in ("bce", "feature_distill", "output_distill", "lambda", "total"):
@@ -365,7 +365,7 @@ def test_a_loss_that_becomes_nan_stops_the_job_and_keeps_what_was_written(prepar
     resume = tmp_path / "p0.pt.resume"
     with pytest.raises(T.NonFiniteLoss, match=r"phase 0.*bce, total.*epoch 2 of 3"):
         T.fit(model=model, data=data, optim=T.OptimSettings(epochs=3, batch_size=8, lr=0.01, lr_min=1e-4),
-               loader=T.LoaderSettings(), seed=0, device=torch.device("cpu"), step_loss=step_loss,
+               seed=0, device=torch.device("cpu"), step_loss=step_loss,
                what="phase 0", resume=resume, job_id="x")
     state = torch.load(resume, weights_only=False)  # epoch 1's state is kept, not overwritten
     assert state["epoch"] == 0 and len(state["history"]) == 1
@@ -401,7 +401,7 @@ def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path, monkeypa
         dst.attrs["skipped"] = '{"%s": "unreadable"}' % skipped
     W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
                  features=str(features), out=str(tmp_path / "p0.pt"), norm="bn", seed=0, model=MODEL,
-                 optim=OPTIM0, loader=LOADER)
+                 optim=OPTIM0, execution=LOADER)
     seen_by_fit = {}
     real_fit = T.fit
 
@@ -418,7 +418,7 @@ def test_joint_skips_a_clip_that_extraction_skipped(prepared, tmp_path, monkeypa
                         features=str(features), previous=str(tmp_path / "p0.pt"), out=str(tmp_path / "p1.pt"),
                         phase=1, method_name="joint", seed=0,
                         method={"data": "cumulative", "epoch_size": "phase", "bce_on": "all"},
-                        optim=OPTIM, loader=LOADER)
+                        optim=OPTIM, execution=LOADER)
     model, state = load_checkpoint(tmp_path / "p1.pt")
     assert state["classes"] == list(read_classes(prepared / "lists/classes.tsv").seen(1))
     # the training set and the epoch size, counted from the files: every excerpt of the two
@@ -445,7 +445,7 @@ def test_tensorboard_events_hold_the_history(prepared, tmp_path):
     optim = dict(epochs=3, batch_size=8, lr=0.02, lr_min=1e-3)
     W.train_base(classes=str(prepared / "lists/classes.tsv"), train_list=str(prepared / "lists/train_phase0.tsv"),
                  features=str(prepared / "dev.h5"), out=str(tmp_path / "p0.pt"), norm="bn", seed=0, model=MODEL,
-                 optim=optim, loader=LOADER, tensorboard=str(tmp_path / "tb"))
+                 optim=optim, execution=LOADER, tensorboard=str(tmp_path / "tb"))
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     lr = [(e.step, e.value) for e in events.Scalars("lr")]

@@ -188,7 +188,7 @@ def child_train_epoch(a: dict) -> dict:
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
     from cilaudio.phases import PhaseSplit
-    from cilaudio.train import LoaderSettings, OptimSettings, fit, pos_weights_of
+    from cilaudio.train import ExecutionSettings, OptimSettings, fit, pos_weights_of
     from cilaudio.training_data import training_set
 
     base = _baseline()
@@ -196,7 +196,7 @@ def child_train_epoch(a: dict) -> dict:
     torch.manual_seed(0)
     classes = [c for c in Path(a["classes"]).read_text().split("\n") if c]
     split = PhaseSplit.from_sizes(classes, [len(classes)])
-    loader = LoaderSettings(num_workers=0, in_memory=False)
+    loader = ExecutionSettings(num_workers=0, in_memory=False)
     t0 = time.perf_counter()
     data = training_set(phase=0, split=split, lists=[Path(a["list"])], features=Path(a["features"]),
                         cumulative=False, in_memory=loader.in_memory)
@@ -216,7 +216,7 @@ def child_train_epoch(a: dict) -> dict:
     epoch_size = min(len(data), steps * BATCH)
     optim = OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4)
     t0 = time.perf_counter()
-    fit(model=model, data=data, optim=optim, loader=loader, seed=0, device=torch.device("cpu"),
+    fit(model=model, data=data, optim=optim, execution=loader, seed=0, device=torch.device("cpu"),
          step_loss=step_loss, what="benchmark", epoch_size=epoch_size)
     dt = time.perf_counter() - t0
     return {"excerpts": len(data), "steps": steps, "seconds": dt, "set_seconds": t_set,
@@ -431,7 +431,7 @@ def child_fit_speed(a: dict) -> dict:
     from cilaudio.excerpts import ExcerptTable, FeatureDataset
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
-    from cilaudio.train import LoaderSettings, OptimSettings, fit
+    from cilaudio.train import ExecutionSettings, NumericSettings, OptimSettings, fit
 
     path = Path(a["features"])
     _ten_second_features(path, a["clips"])
@@ -454,10 +454,10 @@ def child_fit_speed(a: dict) -> dict:
     if dev.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(dev)
     for precision in a["precisions"]:
-        loader = LoaderSettings(num_workers=a["workers"], in_memory=False, precision=precision)
+        execution = ExecutionSettings(num_workers=a["workers"], in_memory=False)
         t0 = time.perf_counter()
         fit(model=model, data=data, optim=OptimSettings(epochs=1, batch_size=BATCH, lr=0.01, lr_min=1e-4),
-             loader=loader, seed=0, device=dev, step_loss=step_loss, what="benchmark",
+             execution=execution, numeric=NumericSettings(precision=precision), seed=0, device=dev, step_loss=step_loss, what="benchmark",
              epoch_size=a["steps"] * BATCH)
         if dev.type == "cuda":
             torch.cuda.synchronize()

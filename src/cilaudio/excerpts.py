@@ -149,15 +149,6 @@ class FeatureDataset(Dataset):
                 unique, where = np.unique(table.rows, return_inverse=True)
                 self._cache = h5["features"][unique][where]
 
-    def features_tensor(self) -> torch.Tensor:
-        """All of this set's features as one tensor (n, frames, mels), in table order, kept in
-        the stored dtype (float16 stays float16)."""
-        if self._cache is None:
-            unique, where = np.unique(self.table.rows, return_inverse=True)
-            with open_features(self.h5_path) as h5:
-                self._cache = h5["features"][unique][where]
-        return torch.from_numpy(np.ascontiguousarray(self._cache))
-
     def move_to(self, device: torch.device | str) -> torch.Tensor:
         """All of this set's features on ``device`` (n, frames, mels), in table order, for
         ``features_on_gpu``. No host copy is kept: the in-memory rows are handed over and

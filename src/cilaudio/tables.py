@@ -167,49 +167,6 @@ def _select(table: pd.DataFrame, subset: str, metric: str) -> pd.DataFrame:
     return table[(table["subset"] == subset) & (table["metric"] == metric)]
 
 
-def _method_order(table: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(table["method"]))
-
-
-def summary_table(table: pd.DataFrame, *, metric: str = "map", subset: str = "base") -> pd.DataFrame:
-    """Per (dataset, norm, method): mean and std over seeds of ``metric`` on ``subset``.
-
-    Columns: ``dataset, norm, method, n_seeds``, ``phase<k>_mean``/``phase<k>_std`` for every
-    phase, ``average_mean``/``average_std`` (average over phases per seed, then over seeds),
-    ``final_mean``/``final_std`` (the last phase of the dataset/norm), and ``gap_closed`` =
-    (final mean - finetune final mean) / (joint final mean - finetune final mean): NaN when
-    finetune or joint is absent or the gap is 0. Standard deviations use ddof=1 (NaN for one seed).
-    """
-    sel = _select(table, subset, metric)
-    cols = ["dataset", "norm", "method", "n_seeds"]
-    if sel.empty:
-        return pd.DataFrame(columns=cols + ["average_mean", "average_std", "final_mean", "final_std", "gap_closed"])
-    phases = sorted(int(p) for p in sel["phase"].unique())
-    out = []
-    for (ds, norm), grp in sel.groupby(["dataset", "norm"], sort=True):
-        final = int(grp["phase"].max())
-        recs = []
-        for method in _method_order(grp):
-            g = grp[grp["method"] == method]
-            wide = g.pivot_table(index="seed", columns="phase", values="value", aggfunc="mean", dropna=False)
-            rec: dict[str, Any] = {"dataset": ds, "norm": norm, "method": method, "n_seeds": int(wide.shape[0])}
-            for k in phases:
-                col = wide[k] if k in wide.columns else pd.Series(dtype=float)
-                rec[f"phase{k}_mean"] = float(col.mean()) if len(col) else math.nan
-                rec[f"phase{k}_std"] = float(col.std(ddof=1)) if len(col) > 1 else math.nan
-            avg = wide.mean(axis=1, skipna=False)
-            rec["average_mean"] = float(avg.mean()) if len(avg) else math.nan
-            rec["average_std"] = float(avg.std(ddof=1)) if len(avg) > 1 else math.nan
-            rec["final_mean"] = rec.get(f"phase{final}_mean", math.nan)
-            rec["final_std"] = rec.get(f"phase{final}_std", math.nan)
-            recs.append(rec)
-        by = {r["method"]: r["final_mean"] for r in recs}
-        for r in recs:
-            r["gap_closed"] = gap_share(r["final_mean"], by.get("finetune", math.nan), by.get("joint", math.nan))
-        out.extend(recs)
-    return pd.DataFrame(out)
-
-
 def gap_share(value: float, finetune: float, joint: float) -> float:
     """Share of the finetune-to-joint gap closed: (value - finetune) / (joint - finetune)."""
     gap = joint - finetune

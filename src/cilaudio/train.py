@@ -55,20 +55,30 @@ class OptimSettings:
 
 
 @dataclass(frozen=True)
-class LoaderSettings:
-    """How training data reaches the model.
+class ExecutionSettings:
+    """How training data reaches the model: what changes the speed, not the weights.
 
-    ``in_memory``: read the phase's features into RAM once instead of streaming from HDF5.
-    ``features_on_gpu``: with CUDA, hold them in GPU memory and index batches there (no
-    loader processes, no copies per step). ``precision``: ``fp32``, or ``bf16``/``fp16``
-    autocast (fp16 with a gradient scaler). ``pin_memory``/non-blocking copies are used
-    whenever the device is CUDA. ``deterministic``: deterministic algorithms (cuDNN included)
-    so that a GPU rerun gives the same weights; the CPU is deterministic either way.
+    ``num_workers``: loader processes. ``in_memory``: read the phase's features into RAM once
+    instead of streaming from HDF5. ``features_on_gpu``: with CUDA, hold them in GPU memory and
+    index batches there (no loader processes, no copies per step). ``pin_memory``/non-blocking
+    copies are used whenever the device is CUDA. The workflow reads these from the config, not
+    as rule params, so changing them reruns nothing
+    (:func:`cilaudio.workflow_steps.execution_settings`).
     """
 
     num_workers: int = 0
     in_memory: bool = False
     features_on_gpu: bool = False
+
+
+@dataclass(frozen=True)
+class NumericSettings:
+    """The arithmetic of training: what changes the weights' last bits (on a GPU), and so is a
+    rule param. ``precision``: ``fp32``, or ``bf16``/``fp16`` autocast (fp16 with a gradient
+    scaler). ``deterministic``: deterministic algorithms (cuDNN included) so that a GPU rerun
+    gives the same weights; the CPU is deterministic either way.
+    """
+
     precision: str = "fp32"
     deterministic: bool = False
 
@@ -149,11 +159,11 @@ def fingerprint(params: dict[str, Any], inputs: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def run_id(job_id: str, loader: LoaderSettings, device: torch.device) -> str:
+def run_id(job_id: str, numeric: NumericSettings, device: torch.device) -> str:
     """The identity of a resume state: the job's fingerprint, its arithmetic precision and the
     device type. A state of an fp32, bf16 or CPU run is then never resumed by an fp16 run on a GPU
     (whose scaler and masks it does not hold), nor the other way round."""
-    return f"{job_id}|precision={loader.precision}|device={device.type}"
+    return f"{job_id}|precision={numeric.precision}|device={device.type}"
 
 
 def _cuda_rng_states() -> list[torch.Tensor] | None:
@@ -256,8 +266,8 @@ def _check_weights(model: torch.nn.Module, *, what: str, epoch: int, epochs: int
             f"epoch was saved; {_FIXES}")
 
 
-def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: LoaderSettings,
-         seed: int, device: torch.device, step_loss, what: str, epoch_size: int | None = None,
+def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, seed: int,
+         execution: ExecutionSettings = ExecutionSettings(), numeric: NumericSettings = NumericSettings(), device: torch.device, step_loss, what: str, epoch_size: int | None = None,
          resume: Path | None = None, job_id: str = "", tensorboard: Path | None = None) -> list[dict]:
     """Train for ``optim.epochs`` epochs; with ``resume``, save the whole training state there
     after every epoch (atomically) and continue from it when it exists and belongs to this job.
@@ -279,12 +289,12 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs, eta_min=optim.lr_min)
     epoch_size = epoch_size or len(data)
     batches = training_batches(data, optim.batch_size, seed=seed, device=device, epoch_size=epoch_size,
-                               num_workers=loader.num_workers, features_on_gpu=loader.features_on_gpu)
+                               num_workers=execution.num_workers, features_on_gpu=execution.features_on_gpu)
     sampler_gen = batches.sampler.generator
-    scaler = torch.amp.GradScaler(device.type, enabled=loader.precision == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=numeric.precision == "fp16" and device.type == "cuda")
     first_epoch = 0
     history: list[dict] = []
-    run = run_id(job_id, loader, device)
+    run = run_id(job_id, numeric, device)
     if resume is not None and resume.exists():
         try:
             state = torch.load(resume, map_location="cpu", weights_only=False)
@@ -313,7 +323,7 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, loader: Loa
         for x, y in batches:
             x = x.to(device, non_blocking=True)  # (batch, frames, mels)
             y = y.to(device, non_blocking=True)  # (batch, classes seen)
-            with autocast(device, loader.precision):
+            with autocast(device, numeric.precision):
                 loss, parts = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -388,18 +398,18 @@ def write_history(path: Path, history: Sequence[dict], *, phase: int, method: st
 
 
 def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path,
-               model_settings: dict[str, Any], optim: OptimSettings, loader: LoaderSettings,
-               seed: int, device: str = "auto", threads: int = 1, params: dict | None = None,
+               model_settings: dict[str, Any], optim: OptimSettings, seed: int,
+               execution: ExecutionSettings = ExecutionSettings(), numeric: NumericSettings = NumericSettings(), device: str = "auto", threads: int = 1, params: dict | None = None,
                tensorboard: Path | None = None) -> None:
     """Phase 0: BCE with one scalar pos_weight on the base classes, from a fresh CNN14. Writes
     the checkpoint ``out`` and its per-epoch table (:func:`history_path`)."""
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
-    set_determinism(loader.deterministic, dev)
+    set_determinism(numeric.deterministic, dev)
     s = phase_seed(seed, 0)
     seed_everything(s)
     data = training_set(phase=0, split=split, lists=[train_list], features=features,
-                        cumulative=False, in_memory=loader.in_memory)
+                        cumulative=False, in_memory=execution.in_memory)
     classes = list(split.seen(0))
     model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
     pos_weight = pos_weights_of(data.table.targets, 0).to(dev)
@@ -414,7 +424,7 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "model": model_settings, "optim": optim, "seed": seed},
                          [train_list, features])
-    history = fit(model=model, data=data, optim=optim, loader=loader, seed=s, device=dev,
+    history = fit(model=model, data=data, optim=optim, execution=execution, numeric=numeric, seed=s, device=dev,
                    step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id, tensorboard=tensorboard)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
                     params=params or {}, extra={"features": read_settings(features)})
@@ -436,7 +446,8 @@ def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) ->
 
 def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Path], features: Path,
                       previous: Path, out: Path, method_name: str, method: dict[str, Any],
-                      optim: OptimSettings, loader: LoaderSettings, seed: int, device: str = "auto",
+                      optim: OptimSettings, seed: int, execution: ExecutionSettings = ExecutionSettings(),
+                      numeric: NumericSettings = NumericSettings(), device: str = "auto",
                       threads: int = 1, params: dict | None = None,
                       expected_model: dict[str, Any] | None = None, tensorboard: Path | None = None) -> None:
     """Phase k >= 1 of a method: start from phase k-1's model, grow the classifier, train.
@@ -449,7 +460,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     """
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
-    set_determinism(loader.deterministic, dev)
+    set_determinism(numeric.deterministic, dev)
     s = phase_seed(seed, phase)
     seed_everything(s)
     model, state = load_checkpoint(previous, device=dev)
@@ -475,13 +486,13 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
         phase=phase, split=split, model=model, old_model=old_model, previous_state=state,
         train_lists=list(train_lists),
         previous_list=train_lists[-2] if method_registry.needs_previous_list(method) else None,
-        features=features, index=excerpt_index(features), device=dev, seed=s, in_memory=loader.in_memory,
+        features=features, index=excerpt_index(features), device=dev, seed=s, in_memory=execution.in_memory,
         batch_size=optim.batch_size)
     data_stages = method_registry.STAGES[:2]  # they build ctx.table, which the later stages see as ctx.data
     for mechanism in mechanisms:
         if mechanism.stage in data_stages:
             mechanism.prepare(ctx)
-    ctx.data = FeatureDataset(features, ctx.table, in_memory=loader.in_memory)
+    ctx.data = FeatureDataset(features, ctx.table, in_memory=execution.in_memory)
     ctx.pos_weight = pos_weight = pos_weights_of(ctx.data.table.targets, n_old).to(dev)
     log.info(f"phase {phase} ({method_name}): {len(ctx.data)} excerpts, {n_old} old + {n_new} new classes, "
              f"{_describe_pos_weight(pos_weight, n_old)}, device {dev}, "
@@ -506,7 +517,8 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     if len(fitted) > 1:
         raise ValueError(f"method {method_name!r}: more than one mechanism replaces training")
     history = fitted[0] if fitted else fit(
-        model=model, data=ctx.data, optim=optim, loader=loader, seed=s, device=dev, step_loss=step_loss,
+        model=model, data=ctx.data, optim=optim, execution=execution, numeric=numeric, seed=s, device=dev,
+        step_loss=step_loss,
         what=f"phase {phase} {method_name}", epoch_size=epoch_size, resume=resume, job_id=job_id,
         tensorboard=tensorboard)
     extra = {"features": read_settings(features)}

@@ -47,27 +47,27 @@ def join_features(shards: Sequence[str], out: str) -> None:
 
 
 def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,
-               model: Mapping[str, Any], optim: Mapping[str, Any], loader: Mapping[str, Any],
-               device: str = "auto", threads: int = 1, feature_settings: Mapping[str, Any] | None = None,
+               model: Mapping[str, Any], optim: Mapping[str, Any], execution: Mapping[str, Any] | None = None,
+               numeric: Mapping[str, Any] | None = None, device: str = "auto", threads: int = 1, feature_settings: Mapping[str, Any] | None = None,
                tensorboard: str | None = None) -> None:
     from . import train as T
-    from .features import read_settings
-
-    from .features import check_settings
+    from .features import check_settings, read_settings
 
     check_settings(features, feature_settings)
     split = L.read_classes(classes)
     n_mels = int(read_settings(features)["n_mels"])
     T.train_base(split=split, train_list=Path(train_list), features=Path(features), out=Path(out),
                  model_settings={"norm": norm, "n_mels": n_mels, **model}, optim=T.OptimSettings(**optim),
-                 loader=T.LoaderSettings(**loader), seed=seed, device=device, threads=threads,
+                 execution=T.ExecutionSettings(**(execution or {})), numeric=T.NumericSettings(**(numeric or {})),
+                 seed=seed, device=device, threads=threads,
                  params={"model": dict(model), "optim": dict(optim)},
                  tensorboard=Path(tensorboard) if tensorboard else None)
 
 
 def train_incremental(*, classes: str, train_lists: Sequence[str], features: str, previous: str,
                       out: str, phase: int, method_name: str, seed: int, method: Mapping[str, Any],
-                      optim: Mapping[str, Any], loader: Mapping[str, Any], device: str = "auto",
+                      optim: Mapping[str, Any], execution: Mapping[str, Any] | None = None,
+                      numeric: Mapping[str, Any] | None = None, device: str = "auto",
                       threads: int = 1, model: Mapping[str, Any] | None = None,
                       tensorboard: str | None = None) -> None:
     from . import methods
@@ -77,23 +77,26 @@ def train_incremental(*, classes: str, train_lists: Sequence[str], features: str
     T.train_incremental(expected_model=model, phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
                         features=Path(features), previous=Path(previous), out=Path(out),
                         method_name=method_name, method=methods.complete(dict(method), where=f"methods.{method_name}"),
-                        optim=T.OptimSettings(**optim), loader=T.LoaderSettings(**loader), seed=seed,
+                        optim=T.OptimSettings(**optim), execution=T.ExecutionSettings(**(execution or {})),
+                        numeric=T.NumericSettings(**(numeric or {})), seed=seed,
                         device=device, threads=threads,
                         params={"method": dict(method), "optim": dict(optim)},
                         tensorboard=Path(tensorboard) if tensorboard else None)
 
 
-EXECUTION_LOADER_KEYS = ("num_workers", "in_memory", "features_on_gpu")
+EXECUTION_KEYS = ("num_workers", "in_memory", "features_on_gpu")  # cilaudio.train.ExecutionSettings
 
 
 def execution_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that decide how a job runs but not what it computes: ``loader`` (loader
-    workers, features read into RAM, features held on the GPU) and ``device``. The workflow reads
+    """The settings that decide how a job runs but not what it computes: ``execution`` (loader
+    workers, features read into RAM, features held on the GPU: :class:`cilaudio.train.ExecutionSettings`)
+    and ``device``. The workflow reads
     them from the config instead of passing them as rule params, so that changing them reruns
     nothing. (The CPU and a GPU, or fp32 and bf16, do give different last bits: ``precision``
-    and ``deterministic`` are params; to recompute on another device, use ``--forcerun``.)"""
+    and ``deterministic``, :class:`cilaudio.train.NumericSettings`, are params; to recompute on
+    another device, use ``--forcerun``.)"""
     training = config.get("training", {})
-    return {"loader": {k: training[k] for k in EXECUTION_LOADER_KEYS if k in training},
+    return {"execution": {k: training[k] for k in EXECUTION_KEYS if k in training},
             "device": training.get("device", "auto")}
 
 

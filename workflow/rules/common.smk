@@ -267,9 +267,9 @@ def get_method_params(wildcards):
     return canonical(without_defaults(method))
 
 
-def get_loader_params(wildcards):
-    """The loader settings that change results (on a GPU): the arithmetic precision and
-    deterministic algorithms. The execution settings (`num_workers`, `in_memory`,
+def get_numeric_params(wildcards):
+    """The training settings that change results (on a GPU): the arithmetic precision and
+    deterministic algorithms (`cilaudio.train.NumericSettings`). The execution settings (`num_workers`, `in_memory`,
     `features_on_gpu`, `device`) are not params: the scripts read them from the config
     (`cilaudio.workflow_steps.execution_settings`), so changing them reruns nothing."""
     return canonical({k: config["training"][k] for k in ("precision", "deterministic")})
@@ -379,12 +379,10 @@ def get_metrics_files(wildcards):
 
 def get_history_files(wildcards):
     """The per-epoch table of every training job of a norm: phase 0 and each method's phases."""
-    return [
-        ckpt[: -len(".pt")] + "_history.tsv"
-        for seed in config["run"]["seeds"]
-        for ckpt in run_outputs(wildcards.dataset, wildcards.norm, seed)
-        if ckpt.endswith(".pt")
-    ]
+    methods = config["run"]["methods"] if n_phases(wildcards.dataset) > 1 else []
+    runs = [("base", 0)] + [(m, k) for m in methods for k in range(1, n_phases(wildcards.dataset))]
+    return [path("history", wildcards, run=run, phase=k, seed=seed)
+            for seed in config["run"]["seeds"] for run, k in runs]
 
 
 def get_cka_files(wildcards):

@@ -16,7 +16,7 @@ rule extract_features:
         temp(path("shard")),
     params:
         *code_params("features"),
-        features=get_feature_params,
+        feature_settings=get_feature_params,
         reader=get_reader_params,
         audio=get_audio_fingerprint,
     threads: 2
@@ -41,7 +41,7 @@ rule join_features:
     params:
         *code_params("features"),
         # not used by the join: a change of them must rebuild the joined file (see above)
-        features=get_feature_params,
+        feature_settings=get_feature_params,
         reader=get_reader_params,
         audio=get_audio_fingerprint,
     resources:

@@ -14,9 +14,9 @@ rule train_base:
     params:
         *code_params("training"),
         model=get_model_params,
-        features=get_feature_params,
+        feature_settings=get_feature_params,
         optim=get_base_optim_params,
-        loader=get_loader_params,
+        numeric=get_numeric_params,
     threads: 1
     resources:
         mem_mb=8000,
@@ -47,7 +47,7 @@ rule train_incremental:
         method=get_method_params,
         model=get_model_params,
         optim=get_incremental_optim_params,
-        loader=get_loader_params,
+        numeric=get_numeric_params,
     threads: 1
     resources:
         mem_mb=8000,

@@ -15,6 +15,6 @@ with job(snakemake):
         batch_size=snakemake.params.batch_size,
         # execution settings, from the config rather than params: changing them reruns nothing
         device=execution_settings(snakemake.config)["device"],
-        num_workers=execution_settings(snakemake.config)["loader"]["num_workers"],
+        num_workers=execution_settings(snakemake.config)["execution"]["num_workers"],
         threads=snakemake.threads,
     )

@@ -6,7 +6,7 @@ with job(snakemake):
         clips=snakemake.input.clips,
         split=snakemake.wildcards.split,
         out=snakemake.output[0],
-        settings=snakemake.params.features,
+        settings=snakemake.params.feature_settings,
         shard=int(snakemake.wildcards.shard),
         n_shards=int(snakemake.wildcards.n_shards),
         threads=snakemake.threads,

@@ -16,7 +16,8 @@ with job(snakemake):
         optim=snakemake.params.optim,
         # execution settings (device, loader workers, in-memory features, TensorBoard) come from
         # the config, not from params: changing them reruns nothing
-        loader={**snakemake.params.loader, **execution_settings(snakemake.config)["loader"]},
+        numeric=snakemake.params.numeric,
+        execution=execution_settings(snakemake.config)["execution"],
         device=execution_settings(snakemake.config)["device"],
         threads=snakemake.threads,
         tensorboard=tensorboard_dir(snakemake.log[0], snakemake.config),

@@ -89,7 +89,7 @@ def test_readme_lists_the_modules_each_job_runs():
 
 
 def _versions(libraries: dict[tuple[str, int], str]) -> pd.DataFrame:
-    rows = [("synth", "bn", m, s, k, step, lib, "abc123" if lib != "not recorded" else "", "")
+    rows = [("synth", "bn", m, s, k, step, lib, "abc123" if lib != "not recorded" else "", "", "from scratch")
             for (m, s), lib in libraries.items() for k in (1, 2) for step in ("training", "evaluation")]
     return pd.DataFrame.from_records(rows, columns=VERSION_COLUMNS)
 

@@ -147,3 +147,35 @@ def test_paper_presets_use_the_papers_group_norm():
         p = yaml.safe_load((REPO / f"config/presets/{preset}.yaml").read_text())
         model = {**default["model"], **p["model"]}
         assert (model["width"], model["gn_groups"]) == (64, 32), preset
+
+
+def test_the_panns_preset_is_the_fsd50k_preset_with_four_differences():
+    """config/presets/fsd50k_panns.yaml is a copy of the FSD50K preset (one file, so that it runs
+    with one --configfile): only the dataset's name, its front end and f_min, the pretrained
+    weights and the norms may differ, or the two presets would compare more than the start."""
+    import yaml
+
+    scratch = yaml.safe_load((REPO / "config/presets/fsd50k.yaml").read_text())
+    panns = yaml.safe_load((REPO / "config/presets/fsd50k_panns.yaml").read_text())
+    assert panns["run"].pop("datasets") == ["fsd50k_panns"] and scratch["run"].pop("datasets") == ["fsd50k"]
+    assert panns["run"].pop("norms") == ["bn"]
+    data = panns["datasets"].pop("fsd50k_panns")
+    assert data["features"].pop("front_end") == "panns" and data["features"].pop("f_min") == 50.0
+    expected = scratch["datasets"].pop("fsd50k")
+    expected["features"].pop("f_min")
+    assert data == expected
+    assert panns["model"].pop("pretrained") == "data/panns/Cnn14_mAP=0.431.pth"
+    assert panns == scratch
+
+
+def test_the_panns_preset_plans_phase0_from_the_weights(tmp_path):
+    _fsd50k(tmp_path / "FSD50K")
+    weights = tmp_path / "Cnn14.pth"
+    weights.write_bytes(b"x")  # the plan only needs the file to exist
+    override = tmp_path / "override.yaml"
+    override.write_text(f"datasets:\n  fsd50k_panns:\n    root: {tmp_path / 'FSD50K'}\nmodel:\n  pretrained: {weights}\n")
+    proc = _dry_run(tmp_path, REPO / "config/presets/fsd50k_panns.yaml", override,
+                    target="results/fsd50k_panns/bn/report.html")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    assert int(counts["train_base"]) == 3 and int(counts["train_incremental"]) == 3 * 11 * 4

@@ -197,7 +197,7 @@ def training_table() -> pd.DataFrame:
 
 def versions_table() -> pd.DataFrame:
     rows = [("synth", "gn", m, s, k, step, "0.4.0" if (m, s) != ("ewc", 2) else "0.3.1",
-             "0123456789abcdef" if (m, s) != ("ewc", 2) else "fedcba9876543210", "False")
+             "0123456789abcdef" if (m, s) != ("ewc", 2) else "fedcba9876543210", "False", "from scratch")
             for m in FINAL["gn"] for s in SEEDS for k in range(3) for step in ("training", "evaluation")]
     return pd.DataFrame(rows, columns=VERSION_COLUMNS)
 

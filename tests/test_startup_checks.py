@@ -52,3 +52,17 @@ def test_dry_run_stops_on_a_cka_method_that_is_not_run(tmp_path):
     assert proc.returncode != 0, text[-3000:]
     assert "cka.methods names 'indl'" in text, text[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_missing_pretrained_file_is_refused(tmp_path):
+    [msg] = config_checks.check_run_settings(_config(model__pretrained=str(tmp_path / "Cnn14.pth")))
+    assert "model.pretrained" in msg and "Cnn14.pth does not exist" in msg and "zenodo.org/record/3987831" in msg
+    (tmp_path / "Cnn14.pth").write_bytes(b"x")
+    assert config_checks.check_run_settings(_config(model__pretrained=str(tmp_path / "Cnn14.pth"))) == []
+
+
+def test_pretrained_weights_with_the_papers_front_end_get_a_note(tmp_path):
+    (tmp_path / "Cnn14.pth").write_bytes(b"x")
+    proc = _dry_run(tmp_path, _config(model__pretrained=str(tmp_path / "Cnn14.pth")))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "datasets.synth.features.front_end is not panns" in proc.stderr

@@ -175,12 +175,18 @@ def check_run_settings(config: Mapping[str, Any]) -> list[str]:
     that a job would meet only late, or that would silently cost work: ``training.tensorboard``
     without the ``tensorboard`` package (the first training job would fail, after the lists and
     features), and ``cka.methods`` naming a method that is not in ``run.methods`` (its chains
-    would be trained for CKA alone and never evaluated or shown)."""
+    would be trained for CKA alone and never evaluated or shown), and ``model.pretrained`` naming a
+    file that is not there."""
     errors = []
     if config.get("training", {}).get("tensorboard") and not module_available("tensorboard"):
         errors.append("training.tensorboard is true but the `tensorboard` package is not installed: "
                       "`pip install tensorboard` (or `.venv/bin/pip install -e '.[tensorboard]'`), "
                       "or set training.tensorboard: false")
+    pretrained = (config.get("model") or {}).get("pretrained")
+    if pretrained and not Path(pretrained).is_file():
+        errors.append(f"model.pretrained: {pretrained} does not exist: download PANNs' Cnn14_mAP=0.431.pth from "
+                      "https://zenodo.org/record/3987831 to that path (README, 'Starting from PANNs'), or set "
+                      "model.pretrained: null to train from scratch")
     run_methods = list(config.get("run", {}).get("methods") or [])
     for name in (config.get("cka") or {}).get("methods") or []:
         if name not in run_methods:

@@ -165,6 +165,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     # which library versions trained the model and evaluated it (the report warns when a run mixes
     # versions); a checkpoint written before versions were recorded has None
     result["code_version"] = {"training": state.get("code_version"), "evaluation": code_version()}
+    result["pretrained"] = state.get("pretrained")  # the PANNs file phase 0 started from, or None
     if state.get("memory") is not None:
         result["memory"] = {"n_clips": len(state["memory"]),
                             "label_counts": histogram(state["memory"], split.seen(phase - 1))}

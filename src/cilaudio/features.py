@@ -35,9 +35,17 @@ from .progress import Progress
 log = logging.getLogger(__name__)
 
 
+#: How the log-mel energies are computed (:class:`LogMel`): ``papers`` - torchaudio's HTK mel
+#: scale without area normalisation, natural log of (power + float32 eps), the papers' features;
+#: ``panns`` - PANNs' own front end (librosa's Slaney mel scale with Slaney area normalisation,
+#: ``10 * log10(max(power, 1e-10))``, ref 1, no top_db), for a network started from PANNs' weights.
+FRONT_ENDS = ("papers", "panns")
+
+
 @dataclass(frozen=True)
 class FeatureSettings:
-    """Log-mel parameters (the papers': 32 kHz, n_fft = win = 1024, hop 320, 64 mels, 20 Hz-14 kHz)."""
+    """Log-mel parameters (the papers': 32 kHz, n_fft = win = 1024, hop 320, 64 mels, 20 Hz-14 kHz;
+    PANNs': the same with 50 Hz-14 kHz and ``front_end="panns"``)."""
 
     sample_rate: int = 32000
     n_fft: int = 1024
@@ -50,8 +58,11 @@ class FeatureSettings:
     hop_seconds: float = 10.0
     min_last_seconds: float = 0.5
     dtype: str = "float32"
+    front_end: str = "papers"
 
     def __post_init__(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"features.front_end must be one of {list(FRONT_ENDS)}, not {self.front_end!r}")
         if self.f_max > self.sample_rate / 2:
             raise ValueError(
                 f"f_max {self.f_max} Hz is above the Nyquist frequency of {self.sample_rate} Hz; "
@@ -71,11 +82,15 @@ class FeatureSettings:
 
 
 class LogMel(torch.nn.Module):
-    """torchaudio MelSpectrogram (HTK scale, no Slaney norm, centred, reflect pad, power 2),
-    then natural log of (mel power + float32 eps). (..., samples) -> (..., frames, mels)."""
+    """torchaudio MelSpectrogram (Hann window, centred, reflect pad, power 2), then the log of
+    ``settings.front_end`` (:data:`FRONT_ENDS`): ``papers`` - HTK scale, no area normalisation,
+    natural log of (mel power + float32 eps); ``panns`` - Slaney scale with Slaney area
+    normalisation (librosa's filters), ``10 * log10(max(mel power, 1e-10))``.
+    (..., samples) -> (..., frames, mels)."""
 
     def __init__(self, settings: FeatureSettings) -> None:
         super().__init__()
+        self.panns = settings.front_end == "panns"
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=settings.sample_rate,
             n_fft=settings.n_fft,
@@ -87,14 +102,16 @@ class LogMel(torch.nn.Module):
             power=2.0,
             center=True,
             pad_mode="reflect",
-            norm=None,
-            mel_scale="htk",
+            norm="slaney" if self.panns else None,
+            mel_scale="slaney" if self.panns else "htk",
             window_fn=torch.hann_window,
         )
         self.eps = float(np.finfo(np.float32).eps)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         mel = self.mel(wave)  # (..., mels, frames)
+        if self.panns:  # power_to_db with ref 1.0, amin 1e-10 and no top_db, as PANNs
+            return (10.0 * torch.log10(torch.clamp(mel, min=1e-10))).transpose(-1, -2)
         return torch.log(mel + self.eps).transpose(-1, -2)  # (..., frames, mels)
 
 

@@ -254,14 +254,25 @@ def gap_shares(table: pd.DataFrame, *, subset: str = "base", metric: str = "map"
 
 # ----------------------------------------------------------------------------- code versions
 
-VERSION_COLUMNS = ["dataset", "norm", "method", "seed", "phase", "step", "library", "commit", "dirty"]
+VERSION_COLUMNS = ["dataset", "norm", "method", "seed", "phase", "step", "library", "commit", "dirty", "start"]
 NOT_RECORDED = "not recorded"
+FROM_SCRATCH = "from scratch"
+
+
+def start_of(data: Any) -> str:
+    """Where a metrics record's chain started: :data:`FROM_SCRATCH`, or the PANNs file and its
+    sha256 (``model.pretrained``)."""
+    pretrained = data.get("pretrained")
+    if not pretrained:
+        return FROM_SCRATCH
+    return f"{pretrained['path']} (sha256 {pretrained['sha256']})"
 
 
 def code_versions(json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Which library version trained and which evaluated each phase model: one row per metrics
     record and step (``training``, ``evaluation``), columns :data:`VERSION_COLUMNS`
-    (``library`` is :data:`NOT_RECORDED` for results made before versions were recorded)."""
+    (``library`` is :data:`NOT_RECORDED` for results made before versions were recorded), and
+    where the chain's phase 0 started (``start``, :func:`start_of`)."""
     rows = []
     for p in sorted(Path(p) for p in json_paths):
         for data in _load(p):
@@ -270,7 +281,8 @@ def code_versions(json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                 v = versions.get(step) or {}
                 rows.append((str(data["dataset"]), str(data["norm"]), str(data["method"]), int(data["seed"]),
                              int(data["phase"]), step, str(v.get("library") or NOT_RECORDED),
-                             str(v.get("commit") or ""), "" if v.get("dirty") is None else str(bool(v["dirty"]))))
+                             str(v.get("commit") or ""), "" if v.get("dirty") is None else str(bool(v["dirty"])),
+                             start_of(data)))
     return pd.DataFrame.from_records(rows, columns=VERSION_COLUMNS)
 
 

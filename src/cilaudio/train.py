@@ -399,10 +399,13 @@ def write_history(path: Path, history: Sequence[dict], *, phase: int, method: st
 
 def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path,
                model_settings: dict[str, Any], optim: OptimSettings, seed: int,
-               execution: ExecutionSettings = ExecutionSettings(), numeric: NumericSettings = NumericSettings(), device: str = "auto", threads: int = 1, params: dict | None = None,
-               tensorboard: Path | None = None) -> None:
-    """Phase 0: BCE with one scalar pos_weight on the base classes, from a fresh CNN14. Writes
-    the checkpoint ``out`` and its per-epoch table (:func:`history_path`)."""
+               execution: ExecutionSettings = ExecutionSettings(), numeric: NumericSettings = NumericSettings(),
+               device: str = "auto", threads: int = 1, params: dict | None = None,
+               tensorboard: Path | None = None, pretrained: Path | None = None) -> None:
+    """Phase 0: BCE with one scalar pos_weight on the base classes, from a fresh CNN14 or, with
+    ``pretrained``, from PANNs' AudioSet weights (:func:`cilaudio.pretrained.load_panns`: the
+    checkpoint records the file and its hash). Writes the checkpoint ``out`` and its per-epoch
+    table (:func:`history_path`)."""
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     set_determinism(numeric.deterministic, dev)
@@ -412,6 +415,14 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
                         cumulative=False, in_memory=execution.in_memory)
     classes = list(split.seen(0))
     model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
+    extra: dict[str, Any] = {"features": read_settings(features)}
+    if pretrained is not None:
+        from .pretrained import load_panns
+
+        extra["pretrained"] = load_panns(model, pretrained)
+        log.info(f"phase 0 starts from {pretrained} (sha256 {extra['pretrained']['sha256'][:12]}...): "
+                 f"{extra['pretrained']['n_tensors_loaded']} tensors taken; not used: "
+                 f"{', '.join(extra['pretrained']['not_used'])}")
     pos_weight = pos_weights_of(data.table.targets, 0).to(dev)
     log.info(f"phase 0: {len(data)} excerpts, {len(classes)} classes, {_describe_pos_weight(pos_weight, 0)}, "
              f"device {dev}, model {model.settings}")
@@ -423,11 +434,11 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
 
     resume = resume_path(out)
     job_id = fingerprint({"params": params, "model": model_settings, "optim": optim, "seed": seed},
-                         [train_list, features])
+                         [train_list, features, *([pretrained] if pretrained is not None else [])])
     history = fit(model=model, data=data, optim=optim, execution=execution, numeric=numeric, seed=s, device=dev,
                    step_loss=step_loss, what="phase 0", resume=resume, job_id=job_id, tensorboard=tensorboard)
     save_checkpoint(out, model=model, classes=classes, phase=0, method="base", seed=seed,
-                    params=params or {}, extra={"features": read_settings(features)})
+                    params=params or {}, extra=extra)
     # after the checkpoint: a history table stands only beside a finished phase
     write_history(history_path(out), history, phase=0, method="base", seed=seed)
     resume.unlink(missing_ok=True)
@@ -522,6 +533,8 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
         what=f"phase {phase} {method_name}", epoch_size=epoch_size, resume=resume, job_id=job_id,
         tensorboard=tensorboard)
     extra = {"features": read_settings(features)}
+    if state.get("pretrained") is not None:  # where the chain's phase 0 started from
+        extra["pretrained"] = state["pretrained"]
     for mechanism in mechanisms:
         mechanism_state = mechanism.state()
         if mechanism_state is not None:

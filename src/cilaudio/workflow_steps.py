@@ -48,8 +48,11 @@ def join_features(shards: Sequence[str], out: str) -> None:
 
 def train_base(*, classes: str, train_list: str, features: str, out: str, norm: str, seed: int,
                model: Mapping[str, Any], optim: Mapping[str, Any], execution: Mapping[str, Any] | None = None,
-               numeric: Mapping[str, Any] | None = None, device: str = "auto", threads: int = 1, feature_settings: Mapping[str, Any] | None = None,
-               tensorboard: str | None = None) -> None:
+               numeric: Mapping[str, Any] | None = None, device: str = "auto", threads: int = 1,
+               feature_settings: Mapping[str, Any] | None = None, tensorboard: str | None = None,
+               pretrained: str | Sequence[str] | None = None) -> None:
+    """Phase 0 (:func:`cilaudio.train.train_base`); ``pretrained``: a PANNs CNN14 checkpoint
+    file, or none (a rule's input list of zero or one file)."""
     from . import train as T
     from .features import check_settings, read_settings
 
@@ -61,7 +64,17 @@ def train_base(*, classes: str, train_list: str, features: str, out: str, norm: 
                  execution=T.ExecutionSettings(**(execution or {})), numeric=T.NumericSettings(**(numeric or {})),
                  seed=seed, device=device, threads=threads,
                  params={"model": dict(model), "optim": dict(optim)},
-                 tensorboard=Path(tensorboard) if tensorboard else None)
+                 tensorboard=Path(tensorboard) if tensorboard else None, pretrained=_one_file(pretrained))
+
+
+def _one_file(files: str | Sequence[str] | None) -> Path | None:
+    """A rule input of zero or one file as a path or None."""
+    if isinstance(files, (str, Path)):
+        return Path(files)
+    files = list(files or [])
+    if len(files) > 1:
+        raise ValueError(f"expected at most one file, got {files}")
+    return Path(files[0]) if files else None
 
 
 def train_incremental(*, classes: str, train_lists: Sequence[str], features: str, previous: str,
@@ -245,6 +258,8 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
         warnings += version_warnings(version_table)
         libraries = sorted(set(version_table["library"]))
         setup["library version"] = libraries[0] if len(libraries) == 1 else f"{len(libraries)} versions (see the warning)"
+        if "start" in version_table:  # model.pretrained: the PANNs file every chain started from
+            setup["phase 0 starts"] = "; ".join(sorted(set(version_table["start"])))
     with tempfile.TemporaryDirectory() as tmp:  # the memory figure is embedded in the page, then deleted
         memory_png = Path(tmp) / "memory.png"
         if plot_memory_histograms(frame, memory_png):

@@ -55,8 +55,13 @@ def _check_config():
         # duplicates, misspelt names (with the closest ones) and the count against `phases`,
         # now rather than in the list job (cilaudio.config_checks)
         errors.extend(check_class_list(name, ds, notes))
-    # tensorboard without the package, cka.methods outside run.methods
+    # tensorboard without the package, cka.methods outside run.methods, a missing model.pretrained
     errors.extend(check_run_settings(config))
+    if config["model"].get("pretrained"):
+        for name in config["run"]["datasets"]:
+            if name in config["datasets"] and config["datasets"][name]["features"].get("front_end") != "panns":
+                notes.append(f"model.pretrained is set but datasets.{name}.features.front_end is not panns: "
+                             "PANNs' weights were trained on its own front end (README, 'Starting from PANNs')")
     for note in notes:  # own-data labels left out on purpose (a subset of the classes)
         print(f"note: {note}", file=sys.stderr)
     if errors:
@@ -196,7 +201,12 @@ def get_generate_params(wildcards):
 
 
 def get_feature_params(wildcards):
-    return canonical(config["datasets"][wildcards.dataset]["features"])
+    """The feature settings; `front_end` only when it is not the papers' (so the results made
+    before the setting existed are still up to date)."""
+    settings = dict(config["datasets"][wildcards.dataset]["features"])
+    if settings.get("front_end") == "papers":
+        del settings["front_end"]
+    return canonical(settings)
 
 
 def get_reader_params(wildcards):
@@ -326,9 +336,15 @@ def get_model_params(wildcards):
     """The model settings; `gn_groups` only for the norms that have groups (GroupNorm and CN),
     so that changing it reruns no BatchNorm job."""
     model = dict(config["model"])
+    model.pop("pretrained", None)  # an input file of phase 0 (get_pretrained_file), not a setting
     if wildcards.norm == "bn":
         model.pop("gn_groups", None)
     return canonical(model)
+
+
+def get_pretrained_file(wildcards):
+    """The PANNs checkpoint phase 0 starts from (`model.pretrained`), or nothing."""
+    return [config["model"]["pretrained"]] if config["model"].get("pretrained") else []
 
 
 def get_base_optim_params(wildcards):

@@ -8,6 +8,7 @@ rule train_base:
         features=path("features", split="dev"),
         train_list=path("train_list", phase=0),
         classes=path("classes"),
+        pretrained=get_pretrained_file,
     output:
         checkpoint=path("checkpoint", run="base", phase=0),
         history=path("history", run="base", phase=0),

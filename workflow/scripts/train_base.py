@@ -19,4 +19,5 @@ with job(snakemake):
         device=execution_settings(snakemake.config)["device"],
         threads=snakemake.threads,
         tensorboard=tensorboard_dir(snakemake.log[0], snakemake.config),
+        pretrained=snakemake.input.pretrained,
     )

@@ -290,11 +290,17 @@ def _synthesise(
     min_seconds: float,
     max_seconds: float,
     snr_db: tuple[float, float],
+    durations: str = "uniform",
 ) -> np.ndarray:
     """Audio of one clip, shape (samples,), peak 0.5."""
     sr = sample_rate
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index, 2])
-    n = int(round(rng.uniform(min_seconds, max_seconds) * sr))
+    if durations == "fsd50k":
+        from cilaudio.clip_lengths import draw_seconds
+
+        n = int(round(draw_seconds(rng, split) * sr))
+    else:
+        n = int(round(rng.uniform(min_seconds, max_seconds) * sr))
     mix = np.zeros(n)
     for c in plan.classes:
         dur = max(1, int(round(rng.uniform(0.6, 1.0) * n)))
@@ -349,6 +355,7 @@ def generate(
     max_events: int = 6,
     snr_db: tuple[float, float] = (6.0, 20.0),
     val_fraction: float = 0.1,
+    durations: str = "uniform",
     audio: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
@@ -363,8 +370,11 @@ def generate(
     (seed, split, clip index). Audio is written first, the three CSVs last (each file
     atomically), so an interrupted run never leaves a complete-looking dataset.
     ``audio=False`` writes the CSVs only (for statistics). ``progress(done, total)`` is called
-    after each clip.
+    after each clip. ``durations``: ``uniform`` (between ``min_seconds`` and ``max_seconds``) or
+    ``fsd50k`` (FSD50K's range and mean length per split, :mod:`cilaudio.clip_lengths`).
     """
+    if durations not in ("uniform", "fsd50k"):
+        raise ValueError(f"durations must be uniform or fsd50k, got {durations!r}")
     group_sizes = [int(s) for s in group_sizes]
     if not group_sizes or min(group_sizes) < 1:
         raise ValueError(f"group_sizes must be positive, got {group_sizes}")
@@ -401,7 +411,7 @@ def generate(
             if audio:
                 wav = _synthesise(
                     plan, vocab, split=split, index=index, seed=seed, sample_rate=sample_rate,
-                    min_seconds=min_seconds, max_seconds=max_seconds, snr_db=snr_db,
+                    min_seconds=min_seconds, max_seconds=max_seconds, snr_db=snr_db, durations=durations,
                 )
                 with atomic_path(ds.audio_path(split, plan.fname)) as tmp:
                     sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")

@@ -8,8 +8,8 @@ files. Then it runs the preset's data path on it and measures every stage:
 
 1. ``generate``: the dataset (this tool's own stage; not part of a real run);
 2. ``lists``, ``extract_<split>`` and ``join_<split>``: the workflow itself (``snakemake`` with
-   ``config/presets/fsd50k.yaml``: the lists job, 16 extraction shards per split two at a time,
-   timed per job from their benchmark files, then the join);
+   ``config/presets/fsd50k.yaml``: the lists job, 16 extraction shards per split, one at a time
+   with the rule's 2 threads on 2 cores, timed per job from their benchmark files, then the join);
 3. ``train``: one phase-0 epoch at full width (CNN14, width 64), bounded to ``--steps`` batches
    of 32, streaming from the joined HDF5 file as the preset does (``training.in_memory: false``);
 4. ``evaluate``: one checkpoint (phase 0's model grown to 50 classes) on every evaluation

@@ -66,3 +66,12 @@ def test_pretrained_weights_with_the_papers_front_end_get_a_note(tmp_path):
     proc = _dry_run(tmp_path, _config(model__pretrained=str(tmp_path / "Cnn14.pth")))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "datasets.synth.features.front_end is not panns" in proc.stderr
+
+
+def test_the_front_end_note_names_each_dataset_without_panns_features(tmp_path):
+    config = _config(model__pretrained=str(tmp_path / "Cnn14.pth"))
+    [note] = config_checks.pretrained_front_end_notes(config)
+    assert "datasets.synth.features.front_end is not panns" in note
+    config["datasets"]["synth"]["features"]["front_end"] = "panns"
+    assert config_checks.pretrained_front_end_notes(config) == []
+    assert config_checks.pretrained_front_end_notes(_config()) == []  # no pretrained weights, no note

@@ -193,3 +193,16 @@ def check_run_settings(config: Mapping[str, Any]) -> list[str]:
             errors.append(f"cka.methods names {name!r}, which is not in run.methods {run_methods}: CKA compares "
                           "the methods a run trains; add it to run.methods, or remove it from cka.methods")
     return errors
+
+
+def pretrained_front_end_notes(config: Mapping[str, Any]) -> list[str]:
+    """A note for each dataset of the run whose features are not PANNs' own front end while
+    ``model.pretrained`` starts phase 0 from PANNs' weights (allowed, but the weights never saw
+    such inputs)."""
+    if not (config.get("model") or {}).get("pretrained"):
+        return []
+    datasets = config.get("datasets") or {}
+    return [f"model.pretrained is set but datasets.{name}.features.front_end is not panns: PANNs' weights "
+            "were trained on its own front end (README, 'Starting from PANNs')"
+            for name in config.get("run", {}).get("datasets") or []
+            if name in datasets and (datasets[name].get("features") or {}).get("front_end") != "panns"]

@@ -266,8 +266,9 @@ def _check_weights(model: torch.nn.Module, *, what: str, epoch: int, epochs: int
             f"epoch was saved; {_FIXES}")
 
 
-def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, seed: int,
-         execution: ExecutionSettings = ExecutionSettings(), numeric: NumericSettings = NumericSettings(), device: torch.device, step_loss, what: str, epoch_size: int | None = None,
+def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, seed: int, device: torch.device,
+         step_loss, what: str, execution: ExecutionSettings = ExecutionSettings(),
+         numeric: NumericSettings = NumericSettings(), epoch_size: int | None = None,
          resume: Path | None = None, job_id: str = "", tensorboard: Path | None = None) -> list[dict]:
     """Train for ``optim.epochs`` epochs; with ``resume``, save the whole training state there
     after every epoch (atomically) and continue from it when it exists and belongs to this job.
@@ -499,9 +500,8 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
         previous_list=train_lists[-2] if method_registry.needs_previous_list(method) else None,
         features=features, index=excerpt_index(features), device=dev, seed=s, in_memory=execution.in_memory,
         batch_size=optim.batch_size)
-    data_stages = method_registry.STAGES[:2]  # they build ctx.table, which the later stages see as ctx.data
     for mechanism in mechanisms:
-        if mechanism.stage in data_stages:
+        if mechanism.stage in method_registry.DATA_STAGES:
             mechanism.prepare(ctx)
     ctx.data = FeatureDataset(features, ctx.table, in_memory=execution.in_memory)
     ctx.pos_weight = pos_weight = pos_weights_of(ctx.data.table.targets, n_old).to(dev)
@@ -509,7 +509,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
              f"{_describe_pos_weight(pos_weight, n_old)}, device {dev}, "
              f"settings {method_registry.without_defaults(method)}, mechanisms {[m.name for m in mechanisms]}")
     for mechanism in mechanisms:
-        if mechanism.stage not in data_stages:
+        if mechanism.stage not in method_registry.DATA_STAGES:
             mechanism.prepare(ctx)
     if ctx.pos_weight is not pos_weight:  # a mechanism changed it (pseudo-labels: after filling)
         pos_weight = ctx.pos_weight.to(dev)

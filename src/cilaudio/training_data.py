@@ -80,10 +80,12 @@ def with_exemplars(table: ExcerptTable, memory: pd.DataFrame, *, phase: int, spl
 
 
 def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], features: Path, cumulative: bool,
-                 in_memory: bool = False, bce_on: str = "all", memory: pd.DataFrame | None = None) -> FeatureDataset:
+                 in_memory: bool = False, bce_on: str = "all", memory: pd.DataFrame | None = None,
+                 index: ExcerptIndex | None = None) -> FeatureDataset:
     """Phase k's training set (:func:`phase_table`, then the exemplar ``memory`` if any:
-    :func:`with_exemplars`), read from ``features`` (into RAM with ``in_memory``)."""
-    index = excerpt_index(features)
+    :func:`with_exemplars`), read from ``features`` (into RAM with ``in_memory``); ``index``:
+    the feature file's excerpt index, when the caller has read it already."""
+    index = excerpt_index(features) if index is None else index
     table = phase_table(phase=phase, split=split, lists=lists, features=features, cumulative=cumulative,
                         bce_on=bce_on, index=index)
     if memory is not None:

@@ -28,7 +28,7 @@ _complete_methods()
 
 def _check_config():
     """Cross-key checks that a JSON schema cannot express."""
-    from cilaudio.config_checks import check_class_list, check_run_settings
+    from cilaudio.config_checks import check_class_list, check_run_settings, pretrained_front_end_notes
 
     errors, notes = [], []
     for key in ("datasets", "methods"):
@@ -57,11 +57,7 @@ def _check_config():
         errors.extend(check_class_list(name, ds, notes))
     # tensorboard without the package, cka.methods outside run.methods, a missing model.pretrained
     errors.extend(check_run_settings(config))
-    if config["model"].get("pretrained"):
-        for name in config["run"]["datasets"]:
-            if name in config["datasets"] and config["datasets"][name]["features"].get("front_end") != "panns":
-                notes.append(f"model.pretrained is set but datasets.{name}.features.front_end is not panns: "
-                             "PANNs' weights were trained on its own front end (README, 'Starting from PANNs')")
+    notes.extend(pretrained_front_end_notes(config))
     for note in notes:  # own-data labels left out on purpose (a subset of the classes)
         print(f"note: {note}", file=sys.stderr)
     if errors:
@@ -146,16 +142,25 @@ def dataset_root(dataset):
     return path("dataset", dataset=dataset) if ds["generate"]["activate"] else ds["root"]
 
 
+def run_methods(dataset):
+    """The methods whose phases 1..K a dataset trains (none with a single phase)."""
+    return config["run"]["methods"] if n_phases(dataset) > 1 else []
+
+
+def phase_jobs(dataset):
+    """(run, phase) of every training job of one dataset, norm and seed: phase 0 of `base`,
+    then phases 1..K of each method."""
+    return [("base", 0)] + [(m, k) for m in run_methods(dataset) for k in range(1, n_phases(dataset))]
+
+
 def run_outputs(dataset, norm, seed):
     """Every checkpoint, metrics file and CKA file of one dataset, norm and seed."""
     run = dict(dataset=dataset, norm=norm, seed=seed)
-    out = [path("checkpoint", **run, run="base", phase=0), path("metrics_json", **run, run="base")]
-    for method in config["run"]["methods"] if n_phases(dataset) > 1 else []:
-        out.extend(path("checkpoint", **run, run=method, phase=k) for k in range(1, n_phases(dataset)))
-        out.append(path("metrics_json", **run, run=method))
-        # CKA is computed for the first seed (what the figures show)
-        if config["cka"]["activate"] and method in cka_methods() and seed == config["run"]["seeds"][0]:
-            out.append(path("cka", **run, run=method))
+    out = [path("checkpoint", **run, run=r, phase=k) for r, k in phase_jobs(dataset)]
+    out += [path("metrics_json", **run, run=r) for r in ["base", *run_methods(dataset)]]
+    # CKA is computed for the first seed (what the figures show)
+    if config["cka"]["activate"] and seed == config["run"]["seeds"][0]:
+        out += [path("cka", **run, run=m) for m in run_methods(dataset) if m in cka_methods()]
     return out
 
 
@@ -395,10 +400,8 @@ def get_metrics_files(wildcards):
 
 def get_history_files(wildcards):
     """The per-epoch table of every training job of a norm: phase 0 and each method's phases."""
-    methods = config["run"]["methods"] if n_phases(wildcards.dataset) > 1 else []
-    runs = [("base", 0)] + [(m, k) for m in methods for k in range(1, n_phases(wildcards.dataset))]
     return [path("history", wildcards, run=run, phase=k, seed=seed)
-            for seed in config["run"]["seeds"] for run, k in runs]
+            for seed in config["run"]["seeds"] for run, k in phase_jobs(wildcards.dataset)]
 
 
 def get_cka_files(wildcards):

@@ -36,6 +36,7 @@ __all__ = [
     "Mechanism",
     "MECHANISMS",
     "PhaseContext",
+    "DATA_STAGES",
     "STAGES",
     "Term",
     "active_mechanisms",
@@ -128,7 +129,7 @@ class PhaseContext:
         from ..training_data import training_set
 
         return training_set(phase=phase, split=self.split, lists=[list_path], features=self.features,
-                            cumulative=False, in_memory=self.in_memory)
+                            cumulative=False, in_memory=self.in_memory, index=self.index)
 
     def batches(self, dataset):
         """``dataset`` in order, in batches of ``batch_size``: ``(x, targets)`` on the device."""
@@ -252,6 +253,8 @@ class Mechanism:
 
 #: The order of :meth:`Mechanism.prepare` (see :class:`PhaseContext`).
 STAGES: tuple[str, ...] = ("training_set", "exemplars", "model", "train")
+#: The stages that build ``ctx.table``; the phase job reads it into ``ctx.data`` after them.
+DATA_STAGES: tuple[str, ...] = STAGES[:2]
 
 
 #: Every registered mechanism by name, in registration order.

@@ -9,7 +9,7 @@ import pytest
 
 from cilaudio import lists as L
 from cilaudio.audioset import AudioSet, parse_segment_id, read_label_names, read_strong_labels
-from cilaudio.phases import PhaseSplit
+from cilaudio.phases import ClassSplit
 
 NAMES = (
     "/m/09x0r\tSpeech\n"
@@ -191,8 +191,8 @@ def test_bad_split(tmp_path: Path) -> None:
 def test_clip_table_feeds_the_list_generator(tmp_path: Path) -> None:
     """Segments without a target class drop out of the lists; display names keep their commas."""
     ds = _dataset(tmp_path)
-    split = PhaseSplit.from_sizes(["Male speech, man speaking", "Speech", "Dog", "Music"], [2, 1, 1])
-    train = L.training_lists(ds.load_split("dev"), split, assignment="latest")
+    class_split = ClassSplit.from_sizes(["Male speech, man speaking", "Speech", "Dog", "Music"], [2, 1, 1])
+    train = L.training_lists(ds.load_split("dev"), class_split, assignment="latest")
     names = [set(t["fname"]) for t in train]
     # Ys9d...: Male speech (phase 0) + Dog (phase 1) -> latest = phase 1
     # Y-ql66...: Speech (phase 0); Yabc...: only Squeak, no target class -> nowhere
@@ -201,7 +201,7 @@ def test_clip_table_feeds_the_list_generator(tmp_path: Path) -> None:
     row = train[1].iloc[0]
     assert L.split_labels(row["labels"]) == ["Dog"]
     assert L.split_labels(row["all_labels"]) == ["Male speech, man speaking", "Dog"]
-    test = L.test_lists(ds.load_split("dev"), split)
+    test = L.test_lists(ds.load_split("dev"), class_split)
     assert [t["fname"].tolist() for t in test] == [
         ["Ys9d-2nhuJCQ_30000", "Y-ql66_pp0iq_4_40000"],
         ["Ys9d-2nhuJCQ_30000", "Y-ql66_pp0iq_4_40000"],

@@ -16,7 +16,7 @@ from cilaudio.checkpoint import save_checkpoint
 from cilaudio.cli import main
 from cilaudio.features import FeatureSettings, LogMel, extract_to_hdf5
 from cilaudio.model import CNN14, ModelSettings
-from cilaudio.phases import PhaseSplit
+from cilaudio.phases import ClassSplit
 
 SETTINGS = FeatureSettings(sample_rate=8000, n_fft=256, win_length=256, hop_length=80, n_mels=64, f_min=20.0,
                            f_max=3900.0, excerpt_seconds=2.0, hop_seconds=2.0, min_last_seconds=0.5)
@@ -157,7 +157,7 @@ def test_import_lists_command(tmp_path: Path, capsys) -> None:
     code = main(["import-lists", str(papers), str(out), "--classes", str(tmp_path / "classes.txt"),
                  "--phases", "4", "1", "1"])
     assert code == 0
-    assert L.read_classes(out / "classes.tsv") == PhaseSplit.from_sizes(names, sizes)
+    assert L.read_classes(out / "classes.tsv") == ClassSplit.from_sizes(names, sizes)
     assert L.read_list(out / "train_phase1.tsv")["labels"].tolist() == ["c4"]
     assert L.read_list(out / "test_phase2.tsv")["labels"].tolist() == ["|".join(names)]
     # classes.tsv written by the workflow is accepted as it is

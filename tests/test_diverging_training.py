@@ -32,8 +32,8 @@ OPTIM3 = T.OptimSettings(epochs=3, batch_size=8, lr=0.01, lr_min=1e-4)
 
 
 def _data(prepared):
-    split = read_classes(prepared / "lists/classes.tsv")
-    return training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+    class_split = read_classes(prepared / "lists/classes.tsv")
+    return training_set(phase=0, class_split=class_split, lists=[prepared / "lists/train_phase0.tsv"],
                           features=prepared / "dev.h5", cumulative=False)
 
 
@@ -203,9 +203,9 @@ def test_tag_refuses_a_checkpoint_with_infinite_buffers(tmp_path, capsys):
 
 
 def test_evaluate_refuses_non_finite_scores_naming_the_checkpoint(prepared, tmp_path):
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     ckpt = tmp_path / "phase0.pt"
-    save_checkpoint(ckpt, model=_overflowing(len(split.seen(0))), classes=list(split.seen(0)), phase=0,
+    save_checkpoint(ckpt, model=_overflowing(len(class_split.seen(0))), classes=list(class_split.seen(0)), phase=0,
                     method="base", seed=0, params={})
     with pytest.raises(ValueError, match=r"phase0\.pt.*NaN or infinite scores"):
         W.evaluate(classes=str(prepared / "lists/classes.tsv"), checkpoints=[str(ckpt)], phases=[0],

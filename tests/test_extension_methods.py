@@ -50,9 +50,9 @@ def chains(prepared, tmp_path_factory):
 def _excerpts_of_list(prepared, phase, feats, index):
     """A training list's excerpts in the order a phase job reads them (list order, then each
     clip's excerpts) with the list's own labels of that phase's classes."""
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     frame = read_list(prepared / f"lists/train_phase{phase}.tsv")
-    y_clip = label_matrix(frame, split.groups[phase], source="test")
+    y_clip = label_matrix(frame, class_split.groups[phase], source="test")
     rows, ys = [], []
     for i, f in enumerate(frame["fname"]):
         for r in index.get(f, ()):
@@ -109,9 +109,9 @@ def test_balanced_replay_memory_is_the_most_balanced_choice(prepared, chains):
     removal is not guaranteed the very closest)."""
     from itertools import combinations
 
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     frame = read_list(prepared / "lists/train_phase0.tsv")
-    y = label_matrix(frame, split.groups[0], source="test").astype(np.float64)  # (clips, 3)
+    y = label_matrix(frame, class_split.groups[0], source="test").astype(np.float64)  # (clips, 3)
     kl = {c: _kl_to_uniform(y[list(c)].sum(axis=0)) for c in combinations(range(len(y)), 3)}
     _, state = load_checkpoint(chains / "balanced1.pt")
     assert len(state["memory"]) == 3
@@ -286,14 +286,14 @@ def test_evaluation_scores_the_phase0_ridge_head_on_the_base_clips(prepared, cha
     from cilaudio.evaluate import phase_metrics
     from cilaudio.excerpts import excerpts_of
 
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     base, _ = load_checkpoint(chains / "p0.pt")
     head = _analytic_expected(prepared, base)[0]  # (d + 1, 3): the base classes
-    kw = dict(split=split, base_list=prepared / "lists/test_phase0.tsv", features=prepared / "eval.h5",
+    kw = dict(class_split=class_split, base_list=prepared / "lists/test_phase0.tsv", features=prepared / "eval.h5",
               meta={"method": "m"}, device=torch.device("cpu"))
     record = phase_metrics(checkpoint=chains / "analytic2.pt", test_list=prepared / "lists/test_phase2.tsv", **kw)
 
-    test = excerpts_of(read_list(prepared / "lists/test_phase0.tsv"), list(split.seen(0)),
+    test = excerpts_of(read_list(prepared / "lists/test_phase0.tsv"), list(class_split.seen(0)),
                        excerpt_index(prepared / "eval.h5"), source="test", features="eval")
     with open_features(prepared / "eval.h5") as h5:
         x = h5["features"][:][test.rows]

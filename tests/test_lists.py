@@ -1,17 +1,17 @@
-"""Phase split and list generation against hand-built clip tables."""
+"""Class split and list generation against hand-built clip tables."""
 
 import pandas as pd
 import pytest
 
 from cilaudio import lists as L
-from cilaudio.phases import PhaseSplit, match_classes
+from cilaudio.phases import ClassSplit, match_classes
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
 
 
 @pytest.fixture
-def split():
-    return PhaseSplit.from_sizes(CLASSES, [2, 2, 2])  # phase 0: a b, 1: c d, 2: e f
+def class_split():
+    return ClassSplit.from_sizes(CLASSES, [2, 2, 2])  # phase 0: a b, 1: c d, 2: e f
 
 
 @pytest.fixture
@@ -23,21 +23,21 @@ def clips():
     })
 
 
-def test_split_groups_and_seen(split):
-    assert split.groups == (("a", "b"), ("c", "d"), ("e", "f"))
-    assert split.seen(1) == ("a", "b", "c", "d")
-    assert split.phase_of("e") == 2
+def test_class_split_groups_and_seen(class_split):
+    assert class_split.groups == (("a", "b"), ("c", "d"), ("e", "f"))
+    assert class_split.seen(1) == ("a", "b", "c", "d")
+    assert class_split.phase_of("e") == 2
 
 
 @pytest.mark.parametrize("sizes", [[2, 2], [3, 3, 1], [0, 6]])
-def test_split_rejects_sizes_that_do_not_add_up(sizes):
+def test_class_split_rejects_sizes_that_do_not_add_up(sizes):
     with pytest.raises(ValueError, match="phase|class"):
-        PhaseSplit.from_sizes(CLASSES, sizes)
+        ClassSplit.from_sizes(CLASSES, sizes)
 
 
 def test_duplicate_class_rejected():
     with pytest.raises(ValueError, match="more than once"):
-        PhaseSplit.from_sizes(["a", "a", "b"], [1, 2])
+        ClassSplit.from_sizes(["a", "a", "b"], [1, 2])
 
 
 def test_unknown_class_names_closest_match():
@@ -49,8 +49,8 @@ def test_unknown_class_names_closest_match():
     assert "Dog" not in str(err.value).split("closest")[0].split("\n", 1)[1]
 
 
-def test_training_lists_latest_assignment(split, clips):
-    tr = L.training_lists(clips, split, assignment="latest")
+def test_training_lists_latest_assignment(class_split, clips):
+    tr = L.training_lists(clips, class_split, assignment="latest")
     as_dict = [dict(zip(f.fname, f.labels)) for f in tr]
     # phase 0: clips with base classes only
     assert as_dict[0] == {"1": "a"}
@@ -61,17 +61,17 @@ def test_training_lists_latest_assignment(split, clips):
     assert tr[2].set_index("fname").loc["4", "all_labels"] == "b|c|e"
 
 
-def test_training_lists_other_assignments(split, clips):
-    earliest = L.training_lists(clips, split, assignment="earliest")
+def test_training_lists_other_assignments(class_split, clips):
+    earliest = L.training_lists(clips, class_split, assignment="earliest")
     assert dict(zip(earliest[0].fname, earliest[0].labels)) == {"1": "a", "2": "a", "4": "b"}
-    every = L.training_lists(clips, split, assignment="every")
+    every = L.training_lists(clips, class_split, assignment="every")
     assert sorted(every[1].fname) == ["2", "3", "4"]
     with pytest.raises(ValueError, match="phase 0 has no training clip"):
-        L.training_lists(clips[clips.fname != "1"], split, assignment="exclusive")
+        L.training_lists(clips[clips.fname != "1"], class_split, assignment="exclusive")
 
 
-def test_test_lists_are_cumulative(split, clips):
-    te = L.test_lists(clips, split)
+def test_test_lists_are_cumulative(class_split, clips):
+    te = L.test_lists(clips, class_split)
     assert list(te[0].fname) == ["1", "2", "4"]
     assert dict(zip(te[0].fname, te[0].labels))["4"] == "b"
     assert list(te[1].fname) == ["1", "2", "3", "4"]
@@ -79,24 +79,24 @@ def test_test_lists_are_cumulative(split, clips):
     assert list(te[2].fname) == ["1", "2", "3", "4", "6"]  # clip 5 has no configured class
 
 
-def test_list_round_trip_and_label_matrix(tmp_path, split, clips):
-    tr = L.training_lists(clips, split)
+def test_list_round_trip_and_label_matrix(tmp_path, class_split, clips):
+    tr = L.training_lists(clips, class_split)
     path = tmp_path / "train_phase2.tsv"
     L.write_list(tr[2], path)
     text = path.read_text()
     assert text.splitlines()[0] == "fname\tlabels\tall_labels"
     back = L.read_list(path)
-    y = L.label_matrix(back, split.seen(2))
+    y = L.label_matrix(back, class_split.seen(2))
     assert y.tolist() == [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]]
-    y_all = L.label_matrix(back, split.seen(2), column="all_labels")
+    y_all = L.label_matrix(back, class_split.seen(2), column="all_labels")
     assert y_all[0].tolist() == [0, 1, 1, 0, 1, 0]
     with pytest.raises(ValueError, match="row 2"):
-        L.label_matrix(back, split.seen(1), source=str(path))
+        L.label_matrix(back, class_split.seen(1), source=str(path))
 
 
-def test_classes_round_trip(tmp_path, split):
-    L.write_classes(split, tmp_path / "classes.tsv")
-    assert L.read_classes(tmp_path / "classes.tsv") == split
+def test_classes_round_trip(tmp_path, class_split):
+    L.write_classes(class_split, tmp_path / "classes.tsv")
+    assert L.read_classes(tmp_path / "classes.tsv") == class_split
 
 
 def test_config_readme_is_generated_from_the_schema():

@@ -9,11 +9,11 @@ import pytest
 
 from cilaudio import lists as L
 from cilaudio.paper_lists import clip_stem, import_paper_lists, parse_paper_list, to_list_frame
-from cilaudio.phases import PhaseSplit
+from cilaudio.phases import ClassSplit
 
 SIZES = [30, 5, 5, 5, 5]
 CLASSES = [f"class {i:02d}, with comma" for i in range(50)]
-SPLIT = PhaseSplit.from_sizes(CLASSES, SIZES)
+CLASS_SPLIT = ClassSplit.from_sizes(CLASSES, SIZES)
 
 
 def _record(path: str, vector: np.ndarray, npy: bool = False) -> str:
@@ -100,50 +100,50 @@ def test_to_list_frame_train_and_test_positions() -> None:
     rng = np.random.default_rng(1)
     train_vecs = _vectors(rng, 4, 5)
     recs = [(f"/p/Yclip{i}_0.wav", v) for i, v in enumerate(train_vecs)]
-    frame = to_list_frame(recs, CLASSES, phase=2, split=SPLIT, kind="train")
+    frame = to_list_frame(recs, CLASSES, phase=2, class_split=CLASS_SPLIT, kind="train")
     assert list(frame.columns) == L.LIST_COLUMNS
     assert frame["fname"].tolist() == [f"Yclip{i}_0" for i in range(4)]
     # phase 2 learns classes 35..39: position j <-> CLASSES[35 + j]
-    want = L.label_matrix(frame, SPLIT.groups[2])
+    want = L.label_matrix(frame, CLASS_SPLIT.groups[2])
     np.testing.assert_array_equal(want, np.stack(train_vecs))
 
     test_vecs = _vectors(rng, 3, 40)
     recs = [(f"/p/Yeval{i}_0.wav", v) for i, v in enumerate(test_vecs)]
-    frame = to_list_frame(recs, CLASSES, phase=2, split=SPLIT, kind="test")
+    frame = to_list_frame(recs, CLASSES, phase=2, class_split=CLASS_SPLIT, kind="test")
     np.testing.assert_array_equal(L.label_matrix(frame, CLASSES[:40]), np.stack(test_vecs))
     assert all("," in name for f in frame["labels"] for name in L.split_labels(f))
 
 
 def test_to_list_frame_other_vector_order() -> None:
-    """The vectors may follow another class order than the split, within the same phases."""
-    split = PhaseSplit.from_sizes(["a", "b", "c", "d"], [2, 2])
+    """The vectors may follow another class order than the class split, within the same phases."""
+    class_split = ClassSplit.from_sizes(["a", "b", "c", "d"], [2, 2])
     recs = [("x/Y1_0.wav", np.array([1.0, 0.0])), ("x/Y2_0.wav", np.array([0.0, 1.0]))]
-    frame = to_list_frame(recs, ["b", "a", "d", "c"], phase=0, split=split, kind="train")
+    frame = to_list_frame(recs, ["b", "a", "d", "c"], phase=0, class_split=class_split, kind="train")
     assert frame["labels"].tolist() == ["b", "a"]
     recs = [("x/Y3_0.wav", np.array([1.0, 1.0, 1.0, 0.0]))]
-    frame = to_list_frame(recs, ["b", "a", "d", "c"], phase=1, split=split, kind="test")
-    assert frame["labels"].tolist() == ["a|b|d"]  # written in the split's order
-    with pytest.raises(ValueError, match="phase split gives"):
-        to_list_frame([("x/Y1_0.wav", np.array([1.0, 0.0]))], ["a", "c", "b", "d"], phase=0, split=split,
+    frame = to_list_frame(recs, ["b", "a", "d", "c"], phase=1, class_split=class_split, kind="test")
+    assert frame["labels"].tolist() == ["a|b|d"]  # written in the class split's order
+    with pytest.raises(ValueError, match="class split gives"):
+        to_list_frame([("x/Y1_0.wav", np.array([1.0, 0.0]))], ["a", "c", "b", "d"], phase=0, class_split=class_split,
                       kind="train")
     with pytest.raises(ValueError, match="different classes"):
-        to_list_frame(recs, ["b", "a", "d", "e"], phase=1, split=split, kind="test")
+        to_list_frame(recs, ["b", "a", "d", "e"], phase=1, class_split=class_split, kind="test")
 
 
 def test_length_mismatch_names_file_and_lengths() -> None:
     recs = [("/p/Y1_0.wav", np.zeros(30))]
     with pytest.raises(ValueError, match=r"train_phase_1\.txt: .*length 5, found length 30"):
-        to_list_frame(recs, CLASSES, phase=1, split=SPLIT, kind="train", source="train_phase_1.txt")
+        to_list_frame(recs, CLASSES, phase=1, class_split=CLASS_SPLIT, kind="train", source="train_phase_1.txt")
     with pytest.raises(ValueError, match=r"test_phase_0_1\.txt: .*length 35, found length 30"):
-        to_list_frame(recs, CLASSES, phase=1, split=SPLIT, kind="test", source="test_phase_0_1.txt")
+        to_list_frame(recs, CLASSES, phase=1, class_split=CLASS_SPLIT, kind="test", source="test_phase_0_1.txt")
 
 
 def test_duplicates() -> None:
     v = np.eye(5)[0]
     same = [("a/Y1_0.wav", v), ("b/Y1_0.wav", v)]
-    assert len(to_list_frame(same, CLASSES, phase=1, split=SPLIT, kind="train")) == 1
+    assert len(to_list_frame(same, CLASSES, phase=1, class_split=CLASS_SPLIT, kind="train")) == 1
     with pytest.raises(ValueError, match="twice with different"):
-        to_list_frame([("a/Y1_0.wav", v), ("a/Y1_0.wav", np.eye(5)[1])], CLASSES, phase=1, split=SPLIT,
+        to_list_frame([("a/Y1_0.wav", v), ("a/Y1_0.wav", np.eye(5)[1])], CLASSES, phase=1, class_split=CLASS_SPLIT,
                       kind="train")
 
 
@@ -173,13 +173,13 @@ def test_import_folder(tmp_path: Path) -> None:
     with open(papers / "train_phase_1.txt", "a") as f:
         f.write(_record("/d/Yshared_0.wav", shared_v1) + "\n")
 
-    out = import_paper_lists(papers, tmp_path / "lists", SPLIT)
-    assert L.read_classes(out["classes"]) == SPLIT
+    out = import_paper_lists(papers, tmp_path / "lists", CLASS_SPLIT)
+    assert L.read_classes(out["classes"]) == CLASS_SPLIT
     for k in range(5):
         train = L.read_list(tmp_path / "lists" / f"train_phase{k}.tsv")
         names = list(train_truth[k]) + ["Yshared_0"] * (k < 2)
         assert train["fname"].tolist() == names  # the last record is kept
-        np.testing.assert_array_equal(L.label_matrix(train.iloc[:3], SPLIT.groups[k]),
+        np.testing.assert_array_equal(L.label_matrix(train.iloc[:3], CLASS_SPLIT.groups[k]),
                                       np.stack(list(train_truth[k].values())))
         test = L.read_list(tmp_path / "lists" / f"test_phase{k}.tsv")
         assert test["fname"].tolist() == list(truth)
@@ -200,14 +200,14 @@ def test_import_missing_file_and_mismatch(tmp_path: Path) -> None:
     papers = tmp_path / "papers"
     papers.mkdir()
     with pytest.raises(FileNotFoundError, match=r"train_phase_0\.txt.*test_phase_0_1_2_3_4\.txt"):
-        import_paper_lists(papers, tmp_path / "out", SPLIT)
+        import_paper_lists(papers, tmp_path / "out", CLASS_SPLIT)
     for k in range(5):
         n_train = 30 if k == 0 else 5
         _write(papers / f"train_phase_{k}.txt", [("/a/Y1_0.wav", np.eye(n_train)[0])])
         name = "test_phase_" + "_".join(str(j) for j in range(k + 1)) + ".txt"
         _write(papers / name, [("/a/Y2_0.wav", np.eye(30)[0])])  # 30 entries everywhere: wrong after phase 0
     with pytest.raises(ValueError, match=r"test_phase_0_1\.txt: .*length 35, found length 30"):
-        import_paper_lists(papers, tmp_path / "out", SPLIT)
+        import_paper_lists(papers, tmp_path / "out", CLASS_SPLIT)
     assert not (tmp_path / "out").exists()  # nothing written before every file was checked
 
 
@@ -237,7 +237,7 @@ def test_test_clip_in_a_training_list_is_an_error_naming_both_files_and_lines(tm
     line = _append(papers / "train_phase_2.txt", "/elsewhere/Yeval0_0.wav", np.eye(5)[1])
     assert line == 3
     with pytest.raises(ValueError) as err:
-        import_paper_lists(papers, tmp_path / "out", SPLIT)
+        import_paper_lists(papers, tmp_path / "out", CLASS_SPLIT)
     text = str(err.value)
     assert "Yeval0_0" in text
     assert f"{papers / 'train_phase_2.txt'}, line 3" in text
@@ -251,7 +251,7 @@ def test_clip_in_two_training_lists_is_a_warning_naming_files_and_lines(tmp_path
     papers = _write_folder(tmp_path / "papers")
     line = _append(papers / "train_phase_3.txt", "/data/train/Ytr1_0_0.wav", np.eye(5)[4])
     with caplog.at_level("WARNING", logger="cilaudio.paper_lists"):
-        out = import_paper_lists(papers, tmp_path / "out", SPLIT)
+        out = import_paper_lists(papers, tmp_path / "out", CLASS_SPLIT)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1, warnings
     assert "Ytr1_0_0" in warnings[0]

@@ -66,7 +66,7 @@ def test_thresholds_are_inclusive():
 
 def _prepare_on(targets, old_logits, n_old, pos_weight):
     """The mechanism's phase hook on a fake phase of one batch: the previous model's logits are
-    given, the split has ``n_old`` old classes."""
+    given, the class split has ``n_old`` old classes."""
     from types import SimpleNamespace
 
     class Old(torch.nn.Module):
@@ -75,7 +75,7 @@ def _prepare_on(targets, old_logits, n_old, pos_weight):
 
     method = methods.complete({"bce_on": "new", "pseudo_labels": True})
     (mech,) = [m for m in methods.active_mechanisms(method) if m.name == "pseudo_labels"]
-    ctx = SimpleNamespace(phase=1, split=SimpleNamespace(seen=lambda p: list(range(n_old)) if p == 0 else None),
+    ctx = SimpleNamespace(phase=1, class_split=SimpleNamespace(seen=lambda p: list(range(n_old)) if p == 0 else None),
                           old_model=Old(), data=None, pos_weight=pos_weight.clone(),
                           batches=lambda data: iter([(torch.arange(len(targets)).float(), targets)]))
     mech.prepare(ctx)

@@ -26,7 +26,7 @@ import pytest
 
 from cilaudio import workflow_steps as W
 from cilaudio.lists import write_classes
-from cilaudio.phases import PhaseSplit
+from cilaudio.phases import ClassSplit
 from cilaudio.tables import COLUMNS, VERSION_COLUMNS, write_tsv
 from metric_tables import metric_table
 
@@ -221,7 +221,7 @@ def write_report(tmp: Path, *, norm: str, seeds, methods, full: bool) -> Path:
     folder.mkdir(parents=True)
     classes = folder / "lists" / "classes.tsv"
     classes.parent.mkdir()
-    write_classes(PhaseSplit.from_sizes([c for g in CLASSES for c in g], [len(g) for g in CLASSES]), classes)
+    write_classes(ClassSplit.from_sizes([c for g in CLASSES for c in g], [len(g) for g in CLASSES]), classes)
     table = folder / "metrics.tsv"
     write_tsv(norm_table(norm, seeds=seeds, methods=methods), table)
     figures = {"metrics": folder / "metrics.png"}

@@ -63,8 +63,8 @@ def test_incremental_phase_grows_and_keeps_the_classes(prepared, tmp_path):
               "temperature": 2.0, "lambda_base": 5.0, "lambda_exponent": 0.66, "kd_weight": 1.0}
     _incremental(prepared, tmp_path / "p0.pt", tmp_path / "p1.pt", method)
     model, state = load_checkpoint(tmp_path / "p1.pt")
-    split = read_classes(prepared / "lists/classes.tsv")
-    assert state["classes"] == list(split.seen(1)) and model.classifier.out_features == 5
+    class_split = read_classes(prepared / "lists/classes.tsv")
+    assert state["classes"] == list(class_split.seen(1)) and model.classifier.out_features == 5
     result = _evaluate(prepared, tmp_path / "p1.pt", tmp_path / "p1.json", 1)
     assert set(result["subsets"]) == {"all", "base", "group0", "group1"}
 
@@ -80,10 +80,11 @@ def test_checkpoint_of_another_split_is_refused(prepared, tmp_path):
 
 
 def test_joint_training_set_is_the_union_with_all_seen_labels(prepared):
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     lists = [prepared / f"lists/train_phase{k}.tsv" for k in range(3)]
-    joint = training_set(phase=2, split=split, lists=lists, features=prepared / "dev.h5", cumulative=True)
-    current = training_set(phase=2, split=split, lists=lists[2:], features=prepared / "dev.h5", cumulative=False)
+    joint = training_set(phase=2, class_split=class_split, lists=lists, features=prepared / "dev.h5", cumulative=True)
+    current = training_set(phase=2, class_split=class_split, lists=lists[2:], features=prepared / "dev.h5",
+                           cumulative=False)
     n_clips = sum(len(read_list(p)) for p in lists)
     assert len(np.unique(joint.table.clip)) == n_clips
     # current-phase targets only have the new classes; joint targets reach the old ones too
@@ -91,7 +92,7 @@ def test_joint_training_set_is_the_union_with_all_seen_labels(prepared):
     assert joint.table.targets[:, :5].sum() > 0
     # later-phase clips that hold old sounds are labelled with them in joint training
     frame = read_list(lists[2])
-    old_in_phase2 = sum(any(c in split.seen(1) for c in f.split("|")) for f in frame["all_labels"])
+    old_in_phase2 = sum(any(c in class_split.seen(1) for c in f.split("|")) for f in frame["all_labels"])
     assert old_in_phase2 > 0
 
 
@@ -121,9 +122,9 @@ def test_replay_memory_is_chosen_from_old_clips_and_carried_on(prepared, tmp_pat
 
 
 def test_replay_targets_mark_unknown_entries(prepared):
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     memory = read_list(prepared / "lists/train_phase0.tsv").head(3).assign(phases="0")
-    data = training_set(phase=1, split=split, lists=[prepared / "lists/train_phase1.tsv"],
+    data = training_set(phase=1, class_split=class_split, lists=[prepared / "lists/train_phase1.tsv"],
                         features=prepared / "dev.h5", cumulative=False,
                         bce_on="new", memory=memory)
     t = data.table.targets
@@ -175,8 +176,8 @@ def test_features_go_to_the_gpu_only_when_they_fit(prepared, monkeypatch):
 
     from cilaudio import batches as B
 
-    split = read_classes(prepared / "lists/classes.tsv")
-    data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+    class_split = read_classes(prepared / "lists/classes.tsv")
+    data = training_set(phase=0, class_split=class_split, lists=[prepared / "lists/train_phase0.tsv"],
                         features=prepared / "dev.h5", cumulative=False)
     with h5py.File(prepared / "dev.h5", "r") as h5:
         need = h5["features"][np.sort(data.table.rows)].nbytes  # the rows this phase trains on
@@ -202,8 +203,8 @@ def test_loader_workers_give_the_same_batches_as_the_main_process(prepared):
 
     from cilaudio import batches as B
 
-    split = read_classes(prepared / "lists/classes.tsv")
-    data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+    class_split = read_classes(prepared / "lists/classes.tsv")
+    data = training_set(phase=0, class_split=class_split, lists=[prepared / "lists/train_phase0.tsv"],
                         features=prepared / "dev.h5", cumulative=False)
     epoch = len(data) - 3  # not a multiple of the batch nor of the group
     assert epoch % 8 and epoch % (8 * B.TRANSFER_GROUP)

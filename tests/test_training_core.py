@@ -25,7 +25,7 @@ from cilaudio.lists import read_classes, read_list
 from cilaudio import methods
 from cilaudio.training_data import UNKNOWN, training_set
 from cilaudio.model import CNN14, ModelSettings
-from cilaudio.phases import PhaseSplit
+from cilaudio.phases import ClassSplit
 
 OPTIM0 = dict(epochs=2, batch_size=8, lr=0.01, lr_min=1e-4)
 OPTIM = dict(epochs=1, batch_size=8, lr=1e-3, lr_min=1e-4)
@@ -47,7 +47,7 @@ def test_replayed_exemplars_are_known_only_for_their_own_phases_classes(prepared
     phase 0, one of phase 1, one of phase 2 and one kept from phases 0 and 2 (labels merged).
     Every class outside an exemplar's own phases, earlier ones included, must be unknown."""
     classes = list(read_classes(prepared / "lists/classes.tsv").classes)  # 7 classes
-    split = PhaseSplit.from_sizes(classes, [3, 2, 1, 1])
+    class_split = ClassSplit.from_sizes(classes, [3, 2, 1, 1])
     c = classes
     fnames = list(read_list(prepared / "lists/train_phase0.tsv")["fname"][:4])
     # the phase-2 exemplar also holds (unlabelled) sounds of c[0] and c[3]: all_labels says so
@@ -62,7 +62,7 @@ def test_replayed_exemplars_are_known_only_for_their_own_phases_classes(prepared
                         for f in read_list(prepared / "lists/train_phase2.tsv")["fname"][:2]])
     own_path = prepared / "own_phase3.tsv"
     own.to_csv(own_path, sep="\t", index=False)
-    data = training_set(phase=3, split=split, lists=[own_path], features=prepared / "dev.h5",
+    data = training_set(phase=3, class_split=class_split, lists=[own_path], features=prepared / "dev.h5",
                           cumulative=False, bce_on="new", memory=memory)
     t, clip = data.table.targets, data.table.clip
     n_own = len(own)
@@ -122,10 +122,10 @@ def test_pos_weight_of_each_column_group_hand_counted():
 def test_pos_weight_of_a_real_phase_equals_the_reference_value(prepared):
     """Independent learning's new-class weight is the reference's: computed from the phase's
     own training labels (its classes only), whatever else the data holds."""
-    split = read_classes(prepared / "lists/classes.tsv")
+    class_split = read_classes(prepared / "lists/classes.tsv")
     lists = [prepared / "lists/train_phase1.tsv"]
     frame = read_list(lists[0])
-    new = list(split.groups[1])
+    new = list(class_split.groups[1])
     y = np.array([[c in f.split("|") for c in new] for f in frame["labels"]], dtype=float)
     excerpts = {f: 0 for f in frame["fname"]}
     import cilaudio.excerpts as D
@@ -135,7 +135,7 @@ def test_pos_weight_of_a_real_phase_equals_the_reference_value(prepared):
     pos = float((y.sum(axis=1) * counts).sum())
     neg = float(((len(new) - y.sum(axis=1)) * counts).sum())
     for bce_on in ("new", "all"):
-        data = training_set(phase=1, split=split, lists=lists, features=prepared / "dev.h5",
+        data = training_set(phase=1, class_split=class_split, lists=lists, features=prepared / "dev.h5",
                               cumulative=False, bce_on=bce_on)
         pw = T.pos_weights_of(data.table.targets, 3)
         assert pw[3:].tolist() == pytest.approx([neg / pos] * 2)
@@ -347,8 +347,8 @@ def test_incremental_history_has_every_loss_term(prepared, tmp_path):
 
 
 def test_a_loss_that_becomes_nan_stops_the_job_and_keeps_what_was_written(prepared, tmp_path):
-    split = read_classes(prepared / "lists/classes.tsv")
-    data = training_set(phase=0, split=split, lists=[prepared / "lists/train_phase0.tsv"],
+    class_split = read_classes(prepared / "lists/classes.tsv")
+    data = training_set(phase=0, class_split=class_split, lists=[prepared / "lists/train_phase0.tsv"],
                           features=prepared / "dev.h5", cumulative=False)
     model = CNN14(ModelSettings(norm="bn", width=4, n_mels=64, n_classes=3))
     steps_per_epoch = math.ceil(len(data) / 8)

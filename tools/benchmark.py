@@ -187,7 +187,7 @@ def child_train_epoch(a: dict) -> dict:
 
     from cilaudio.losses import bce_loss
     from cilaudio.model import CNN14, ModelSettings
-    from cilaudio.phases import PhaseSplit
+    from cilaudio.phases import ClassSplit
     from cilaudio.train import ExecutionSettings, OptimSettings, fit, pos_weights_of
     from cilaudio.training_data import training_set
 
@@ -195,10 +195,10 @@ def child_train_epoch(a: dict) -> dict:
     torch.set_num_threads(a["threads"])
     torch.manual_seed(0)
     classes = [c for c in Path(a["classes"]).read_text().split("\n") if c]
-    split = PhaseSplit.from_sizes(classes, [len(classes)])
+    class_split = ClassSplit.from_sizes(classes, [len(classes)])
     loader = ExecutionSettings(num_workers=0, in_memory=False)
     t0 = time.perf_counter()
-    data = training_set(phase=0, split=split, lists=[Path(a["list"])], features=Path(a["features"]),
+    data = training_set(phase=0, class_split=class_split, lists=[Path(a["list"])], features=Path(a["features"]),
                         cumulative=False, in_memory=loader.in_memory)
     t_set = time.perf_counter() - t0
     after_set = _status_kb("VmRSS")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # heavy imports only where a command needs them
 
     from .features import FeatureSettings
     from .model import CNN14
-    from .phases import PhaseSplit
+    from .phases import ClassSplit
 
 __all__ = ["main", "build_parser", "tag_clips", "feature_settings_of"]
 
@@ -401,28 +401,28 @@ def _read_names(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _read_split(path: Path, phases: Sequence[int] | None) -> "PhaseSplit":
+def _read_class_split(path: Path, phases: Sequence[int] | None) -> "ClassSplit":
     from . import lists as L
-    from .phases import PhaseSplit
+    from .phases import ClassSplit
 
     if not path.is_file():
         raise FileNotFoundError(f"class list {path} does not exist")
     first = path.read_text(encoding="utf-8").splitlines()[:1]
     if first and first[0].rstrip("\r\n").split("\t") == CLASSES_HEADER:
-        split = L.read_classes(path)
-        if phases is not None and list(phases) != [len(g) for g in split.groups]:
+        class_split = L.read_classes(path)
+        if phases is not None and list(phases) != [len(g) for g in class_split.groups]:
             raise ValueError(f"--phases {list(phases)} disagrees with {path}, whose phases have "
-                             f"{[len(g) for g in split.groups]} classes")
-        return split
-    return PhaseSplit.from_sizes(_read_names(path), list(phases) if phases else [30, 5, 5, 5, 5])
+                             f"{[len(g) for g in class_split.groups]} classes")
+        return class_split
+    return ClassSplit.from_sizes(_read_names(path), list(phases) if phases else [30, 5, 5, 5, 5])
 
 
 def _run_import(args: argparse.Namespace) -> int:
     from .paper_lists import import_paper_lists
 
-    split = _read_split(args.classes, args.phases)
+    class_split = _read_class_split(args.classes, args.phases)
     order = _read_names(args.vector_order) if args.vector_order else None
-    out = import_paper_lists(args.papers_folder, args.out_folder, split, classes=order)
+    out = import_paper_lists(args.papers_folder, args.out_folder, class_split, classes=order)
     print(f"wrote {len(out['train'])} training and {len(out['test'])} test lists to {args.out_folder}")
     return 0
 

@@ -21,7 +21,7 @@ from .excerpts import ExcerptTable, FeatureDataset, excerpt_index, excerpts_of
 from .lists import read_list
 from .exemplar_memory import histogram
 from .model import record_activations
-from .phases import PhaseSplit
+from .phases import ClassSplit
 from .train import pick_device
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def base_head_metrics(model: torch.nn.Module, base_head: torch.Tensor, features:
     return compute_metrics(base.targets[:, :n_base], scores, threshold)
 
 
-def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_list: Path,
+def phase_metrics(*, checkpoint: Path, class_split: ClassSplit, test_list: Path, base_list: Path,
                   features: Path, meta: dict[str, Any], threshold: float = 0.5, batch_size: int = 64,
                   device: torch.device, index: Any = None, num_workers: int = 0) -> dict:
     """Metrics after one phase, as a JSON-ready record.
@@ -131,7 +131,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
 
     model, state = load_checkpoint(checkpoint, device=device)
     phase = state["phase"]
-    seen = list(split.seen(phase))
+    seen = list(class_split.seen(phase))
     if state["classes"] != seen:
         raise ValueError(f"{checkpoint} holds classes that differ from phase {phase} of the class split; "
                          "it comes from another config: delete it and rerun")
@@ -145,11 +145,11 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     base_clips = set(read_list(base_list)["fname"])
     in_base = np.array([test_frame["fname"].iloc[c] in base_clips for c in test.clip], dtype=bool)
     subsets = subset_metrics(y, scores, in_base=in_base,
-                             group_sizes=[len(split.groups[j]) for j in range(phase + 1)], threshold=threshold)
+                             group_sizes=[len(class_split.groups[j]) for j in range(phase + 1)], threshold=threshold)
     base_head = (state.get("analytic") or {}).get("base_head")
     if base_head is not None:  # the analytic method's phase-0 ridge head, on the same base clips
         base = ExcerptTable(test.rows[in_base], test.targets[in_base], test.clip[in_base])
-        subsets["base_head"] = base_head_metrics(model, base_head, features, base, n_base=len(split.groups[0]),
+        subsets["base_head"] = base_head_metrics(model, base_head, features, base, n_base=len(class_split.groups[0]),
                                                  threshold=threshold, batch_size=batch_size, device=device,
                                                  num_workers=num_workers)
     ap = average_precision_per_class(y, scores)
@@ -157,7 +157,7 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
         **meta,
         "phase": phase,
         "classes": seen,
-        "groups": [list(g) for g in split.groups[: phase + 1]],
+        "groups": [list(g) for g in class_split.groups[: phase + 1]],
         "n_excerpts": {"all": int(len(y)), "base": int(in_base.sum())},
         "subsets": {k: _clean(v) for k, v in subsets.items()},
         "per_class_ap": {c: (None if math.isnan(a) else float(a)) for c, a in zip(seen, ap)},
@@ -168,14 +168,14 @@ def phase_metrics(*, checkpoint: Path, split: PhaseSplit, test_list: Path, base_
     result["pretrained"] = state.get("pretrained")  # the PANNs file phase 0 started from, or None
     if state.get("memory") is not None:
         result["memory"] = {"n_clips": len(state["memory"]),
-                            "label_counts": histogram(state["memory"], split.seen(phase - 1))}
+                            "label_counts": histogram(state["memory"], class_split.seen(phase - 1))}
     log.info(f"phase {phase}: mAP {subsets['all']['map']:.4f}, base mAP {subsets['base']['map']:.4f}, "
              f"F1 micro {subsets['all']['f1_micro']:.4f} on {len(y)} excerpts")
     return result
 
 
 def evaluate_chain(*, checkpoints: Sequence[Path], phases: Sequence[int], test_lists: Sequence[Path],
-                   split: PhaseSplit, base_list: Path, features: Path, out: Path, meta: dict[str, Any],
+                   class_split: ClassSplit, base_list: Path, features: Path, out: Path, meta: dict[str, Any],
                    threshold: float = 0.5, batch_size: int = 64, device: str = "auto",
                    threads: int = 1, num_workers: int = 0) -> list[dict]:
     """:func:`phase_metrics` of every phase model of one chain (method and seed), written as one
@@ -191,7 +191,7 @@ def evaluate_chain(*, checkpoints: Sequence[Path], phases: Sequence[int], test_l
     index = excerpt_index(features)
     records = []
     for checkpoint, phase, test_list in zip(checkpoints, phases, test_lists):
-        record = phase_metrics(checkpoint=Path(checkpoint), split=split, test_list=Path(test_list),
+        record = phase_metrics(checkpoint=Path(checkpoint), class_split=class_split, test_list=Path(test_list),
                                base_list=base_list, features=features, meta=meta, threshold=threshold,
                                batch_size=batch_size, device=dev, index=index, num_workers=num_workers)
         if record["phase"] != int(phase):
@@ -225,14 +225,14 @@ def _cka_matrix(model_a: torch.nn.Module, model_b: torch.nn.Module, data: Featur
     return cka.compute(), used
 
 
-def _base_test_data(split: PhaseSplit, base_list: Path, features: Path) -> FeatureDataset:
-    table = excerpts_of(read_list(base_list), list(split.groups[0]), excerpt_index(features),
+def _base_test_data(class_split: ClassSplit, base_list: Path, features: Path) -> FeatureDataset:
+    table = excerpts_of(read_list(base_list), list(class_split.groups[0]), excerpt_index(features),
                         source=str(base_list), features=str(features))
     return FeatureDataset(features, table)
 
 
 @torch.no_grad()
-def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, base_list: Path,
+def cka_chain(*, reference: Path, others: Sequence[Path], class_split: ClassSplit, base_list: Path,
               features: Path, out: Path, meta: dict[str, Any], batch_size: int = 64,
               device: str = "auto", threads: int = 1, num_workers: int = 0) -> np.ndarray:
     """Linear CKA between the ``reference`` model (phase 0) and each model of ``others`` (a
@@ -242,7 +242,7 @@ def cka_chain(*, reference: Path, others: Sequence[Path], split: PhaseSplit, bas
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     model_a, state_a = load_checkpoint(reference, device=dev)
-    data = _base_test_data(split, base_list, features)
+    data = _base_test_data(class_split, base_list, features)
     matrices, phases, used = [], [], 0
     for other in others:
         model_b, state_b = load_checkpoint(other, device=dev)

@@ -2,7 +2,7 @@
 
 A *clip table* is what a dataset reader returns: one row per audio clip with columns
 ``fname`` (str), ``labels`` (tuple of class names, the dataset's full annotation) and
-``split`` (``train``/``val`` for development clips, ``eval`` for test clips).
+``class_split`` (``train``/``val`` for development clips, ``eval`` for test clips).
 
 Lists are TSV with a header and these columns:
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .phases import PhaseSplit
+from .phases import ClassSplit
 
 SEPARATOR = "|"
 LIST_COLUMNS = ["fname", "labels", "all_labels"]
@@ -57,9 +57,9 @@ def _restrict(labels: Sequence[str], keep: Sequence[str]) -> list[str]:
     return [c for c in keep if c in present]
 
 
-def assign_phases(clip_labels: Sequence[str], split: PhaseSplit, policy: str) -> list[int]:
+def assign_phases(clip_labels: Sequence[str], class_split: ClassSplit, policy: str) -> list[int]:
     """Phases whose training list gets this clip (empty list: the clip is not used)."""
-    phases = sorted({split.phase_of(c) for c in clip_labels})
+    phases = sorted({class_split.phase_of(c) for c in clip_labels})
     if not phases:
         return []
     if policy == "latest":
@@ -74,17 +74,17 @@ def assign_phases(clip_labels: Sequence[str], split: PhaseSplit, policy: str) ->
 
 
 def training_lists(
-    clips: pd.DataFrame, split: PhaseSplit, *, assignment: str = "latest"
+    clips: pd.DataFrame, class_split: ClassSplit, *, assignment: str = "latest"
 ) -> list[pd.DataFrame]:
     """One training list per phase, each clip labelled with that phase's classes only."""
-    rows: list[list[dict]] = [[] for _ in range(split.n_phases)]
+    rows: list[list[dict]] = [[] for _ in range(class_split.n_phases)]
     for fname, labels in zip(clips["fname"], clips["labels"]):
-        present = _restrict(labels, split.classes)
-        for k in assign_phases(present, split, assignment):
+        present = _restrict(labels, class_split.classes)
+        for k in assign_phases(present, class_split, assignment):
             rows[k].append(
                 {
                     "fname": fname,
-                    "labels": join_labels(_restrict(present, split.groups[k])),
+                    "labels": join_labels(_restrict(present, class_split.groups[k])),
                     "all_labels": join_labels(present),
                 }
             )
@@ -92,21 +92,21 @@ def training_lists(
     for k, frame in enumerate(lists):
         if frame.empty:
             raise ValueError(
-                f"phase {k} has no training clip (classes: {', '.join(split.groups[k])}); "
+                f"phase {k} has no training clip (classes: {', '.join(class_split.groups[k])}); "
                 "check the class list, the phase sizes and the `assignment` setting"
             )
     return lists
 
 
-def test_lists(clips: pd.DataFrame, split: PhaseSplit) -> list[pd.DataFrame]:
+def test_lists(clips: pd.DataFrame, class_split: ClassSplit) -> list[pd.DataFrame]:
     """Cumulative test lists: after phase k, every clip holding a class seen so far,
     labelled with all seen classes."""
     out = []
-    for k in range(split.n_phases):
-        seen = split.seen(k)
+    for k in range(class_split.n_phases):
+        seen = class_split.seen(k)
         rows = []
         for fname, labels in zip(clips["fname"], clips["labels"]):
-            present = _restrict(labels, split.classes)
+            present = _restrict(labels, class_split.classes)
             labelled = _restrict(present, seen)
             if labelled:
                 rows.append(
@@ -155,15 +155,15 @@ def label_matrix(
     return y
 
 
-def write_classes(split: PhaseSplit, path: str | os.PathLike) -> None:
+def write_classes(class_split: ClassSplit, path: str | os.PathLike) -> None:
     rows = [
-        {"index": i, "name": name, "phase": split.phase_of(name)} for i, name in enumerate(split.classes)
+        {"index": i, "name": name, "phase": class_split.phase_of(name)} for i, name in enumerate(class_split.classes)
     ]
     with atomic_path(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
 
 
-def read_classes(path: str | os.PathLike) -> PhaseSplit:
+def read_classes(path: str | os.PathLike) -> ClassSplit:
     frame = pd.read_csv(path, sep="\t", dtype={"name": str}, keep_default_na=False)
     sizes = frame.groupby("phase").size().sort_index().tolist()
-    return PhaseSplit.from_sizes(frame.sort_values("index")["name"].tolist(), sizes)
+    return ClassSplit.from_sizes(frame.sort_values("index")["name"].tolist(), sizes)

@@ -11,8 +11,8 @@ several lines when long::
      0. 0. 0. 0. 0. 0.]
 
 Unlike the reference reader, any path prefix is accepted and the last record is kept. The
-vector has ``len(split.groups[k])`` entries in training lists of phase k (30, then 5) and
-``len(split.seen(k))`` in the cumulative test list after phase k (30, 35, ..., 50). Standard
+vector has ``len(class_split.groups[k])`` entries in training lists of phase k (30, then 5) and
+``len(class_split.seen(k))`` in the cumulative test list after phase k (30, 35, ..., 50). Standard
 file names: ``train_phase_<k>.txt`` and ``test_phase_0_1_..._<k>.txt``.
 
 Our lists (:mod:`cilaudio.lists`) name a clip by its audio file's stem (``fname``).
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from . import lists as L
-from .phases import PhaseSplit
+from .phases import ClassSplit
 
 __all__ = ["parse_paper_list", "to_list_frame", "import_paper_lists", "paper_list_names", "missing_paper_lists", "clip_stem"]
 
@@ -129,49 +129,49 @@ def _parse_located(path: str | os.PathLike) -> list[tuple[int, str, np.ndarray]]
     return records
 
 
-def _positions(classes: Sequence[str], *, phase: int, split: PhaseSplit, kind: str) -> list[str]:
-    """Class name of each vector position: ``classes`` cut with ``split``'s phase sizes."""
+def _positions(classes: Sequence[str], *, phase: int, class_split: ClassSplit, kind: str) -> list[str]:
+    """Class name of each vector position: ``classes`` cut with ``class_split``'s phase sizes."""
     if kind not in KINDS:
         raise ValueError(f"kind must be 'train' or 'test', got {kind!r}")
     classes = list(classes)
-    if sorted(classes) != sorted(split.classes):
-        missing = sorted(set(split.classes) - set(classes))
-        extra = sorted(set(classes) - set(split.classes))
+    if sorted(classes) != sorted(class_split.classes):
+        missing = sorted(set(class_split.classes) - set(classes))
+        extra = sorted(set(classes) - set(class_split.classes))
         raise ValueError(
-            f"the vector class order and the phase split name different classes (missing: {missing}, "
+            f"the vector class order and the class split name different classes (missing: {missing}, "
             f"extra: {extra})"
         )
-    end = len(split.seen(phase))  # also checks the phase
+    end = len(class_split.seen(phase))  # also checks the phase
     if kind == "train":
-        names = classes[end - len(split.groups[phase]) : end]
-        wanted = split.groups[phase]
+        names = classes[end - len(class_split.groups[phase]) : end]
+        wanted = class_split.groups[phase]
     else:
         names = classes[:end]
-        wanted = split.seen(phase)
+        wanted = class_split.seen(phase)
     if set(names) != set(wanted):
         raise ValueError(
             f"positions of phase {phase} in the vector class order name {sorted(names)}, but the "
-            f"phase split gives {sorted(wanted)}"
+            f"class split gives {sorted(wanted)}"
         )
     return names
 
 
 def to_list_frame(records: Sequence[tuple[str, np.ndarray]], classes: Sequence[str], *, phase: int,
-                  split: PhaseSplit, kind: str, source: str = "records",
+                  class_split: ClassSplit, kind: str, source: str = "records",
                   all_labels: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Our list (columns fname, labels, all_labels) of one papers' list.
 
     ``classes`` is the order of the papers' vectors over every class (usually
-    ``split.classes``); cut with ``split``'s phase sizes it gives each position's class: a
+    ``class_split.classes``); cut with ``class_split``'s phase sizes it gives each position's class: a
     training list of phase k covers phase k's slice, a test list after phase k the first
-    ``len(split.seen(k))`` classes. Labels are written in ``split``'s order. ``all_labels``
+    ``len(class_split.seen(k))`` classes. Labels are written in ``class_split``'s order. ``all_labels``
     maps a fname to its full known annotation (default: its labels here). ``source`` names
     the file in errors. A vector of the wrong length raises ValueError naming ``source`` and
     both lengths; the same clip twice with different vectors is an error, with the same vector
     it is kept once.
     """
-    names = _positions(classes, phase=phase, split=split, kind=kind)
-    order = split.groups[phase] if kind == "train" else split.seen(phase)
+    names = _positions(classes, phase=phase, class_split=class_split, kind=kind)
+    order = class_split.groups[phase] if kind == "train" else class_split.seen(phase)
     rows = []
     seen: dict[str, tuple[str, np.ndarray]] = {}
     for audio, vector in records:
@@ -196,7 +196,7 @@ def to_list_frame(records: Sequence[tuple[str, np.ndarray]], classes: Sequence[s
         full = list(all_labels.get(fname, labels)) if all_labels is not None else labels
         full_set = set(full) | present
         rows.append({"fname": fname, "labels": L.join_labels(labels),
-                     "all_labels": L.join_labels([c for c in split.classes if c in full_set])})
+                     "all_labels": L.join_labels([c for c in class_split.classes if c in full_set])})
     frame = pd.DataFrame(rows, columns=L.LIST_COLUMNS)
     n_empty = int((frame["labels"] == "").sum())
     if n_empty:
@@ -298,21 +298,21 @@ def missing_paper_lists(folder: str | os.PathLike, n_phases: int) -> tuple[list[
     return names, [Path(folder) / n for n in names if not (Path(folder) / n).is_file()]
 
 
-def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike, split: PhaseSplit, *,
+def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike, class_split: ClassSplit, *,
                        classes: Sequence[str] | None = None) -> dict[str, list[Path] | Path]:
     """Convert ``folder``'s papers' lists into our lists in ``out_folder``.
 
-    Writes ``train_phase{k}.tsv`` and ``test_phase{k}.tsv`` for every phase of ``split``, plus
+    Writes ``train_phase{k}.tsv`` and ``test_phase{k}.tsv`` for every phase of ``class_split``, plus
     ``classes.tsv``, ``clips_dev.tsv`` (every training clip) and ``clips_eval.tsv`` (every test
     clip), i.e. a complete lists folder. ``classes`` is the vectors' class order (default
-    ``split.classes``). Every file is read and checked before anything is written (a clip in a
+    ``class_split.classes``). Every file is read and checked before anything is written (a clip in a
     training list and a test list is an error, see :func:`check_clip_overlaps`). Returns the
     written paths (keys ``train``, ``test``, ``classes``, ``clips_dev``, ``clips_eval``).
     """
     folder, out_folder = Path(folder), Path(out_folder)
-    classes = list(split.classes if classes is None else classes)
-    names = paper_list_names(split.n_phases)
-    expected, missing = missing_paper_lists(folder, split.n_phases)
+    classes = list(class_split.classes if classes is None else classes)
+    names = paper_list_names(class_split.n_phases)
+    expected, missing = missing_paper_lists(folder, class_split.n_phases)
     if missing:
         raise FileNotFoundError(
             f"papers' list file(s) missing in {folder}: {', '.join(str(p) for p in missing)} "
@@ -325,28 +325,29 @@ def import_paper_lists(folder: str | os.PathLike, out_folder: str | os.PathLike,
     # First pass: each clip's labels per kind, for all_labels.
     frames: dict[str, list[pd.DataFrame]] = {}
     for i, kind in enumerate(KINDS):
-        plain = [to_list_frame(recs, classes, phase=k, split=split, kind=kind, source=str(folder / names[k][i]))
+        plain = [to_list_frame(recs, classes, phase=k, class_split=class_split, kind=kind,
+                               source=str(folder / names[k][i]))
                  for k, recs in enumerate(parsed[kind])]
         union: dict[str, set[str]] = {}
         for frame in plain:
             for fname, labels in zip(frame["fname"], frame["labels"]):
                 union.setdefault(fname, set()).update(L.split_labels(labels))
-        frames[kind] = [to_list_frame(recs, classes, phase=k, split=split, kind=kind,
+        frames[kind] = [to_list_frame(recs, classes, phase=k, class_split=class_split, kind=kind,
                                       source=str(folder / names[k][i]),
                                       all_labels={f: sorted(v) for f, v in union.items()})
                         for k, recs in enumerate(parsed[kind])]
     check_clip_overlaps(folder, names, located)
-    out = {"train": [out_folder / f"train_phase{k}.tsv" for k in range(split.n_phases)],
-           "test": [out_folder / f"test_phase{k}.tsv" for k in range(split.n_phases)],
+    out = {"train": [out_folder / f"train_phase{k}.tsv" for k in range(class_split.n_phases)],
+           "test": [out_folder / f"test_phase{k}.tsv" for k in range(class_split.n_phases)],
            "classes": out_folder / "classes.tsv", "clips_dev": out_folder / "clips_dev.tsv",
            "clips_eval": out_folder / "clips_eval.tsv"}
-    L.write_classes(split, out["classes"])
+    L.write_classes(class_split, out["classes"])
     for kind in KINDS:
         for frame, path in zip(frames[kind], out[kind]):
             L.write_list(frame, path)
     for kind, key in (("train", "clips_dev"), ("test", "clips_eval")):
         clips = pd.concat(frames[kind])["fname"].drop_duplicates().sort_values()
         L.write_list(pd.DataFrame({"fname": clips, "labels": "", "all_labels": ""}), out[key])
-    for k in range(split.n_phases):
+    for k in range(class_split.n_phases):
         log.info("phase %d: %d training clips, %d test clips", k, len(frames["train"][k]), len(frames["test"][k]))
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import lists as L
-from .phases import PhaseSplit, match_classes
+from .phases import ClassSplit, match_classes
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequen
         return
     vocab = ds.load_vocabulary()["label"].tolist()
     names, source = read_class_list(classes, vocab, key=classes_key(outputs))
-    split = PhaseSplit.from_sizes(match_classes(names, vocab, source=source), phases)
+    class_split = ClassSplit.from_sizes(match_classes(names, vocab, source=source), phases)
     dev = ds.load_split("dev")
     dev = dev[dev["split"].isin(train_splits)]
     test = ds.load_split("eval")
-    train_lists = L.training_lists(dev, split, assignment=assignment)
-    test_lists = L.test_lists(test, split)
-    L.write_classes(split, outputs["classes"])
+    train_lists = L.training_lists(dev, class_split, assignment=assignment)
+    test_lists = L.test_lists(test, class_split)
+    L.write_classes(class_split, outputs["classes"])
     for frame, path in zip(train_lists, outputs["train"]):
         L.write_list(frame, path)
     for frame, path in zip(test_lists, outputs["test"]):
@@ -66,7 +66,7 @@ def make_lists(*, outputs: Mapping[str, Any], root: str, classes, phases: Sequen
     L.write_list(pd.DataFrame({"fname": dev_clips, "labels": "", "all_labels": ""}), outputs["clips_dev"])
     L.write_list(pd.DataFrame({"fname": eval_clips, "labels": "", "all_labels": ""}), outputs["clips_eval"])
     for k, (tr, te) in enumerate(zip(train_lists, test_lists)):
-        log.info(f"phase {k}: {len(split.groups[k])} classes, {len(tr)} training clips, {len(te)} test clips")
+        log.info(f"phase {k}: {len(class_split.groups[k])} classes, {len(tr)} training clips, {len(te)} test clips")
 
 
 def import_lists(*, outputs: Mapping[str, Any], ds, classes, phases: Sequence[int], folder: str) -> None:
@@ -80,12 +80,12 @@ def import_lists(*, outputs: Mapping[str, Any], ds, classes, phases: Sequence[in
         names = match_classes(names, ds.load_vocabulary()["label"].tolist(), source=source)
     else:
         log.info(f"the dataset's metadata is not there: class names taken as given in {source}")
-    split = PhaseSplit.from_sizes(names, phases)
-    written = import_paper_lists(folder, Path(outputs["classes"]).parent, split)
+    class_split = ClassSplit.from_sizes(names, phases)
+    written = import_paper_lists(folder, Path(outputs["classes"]).parent, class_split)
 
     def paths(files: Mapping[str, Any]) -> list[str]:
         return sorted(str(p) for v in files.values() for p in (v if isinstance(v, list) else [v]))
 
     if paths(written) != paths(outputs):  # the importer's file names are the rule's outputs
         raise RuntimeError(f"imported lists were written as {paths(written)}, the rule declares {paths(outputs)}")
-    log.info(f"imported {split.n_phases} training and {split.n_phases} test lists from {folder}")
+    log.info(f"imported {class_split.n_phases} training and {class_split.n_phases} test lists from {folder}")

@@ -8,7 +8,7 @@ from typing import Sequence
 
 
 @dataclass(frozen=True)
-class PhaseSplit:
+class ClassSplit:
     """Ordered classes cut into consecutive phases (30 + 4 x 5 by default).
 
     ``groups[k]`` holds the classes that phase ``k`` learns; the model's outputs are ordered
@@ -19,7 +19,7 @@ class PhaseSplit:
     groups: tuple[tuple[str, ...], ...]
 
     @classmethod
-    def from_sizes(cls, classes: Sequence[str], sizes: Sequence[int]) -> "PhaseSplit":
+    def from_sizes(cls, classes: Sequence[str], sizes: Sequence[int]) -> "ClassSplit":
         classes = list(classes)
         if sum(sizes) != len(classes):
             raise ValueError(

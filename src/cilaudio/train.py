@@ -34,7 +34,7 @@ from .features import read_settings
 from .model import CNN14, MEMORY_FORMAT, ModelSettings
 from . import methods as method_registry
 from .training_data import UNKNOWN, training_set
-from .phases import PhaseSplit
+from .phases import ClassSplit
 from .progress import Progress, _duration
 from .sgd import SGD
 from .training_history import EXPLODING_RISE, exploded
@@ -398,7 +398,7 @@ def write_history(path: Path, history: Sequence[dict], *, phase: int, method: st
         frame.to_csv(tmp, sep="\t", index=False)
 
 
-def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path,
+def train_base(*, class_split: ClassSplit, train_list: Path, features: Path, out: Path,
                model_settings: dict[str, Any], optim: OptimSettings, seed: int,
                execution: ExecutionSettings = ExecutionSettings(), numeric: NumericSettings = NumericSettings(),
                device: str = "auto", threads: int = 1, params: dict | None = None,
@@ -412,9 +412,9 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
     set_determinism(numeric.deterministic, dev)
     s = phase_seed(seed, 0)
     seed_everything(s)
-    data = training_set(phase=0, split=split, lists=[train_list], features=features,
+    data = training_set(phase=0, class_split=class_split, lists=[train_list], features=features,
                         cumulative=False, in_memory=execution.in_memory)
-    classes = list(split.seen(0))
+    classes = list(class_split.seen(0))
     model = CNN14(ModelSettings(n_classes=len(classes), **model_settings)).to(dev)
     extra: dict[str, Any] = {"features": read_settings(features)}
     if pretrained is not None:
@@ -445,9 +445,9 @@ def train_base(*, split: PhaseSplit, train_list: Path, features: Path, out: Path
     resume.unlink(missing_ok=True)
 
 
-def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) -> None:
+def check_previous(state: dict, *, path: Path, class_split: ClassSplit, phase: int) -> None:
     """The previous checkpoint must hold exactly the classes seen before this phase."""
-    expected = list(split.seen(phase - 1))
+    expected = list(class_split.seen(phase - 1))
     if state["classes"] != expected:
         raise ValueError(
             f"{path} was trained on {len(state['classes'])} classes {state['classes'][:3]}... but phase "
@@ -456,7 +456,7 @@ def check_previous(state: dict, *, path: Path, split: PhaseSplit, phase: int) ->
         )
 
 
-def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Path], features: Path,
+def train_incremental(*, phase: int, class_split: ClassSplit, train_lists: Sequence[Path], features: Path,
                       previous: Path, out: Path, method_name: str, method: dict[str, Any],
                       optim: OptimSettings, seed: int, execution: ExecutionSettings = ExecutionSettings(),
                       numeric: NumericSettings = NumericSettings(), device: str = "auto",
@@ -476,7 +476,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     s = phase_seed(seed, phase)
     seed_everything(s)
     model, state = load_checkpoint(previous, device=dev)
-    check_previous(state, path=previous, split=split, phase=phase)
+    check_previous(state, path=previous, class_split=class_split, phase=phase)
     for key, value in (expected_model or {}).items():
         if state["settings"].get(key) != value:
             raise ValueError(
@@ -484,7 +484,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
                 f"model.{key}={value!r}: it comes from another configuration; delete it (and the "
                 "later phases) and rerun")
     n_old = model.settings.n_classes
-    n_new = len(split.groups[phase])
+    n_new = len(class_split.groups[phase])
     old_model = None
     if method_registry.needs_old_model(method):
         old_model, _ = load_checkpoint(previous, device=dev)
@@ -495,7 +495,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
     model.to(dev)
     mechanisms = method_registry.active_mechanisms(method)
     ctx = method_registry.PhaseContext(
-        phase=phase, split=split, model=model, old_model=old_model, previous_state=state,
+        phase=phase, class_split=class_split, model=model, old_model=old_model, previous_state=state,
         train_lists=list(train_lists),
         previous_list=train_lists[-2] if method_registry.needs_previous_list(method) else None,
         features=features, index=excerpt_index(features), device=dev, seed=s, in_memory=execution.in_memory,
@@ -539,7 +539,7 @@ def train_incremental(*, phase: int, split: PhaseSplit, train_lists: Sequence[Pa
         mechanism_state = mechanism.state()
         if mechanism_state is not None:
             extra[mechanism.state_name()] = mechanism_state
-    save_checkpoint(out, model=model, classes=list(split.seen(phase)), phase=phase, method=method_name, seed=seed,
+    save_checkpoint(out, model=model, classes=list(class_split.seen(phase)), phase=phase, method=method_name, seed=seed,
                     params=params or {}, extra=extra)
     # after the checkpoint: a history table stands only beside a finished phase
     write_history(history_path(out), history, phase=phase, method=method_name, seed=seed)

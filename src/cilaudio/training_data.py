@@ -18,14 +18,14 @@ import pandas as pd
 from . import exemplar_memory
 from .excerpts import ExcerptIndex, ExcerptTable, FeatureDataset, dominant_clip_warnings, excerpt_index, excerpts_of
 from .lists import read_list
-from .phases import PhaseSplit
+from .phases import ClassSplit
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = -1.0  # target entry that a clip is not labelled for in this phase (no BCE gradient)
 
 
-def phase_table(*, phase: int, split: PhaseSplit, lists: Sequence[Path], features: Path, cumulative: bool,
+def phase_table(*, phase: int, class_split: ClassSplit, lists: Sequence[Path], features: Path, cumulative: bool,
                 bce_on: str = "all", index: ExcerptIndex | None = None) -> ExcerptTable:
     """Phase k's own training excerpts with targets over every class seen so far.
 
@@ -35,8 +35,8 @@ def phase_table(*, phase: int, split: PhaseSplit, lists: Sequence[Path], feature
     clips are marked unknown (``UNKNOWN``: independent learning). ``index``: the feature file's
     excerpt index, when the caller has read it already.
     """
-    seen = split.seen(phase)
-    n_old = len(split.seen(phase - 1)) if phase > 0 else 0
+    seen = class_split.seen(phase)
+    n_old = len(class_split.seen(phase - 1)) if phase > 0 else 0
     index = excerpt_index(features) if index is None else index
     for message in dominant_clip_warnings({f"phase {phase}'s training list": lists[-1]}, index):
         log.warning(message)
@@ -53,7 +53,7 @@ def phase_table(*, phase: int, split: PhaseSplit, lists: Sequence[Path], feature
     return table
 
 
-def with_exemplars(table: ExcerptTable, memory: pd.DataFrame, *, phase: int, split: PhaseSplit, features: Path,
+def with_exemplars(table: ExcerptTable, memory: pd.DataFrame, *, phase: int, class_split: ClassSplit, features: Path,
                    index: ExcerptIndex | None = None) -> ExcerptTable:
     """``table`` followed by the excerpts of the exemplar ``memory`` (:mod:`cilaudio.exemplar_memory`).
 
@@ -63,7 +63,7 @@ def with_exemplars(table: ExcerptTable, memory: pd.DataFrame, *, phase: int, spl
     """
     if not len(memory):
         return table
-    seen = split.seen(phase)
+    seen = class_split.seen(phase)
     index = excerpt_index(features) if index is None else index
     mem = excerpts_of(memory, seen, index, column="labels", source="exemplar memory", features=str(features))
     known = np.zeros((len(memory), len(seen)), dtype=bool)  # (memory clips, classes seen)
@@ -72,22 +72,22 @@ def with_exemplars(table: ExcerptTable, memory: pd.DataFrame, *, phase: int, spl
             if not 0 <= p < phase:
                 raise ValueError(f"exemplar {memory['fname'].iloc[i]!r} is labelled for phase {p}, "
                                  f"which is not an earlier phase of phase {phase}")
-            known[i, split.columns(p)] = True
+            known[i, class_split.columns(p)] = True
     mem.targets[~known[mem.clip]] = UNKNOWN
     return ExcerptTable(np.concatenate([table.rows, mem.rows]),
                         np.concatenate([table.targets, mem.targets]),
                         np.concatenate([table.clip, mem.clip + len(table.clip)]))
 
 
-def training_set(*, phase: int, split: PhaseSplit, lists: Sequence[Path], features: Path, cumulative: bool,
+def training_set(*, phase: int, class_split: ClassSplit, lists: Sequence[Path], features: Path, cumulative: bool,
                  in_memory: bool = False, bce_on: str = "all", memory: pd.DataFrame | None = None,
                  index: ExcerptIndex | None = None) -> FeatureDataset:
     """Phase k's training set (:func:`phase_table`, then the exemplar ``memory`` if any:
     :func:`with_exemplars`), read from ``features`` (into RAM with ``in_memory``); ``index``:
     the feature file's excerpt index, when the caller has read it already."""
     index = excerpt_index(features) if index is None else index
-    table = phase_table(phase=phase, split=split, lists=lists, features=features, cumulative=cumulative,
+    table = phase_table(phase=phase, class_split=class_split, lists=lists, features=features, cumulative=cumulative,
                         bce_on=bce_on, index=index)
     if memory is not None:
-        table = with_exemplars(table, memory, phase=phase, split=split, features=features, index=index)
+        table = with_exemplars(table, memory, phase=phase, class_split=class_split, features=features, index=index)
     return FeatureDataset(features, table, in_memory=in_memory)

@@ -57,9 +57,9 @@ def train_base(*, classes: str, train_list: str, features: str, out: str, norm: 
     from .features import check_settings, read_settings
 
     check_settings(features, feature_settings)
-    split = L.read_classes(classes)
+    class_split = L.read_classes(classes)
     n_mels = int(read_settings(features)["n_mels"])
-    T.train_base(split=split, train_list=Path(train_list), features=Path(features), out=Path(out),
+    T.train_base(class_split=class_split, train_list=Path(train_list), features=Path(features), out=Path(out),
                  model_settings={"norm": norm, "n_mels": n_mels, **model}, optim=T.OptimSettings(**optim),
                  execution=T.ExecutionSettings(**(execution or {})), numeric=T.NumericSettings(**(numeric or {})),
                  seed=seed, device=device, threads=threads,
@@ -86,9 +86,10 @@ def train_incremental(*, classes: str, train_lists: Sequence[str], features: str
     from . import methods
     from . import train as T
 
-    split = L.read_classes(classes)
-    T.train_incremental(expected_model=model, phase=phase, split=split, train_lists=[Path(p) for p in train_lists],
-                        features=Path(features), previous=Path(previous), out=Path(out),
+    class_split = L.read_classes(classes)
+    T.train_incremental(expected_model=model, phase=phase, class_split=class_split,
+                        train_lists=[Path(p) for p in train_lists], features=Path(features),
+                        previous=Path(previous), out=Path(out),
                         method_name=method_name, method=methods.complete(dict(method), where=f"methods.{method_name}"),
                         optim=T.OptimSettings(**optim), execution=T.ExecutionSettings(**(execution or {})),
                         numeric=T.NumericSettings(**(numeric or {})), seed=seed,
@@ -138,7 +139,7 @@ def evaluate(*, classes: str, checkpoints: Sequence[str], phases: Sequence[int],
     from .evaluate import evaluate_chain
 
     evaluate_chain(checkpoints=[Path(c) for c in checkpoints], phases=[int(k) for k in phases],
-                   test_lists=[Path(t) for t in test_lists], split=L.read_classes(classes),
+                   test_lists=[Path(t) for t in test_lists], class_split=L.read_classes(classes),
                    base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
                    threshold=threshold, batch_size=batch_size, device=device, threads=threads,
                    num_workers=num_workers)
@@ -150,7 +151,7 @@ def cka(*, classes: str, reference: str, others: Sequence[str], base_list: str, 
     """CKA of the phase-0 model with every later phase model of one chain, in one npz file."""
     from .evaluate import cka_chain
 
-    cka_chain(reference=Path(reference), others=[Path(o) for o in others], split=L.read_classes(classes),
+    cka_chain(reference=Path(reference), others=[Path(o) for o in others], class_split=L.read_classes(classes),
               base_list=Path(base_list), features=Path(features), out=Path(out), meta=_meta(meta),
               batch_size=batch_size, device=device, threads=threads, num_workers=num_workers)
 
@@ -218,7 +219,7 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
     from .reporting.provenance import provenance
     from .reporting.texts import CAPTIONS, NORM_NAMES, PROTOCOL_NOTES, deviations
 
-    split = L.read_classes(classes)
+    class_split = L.read_classes(classes)
     run = config["run"]
     ds = config["datasets"][dataset]
     setup = {
@@ -231,7 +232,7 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
     if ds.get("papers_lists"):
         del setup["clip assignment"]
         setup["lists"] = f"imported from the papers' list files in {ds['papers_lists']}"
-    for k, group in enumerate(split.groups):
+    for k, group in enumerate(class_split.groups):
         setup[f"phase {k} ({len(group)} classes)"] = ", ".join(group)
     repo = repo_dir or Path(__file__).resolve().parents[2]
     frame = pd.read_csv(table, sep="\t")
@@ -250,7 +251,7 @@ def report(*, out: str, table: str, classes: str, figures: Mapping[str, str], co
             notes.append(f"{len(skipped)} clip(s) were skipped at feature extraction ({path}, "
                          f"on_bad_audio: skip), e.g. {first}")
     training_table = pd.read_csv(training, sep="\t") if training else None
-    warnings: list[str] = list_warnings(classes, features, n_phases=split.n_phases)
+    warnings: list[str] = list_warnings(classes, features, n_phases=class_split.n_phases)
     if versions:
         from .tables import version_warnings
 

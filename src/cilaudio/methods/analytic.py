@@ -223,7 +223,7 @@ class AnalyticClassifier(Mechanism):
             x0, y0 = features(model, ctx.batches(ctx.dataset(ctx.previous_list, 0)))
             x0 = with_intercept(x0).cpu()
             r, w = rls_start(x0.shape[1], ridge)
-            y0 = phase_targets(y0, ctx.split.columns(0), len(ctx.split.seen(0)), old_labels=old_labels)
+            y0 = phase_targets(y0, ctx.class_split.columns(0), len(ctx.class_split.seen(0)), old_labels=old_labels)
             r, w = rls_update(r, w, x0, y0)
             n_seen_before, base_head = len(x0), w.clone()
         else:
@@ -232,8 +232,8 @@ class AnalyticClassifier(Mechanism):
                              "method's checkpoints and rerun")
         x, y = features(model, ctx.batches(ctx.data))
         x = with_intercept(x).cpu()
-        y = phase_targets(y, ctx.split.columns(ctx.phase), len(ctx.split.seen(ctx.phase)), old_labels=old_labels,
-                          x=x, w_previous=w)
+        y = phase_targets(y, ctx.class_split.columns(ctx.phase), len(ctx.class_split.seen(ctx.phase)),
+                          old_labels=old_labels, x=x, w_previous=w)
         self.r, self.w = rls_update(r, w, x, y)
         self.n = n_seen_before + len(x)
         self.base_head = base_head

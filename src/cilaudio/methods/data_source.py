@@ -39,8 +39,8 @@ class DataSource(Mechanism):
         from ..lists import read_list
         from ..training_data import phase_table
 
-        ctx.table = phase_table(phase=ctx.phase, split=ctx.split, lists=ctx.train_lists, features=ctx.features,
-                                cumulative=self.values["data"] == "cumulative", bce_on=self.values["bce_on"],
-                                index=ctx.index)
+        ctx.table = phase_table(phase=ctx.phase, class_split=ctx.class_split, lists=ctx.train_lists,
+                                features=ctx.features, cumulative=self.values["data"] == "cumulative",
+                                bce_on=self.values["bce_on"], index=ctx.index)
         if self.values["epoch_size"] == "phase":  # the phase's own list's excerpts (skipped clips: none)
             ctx.epoch_size = sum(len(ctx.index.get(f, ())) for f in read_list(ctx.train_lists[-1])["fname"])

@@ -95,7 +95,7 @@ class PseudoLabels(Mechanism):
 
         from ..losses import pos_weight_by_group
 
-        n_old = len(ctx.split.seen(ctx.phase - 1))
+        n_old = len(ctx.class_split.seen(ctx.phase - 1))
         filled = []
         with torch.no_grad():
             for x, y in ctx.batches(ctx.data):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # only for the annotations: the registry imports no torch at 
 
     from ..excerpts import ExcerptIndex, ExcerptTable, FeatureDataset
     from ..model import CNN14
-    from ..phases import PhaseSplit
+    from ..phases import ClassSplit
 
 __all__ = [
     "Batch",
@@ -104,7 +104,7 @@ class PhaseContext:
     """
 
     phase: int
-    split: "PhaseSplit"
+    class_split: "ClassSplit"
     model: "CNN14"
     old_model: "CNN14 | None"
     previous_state: dict
@@ -128,7 +128,7 @@ class PhaseContext:
         list's own labels, as phase ``phase`` trained on them (:func:`cilaudio.training_data.training_set`)."""
         from ..training_data import training_set
 
-        return training_set(phase=phase, split=self.split, lists=[list_path], features=self.features,
+        return training_set(phase=phase, class_split=self.class_split, lists=[list_path], features=self.features,
                             cumulative=False, in_memory=self.in_memory, index=self.index)
 
     def batches(self, dataset):

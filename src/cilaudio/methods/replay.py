@@ -62,11 +62,12 @@ class Replay(Mechanism):
 
         pool = exemplar_memory.candidates(ctx.previous_state.get(self.state_name()), read_list(ctx.previous_list),
                                           ctx.phase - 1)
-        self.memory = exemplar_memory.select(pool, ctx.split.seen(ctx.phase - 1), budget=self.values["memory_clips"],
-                                             strategy=self.values["replay"], seed=ctx.seed)
+        self.memory = exemplar_memory.select(pool, ctx.class_split.seen(ctx.phase - 1),
+                                             budget=self.values["memory_clips"], strategy=self.values["replay"],
+                                             seed=ctx.seed)
         log.info(f"exemplar memory: {len(self.memory)} of {len(pool)} old clips ({self.values['replay']})")
-        ctx.table = with_exemplars(ctx.table, self.memory, phase=ctx.phase, split=ctx.split, features=ctx.features,
-                                   index=ctx.index)
+        ctx.table = with_exemplars(ctx.table, self.memory, phase=ctx.phase, class_split=ctx.class_split,
+                                   features=ctx.features, index=ctx.index)
 
     def state(self) -> list[dict]:
         return self.memory.to_dict("records")

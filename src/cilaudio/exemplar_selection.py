@@ -304,12 +304,8 @@ def anneal_exemplars(
     start_time = time.perf_counter()
     y = validate_labels(labels)
     budget = check_budget(budget)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
-    steps = int(steps)
-    if time_limit_s is not None and time_limit_s <= 0:
-        raise ValueError(f"time_limit_s must be positive; got {time_limit_s}")
-    n, n_classes = y.shape
+    steps = _check_steps(steps, time_limit_s)
+    n = y.shape[0]
     available = y.sum(axis=0)  # (n_classes,)
     label_total = _expected_label_total(y, min(budget, n))
     penalty = default_zero_penalty(available) if zero_penalty is None else float(zero_penalty)
@@ -330,18 +326,59 @@ def anneal_exemplars(
     start = _initial_subset(y, budget, rng, init)
     in_memory = np.zeros(n, dtype=bool)
     in_memory[start] = True
-    chosen = start.tolist()  # positions 0..budget-1
-    unchosen = np.flatnonzero(~in_memory).tolist()  # positions 0..n-budget-1
     counts_arr = y[start].sum(axis=0)
-    counts = counts_arr.tolist()  # c_k as Python ints, updated in place
     active = available > 0
-    deviation = float(((counts_arr[active] - np.asarray(targets)[active]) ** 2).sum())
-    uncovered = int((counts_arr[active] == 0).sum())
+    search = _Search(
+        chosen=start.tolist(),  # positions 0..budget-1
+        unchosen=np.flatnonzero(~in_memory).tolist(),  # positions 0..n-budget-1
+        counts=counts_arr.tolist(),  # c_k as Python ints, updated in place
+        clip_labels=clip_labels, targets=targets, penalty=penalty,
+        deviation=float(((counts_arr[active] - np.asarray(targets)[active]) ** 2).sum()),
+        uncovered=int((counts_arr[active] == 0).sum()))
+    t0, t_end, cooling = _temperatures(search, rng, t0=t0, t_end=t_end, steps=steps)
+    initial_objective = search.deviation + penalty * search.uncovered
+    run = _anneal(search, rng, steps=steps, t0=t0, cooling=cooling, time_limit_s=time_limit_s,
+                  start_time=start_time)
+    search.roll_back(run["undo"])
 
-    def swap_delta(i: int, j: int) -> tuple[float, int]:
+    idx = np.sort(np.asarray(search.chosen, dtype=np.int64))
+    counts_out = np.asarray(search.counts, dtype=np.int64)
+    objective = balance_objective(counts_out, available, label_total=label_total, zero_penalty=penalty)
+    seconds = time.perf_counter() - start_time
+    log.info("annealing: %d clips of %d, %d proposals (%d accepted) in %.2f s, J %.4g -> %.4g",
+             budget, n, run["done"], run["accepted"], seconds, initial_objective, objective)
+    return AnnealResult(idx, counts_out, objective, run["best"], initial_objective, run["done"], run["accepted"],
+                        run["best_step"], t0, t_end, seconds, run["stopped_by_time"])
+
+
+def _check_steps(steps: int, time_limit_s: float | None) -> int:
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise ValueError(f"time_limit_s must be positive; got {time_limit_s}")
+    return int(steps)
+
+
+@dataclass
+class _Search:
+    """The annealing's current subset: ``chosen`` (budget clip indices) and ``unchosen`` (the
+    rest), the per-class ``counts`` of the chosen clips, and the two parts of J, ``deviation``
+    (D) and ``uncovered`` (Z), all updated in place by a swap."""
+
+    chosen: list[int]
+    unchosen: list[int]
+    counts: list[int]
+    clip_labels: list[tuple[int, ...]]
+    targets: list[float]
+    penalty: float
+    deviation: float
+    uncovered: int
+
+    def swap_delta(self, i: int, j: int) -> tuple[float, int]:
         """Change of (D, Z) when clip i leaves and clip j enters the memory."""
-        li = clip_labels[i]
-        lj = clip_labels[j]
+        li = self.clip_labels[i]
+        lj = self.clip_labels[j]
+        counts, targets = self.counts, self.targets
         d_dev = 0.0
         d_zero = 0
         for k in li:
@@ -358,33 +395,64 @@ def anneal_exemplars(
                     d_zero -= 1
         return d_dev, d_zero
 
-    # Temperature calibration from the starting subset (draws come from the same generator).
+    def swap(self, p: int, q: int) -> None:
+        """Exchange chosen position ``p`` with unchosen position ``q`` (counts only)."""
+        i = self.chosen[p]
+        j = self.unchosen[q]
+        for k in self.clip_labels[i]:
+            self.counts[k] -= 1
+        for k in self.clip_labels[j]:
+            self.counts[k] += 1
+        self.chosen[p] = j
+        self.unchosen[q] = i
+
+    def roll_back(self, undo: list[tuple[int, int]]) -> None:
+        """Undo the swaps ``undo`` (accepted after the best subset), newest first: a swap of the
+        same two positions is its own inverse."""
+        for p, q in reversed(undo):
+            self.swap(p, q)
+
+
+def _temperatures(search: _Search, rng: np.random.Generator, *, t0: float | None, t_end: float | None,
+                  steps: int) -> tuple[float, float, float]:
+    """``(t0, t_end, cooling)``; ``t0=None`` is calibrated from up to 256 random proposals from
+    the start (the draws come from the search's generator), ``t_end=None`` is ``min(0.05, t0)``."""
+    budget, n_out = len(search.chosen), len(search.unchosen)
     if t0 is None:
         n_probe = min(256, steps)
         ps = rng.integers(budget, size=n_probe)
-        qs = rng.integers(n - budget, size=n_probe)
-        ups = [d for d, _ in (swap_delta(chosen[p], unchosen[q]) for p, q in zip(ps, qs)) if d > 0]
+        qs = rng.integers(n_out, size=n_probe)
+        deltas = (search.swap_delta(search.chosen[p], search.unchosen[q]) for p, q in zip(ps, qs))
+        ups = [d for d, _ in deltas if d > 0]
         t0 = max(1.0, 0.1 * float(np.mean(ups))) if ups else 1.0
     t0 = float(t0)
     t_end = min(0.05, t0) if t_end is None else float(t_end)
     if t0 <= 0 or t_end <= 0:
         raise ValueError(f"temperatures must be positive; got t0={t0}, t_end={t_end}")
     cooling = (t_end / t0) ** (1.0 / (steps - 1)) if steps > 1 else 1.0
+    return t0, t_end, cooling
 
-    current = deviation + penalty * uncovered
-    initial_objective = current
-    best = current
-    best_step = 0
+
+def _anneal(search: _Search, rng: np.random.Generator, *, steps: int, t0: float, cooling: float,
+            time_limit_s: float | None, start_time: float) -> dict:
+    """The Metropolis loop: ``steps`` swap proposals at a geometrically cooling temperature.
+    Returns the proposals made (``done``), ``accepted``, the ``best`` J and its ``best_step``, the
+    swaps accepted after it (``undo``) and ``stopped_by_time``. The hot loop keeps its state in
+    locals; the search's lists are updated in place."""
+    chosen, unchosen, counts = search.chosen, search.unchosen, search.counts
+    clip_labels, penalty, swap_delta = search.clip_labels, search.penalty, search.swap_delta
+    budget, n_out = len(chosen), len(unchosen)
+    deviation, uncovered = search.deviation, search.uncovered
+    current = best = deviation + penalty * uncovered
+    best_step = accepted = done = 0
     undo: list[tuple[int, int]] = []  # accepted swaps since the best subset, to roll back
-    accepted = 0
     temperature = t0
-    done = 0
     stopped_by_time = False
     exp = math.exp
-    while done < steps:
+    while done < steps and not stopped_by_time:
         block = min(_CHUNK, steps - done)
         ps = rng.integers(budget, size=block).tolist()
-        qs = rng.integers(n - budget, size=block).tolist()
+        qs = rng.integers(n_out, size=block).tolist()
         us = rng.random(block).tolist()
         for p, q, u in zip(ps, qs, us):
             done += 1
@@ -392,7 +460,7 @@ def anneal_exemplars(
             j = unchosen[q]
             d_dev, d_zero = swap_delta(i, j)
             delta = d_dev + penalty * d_zero
-            if delta <= 0.0 or u < exp(-delta / temperature):
+            if delta <= 0.0 or u < exp(-delta / temperature):  # _Search.swap, inlined for speed
                 for k in clip_labels[i]:
                     counts[k] -= 1
                 for k in clip_labels[j]:
@@ -414,28 +482,9 @@ def anneal_exemplars(
                     and time.perf_counter() - start_time > time_limit_s:
                 stopped_by_time = True
                 break
-        if stopped_by_time:
-            break
-
-    # Roll back to the best subset seen: undo the swaps accepted after it, newest first.
-    for p, q in reversed(undo):
-        i = chosen[p]  # entered after the best
-        j = unchosen[q]  # left after the best
-        for k in clip_labels[i]:
-            counts[k] -= 1
-        for k in clip_labels[j]:
-            counts[k] += 1
-        chosen[p] = j
-        unchosen[q] = i
-
-    idx = np.sort(np.asarray(chosen, dtype=np.int64))
-    counts_out = np.asarray(counts, dtype=np.int64)
-    objective = balance_objective(counts_out, available, label_total=label_total, zero_penalty=penalty)
-    seconds = time.perf_counter() - start_time
-    log.info("annealing: %d clips of %d, %d proposals (%d accepted) in %.2f s, J %.4g -> %.4g",
-             budget, n, done, accepted, seconds, initial_objective, objective)
-    return AnnealResult(idx, counts_out, objective, best, initial_objective, done, accepted, best_step,
-                        t0, t_end, seconds, stopped_by_time)
+    search.deviation, search.uncovered = deviation, uncovered
+    return {"done": done, "accepted": accepted, "best": best, "best_step": best_step, "undo": undo,
+            "stopped_by_time": stopped_by_time}
 
 
 def select_annealing(labels: np.ndarray, budget: int, *, seed: int, **options) -> np.ndarray:

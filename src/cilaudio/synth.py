@@ -341,6 +341,23 @@ def _clip_counts(key: str, clips: int | Sequence[int], model: PhaseModel) -> lis
     return clips
 
 
+def _check_settings(*, durations: str, group_sizes: Sequence[int], label_statistics: str, max_events: int,
+                    min_seconds: float, max_seconds: float, sample_rate: int) -> None:
+    """The generator's settings, checked before anything is written."""
+    if durations not in ("uniform", "fsd50k"):
+        raise ValueError(f"durations must be uniform or fsd50k, got {durations!r}")
+    if not group_sizes or min(group_sizes) < 1:
+        raise ValueError(f"group_sizes must be positive, got {list(group_sizes)}")
+    if label_statistics not in STATISTICS:
+        raise ValueError(f"generate.label_statistics must be one of {', '.join(STATISTICS)}, got {label_statistics!r}")
+    if max_events < 1:
+        raise ValueError("max_events must be >= 1")
+    if not 0 < min_seconds <= max_seconds:
+        raise ValueError("need 0 < min_seconds <= max_seconds")
+    if sample_rate < 2 * BAND_HZ[1]:
+        raise ValueError(f"sample_rate must be at least {2 * BAND_HZ[1]:.0f} Hz")
+
+
 def generate(
     root: Path,
     *,
@@ -373,22 +390,13 @@ def generate(
     after each clip. ``durations``: ``uniform`` (between ``min_seconds`` and ``max_seconds``) or
     ``fsd50k`` (FSD50K's range and mean length per split, :mod:`cilaudio.clip_lengths`).
     """
-    if durations not in ("uniform", "fsd50k"):
-        raise ValueError(f"durations must be uniform or fsd50k, got {durations!r}")
     group_sizes = [int(s) for s in group_sizes]
-    if not group_sizes or min(group_sizes) < 1:
-        raise ValueError(f"group_sizes must be positive, got {group_sizes}")
-    if label_statistics not in STATISTICS:
-        raise ValueError(f"generate.label_statistics must be one of {', '.join(STATISTICS)}, got {label_statistics!r}")
+    _check_settings(durations=durations, group_sizes=group_sizes, label_statistics=label_statistics,
+                    max_events=max_events, min_seconds=min_seconds, max_seconds=max_seconds,
+                    sample_rate=sample_rate)
     models = {split: PhaseModel.from_statistics(label_statistics, split, group_sizes) for split in ("dev", "eval")}
     dev_clips = _clip_counts("dev_clips", dev_clips, models["dev"])
     eval_clips = _clip_counts("eval_clips", eval_clips, models["eval"])
-    if max_events < 1:
-        raise ValueError("max_events must be >= 1")
-    if not 0 < min_seconds <= max_seconds:
-        raise ValueError("need 0 < min_seconds <= max_seconds")
-    if sample_rate < 2 * BAND_HZ[1]:
-        raise ValueError(f"sample_rate must be at least {2 * BAND_HZ[1]:.0f} Hz")
     root = Path(root)
     ds = FSD50K(root)
     vocab = vocabulary(sum(group_sizes), seed=seed)

@@ -257,6 +257,15 @@ def _check_rise(means: dict[str, float], start: dict[str, float], *, what: str, 
             f"saved; {_FIXES}")
 
 
+def _check_epoch(means: dict[str, float], before: dict[str, float], model: torch.nn.Module, *, what: str,
+                 epoch: int, epochs: int) -> None:
+    """Stop a diverging run before its epoch is saved: the epoch's loss ``means`` must be finite
+    and must not have exploded against ``before``, and the weights must be finite."""
+    _check_finite(means, what=what, epoch=epoch, epochs=epochs)
+    _check_rise(means, before, what=what, epoch=epoch, epochs=epochs)
+    _check_weights(model, what=what, epoch=epoch, epochs=epochs)
+
+
 def _check_weights(model: torch.nn.Module, *, what: str, epoch: int, epochs: int) -> None:
     bad = non_finite_tensors(model.state_dict())
     if bad:
@@ -293,23 +302,9 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, seed: int, 
                                num_workers=execution.num_workers, features_on_gpu=execution.features_on_gpu)
     sampler_gen = batches.sampler.generator
     scaler = torch.amp.GradScaler(device.type, enabled=numeric.precision == "fp16" and device.type == "cuda")
-    first_epoch = 0
-    history: list[dict] = []
     run = run_id(job_id, numeric, device)
-    if resume is not None and resume.exists():
-        try:
-            state = torch.load(resume, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a state file we cannot read is only lost time
-            log.warning(f"{what}: ignoring unreadable resume state {resume}: {exc}")
-            state = None
-        if state is not None and state.get("job_id") == run:
-            restore_training_state(state, model=model, opt=opt, sched=sched, scaler=scaler,
-                                   sampler_gen=sampler_gen, what=what)
-            history = list(state.get("history", []))
-            first_epoch = state["epoch"] + 1
-            log.info(f"{what}: resuming after epoch {first_epoch} of {optim.epochs} from {resume}")
-        elif state is not None:
-            log.info(f"{what}: {resume} belongs to another configuration or input; starting afresh")
+    history, first_epoch = _resume(resume, run=run, model=model, opt=opt, sched=sched, scaler=scaler,
+                                   sampler_gen=sampler_gen, what=what, epochs=optim.epochs)
     writer = _tensorboard_writer(tensorboard, history)
     total = (optim.epochs - first_epoch) * epoch_size
     progress = Progress(total=total, what="clips", logger=log, prefix=f"{what}: ")
@@ -337,10 +332,8 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, seed: int, 
             n_batches += 1
             progress.step(len(x))
         means = _epoch_means(sums, n_batches)
-        _check_finite(means, what=what, epoch=epoch + 1, epochs=optim.epochs)
-        before = history[-1] if history else _epoch_means(first, 1)
-        _check_rise(means, before, what=what, epoch=epoch + 1, epochs=optim.epochs)
-        _check_weights(model, what=what, epoch=epoch + 1, epochs=optim.epochs)
+        _check_epoch(means, history[-1] if history else _epoch_means(first, 1), model, what=what,
+                     epoch=epoch + 1, epochs=optim.epochs)
         sched.step()
         seconds = time.monotonic() - epoch_start
         history.append({"epoch": epoch + 1, "lr": lr, **means, "seconds": round(seconds, 3),
@@ -361,6 +354,28 @@ def fit(*, model: CNN14, data: FeatureDataset, optim: OptimSettings, seed: int, 
     if writer is not None:
         writer.close()
     return history
+
+
+def _resume(resume: Path | None, *, run: str, model, opt, sched, scaler, sampler_gen, what: str,
+            epochs: int) -> tuple[list[dict], int]:
+    """Restore the training state saved at ``resume`` when it exists and belongs to this job
+    (``run``); returns the history of the epochs it holds and the first epoch still to train
+    (``[], 0``: start afresh)."""
+    if resume is None or not resume.exists():
+        return [], 0
+    try:
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a state file we cannot read is only lost time
+        log.warning(f"{what}: ignoring unreadable resume state {resume}: {exc}")
+        return [], 0
+    if state.get("job_id") != run:
+        log.info(f"{what}: {resume} belongs to another configuration or input; starting afresh")
+        return [], 0
+    restore_training_state(state, model=model, opt=opt, sched=sched, scaler=scaler,
+                           sampler_gen=sampler_gen, what=what)
+    first_epoch = state["epoch"] + 1
+    log.info(f"{what}: resuming after epoch {first_epoch} of {epochs} from {resume}")
+    return list(state.get("history", [])), first_epoch
 
 
 def _tensorboard_writer(folder: Path | None, history: Sequence[dict]):
@@ -456,6 +471,26 @@ def check_previous(state: dict, *, path: Path, class_split: ClassSplit, phase: i
         )
 
 
+def check_model_settings(state: dict, *, path: Path, expected: dict[str, Any]) -> None:
+    """The previous checkpoint's model must have the configured settings ``expected``."""
+    for key, value in expected.items():
+        if state["settings"].get(key) != value:
+            raise ValueError(
+                f"{path} is a model with {key}={state['settings'].get(key)!r} but the config says "
+                f"model.{key}={value!r}: it comes from another configuration; delete it (and the "
+                "later phases) and rerun")
+
+
+def frozen_copy(path: Path, *, device: torch.device) -> CNN14:
+    """The model of checkpoint ``path`` in eval mode with no gradient: the old model of
+    distillation and pseudo-labels."""
+    old_model, _ = load_checkpoint(path, device=device)
+    old_model.eval()
+    for p in old_model.parameters():
+        p.requires_grad_(False)
+    return old_model
+
+
 def train_incremental(*, phase: int, class_split: ClassSplit, train_lists: Sequence[Path], features: Path,
                       previous: Path, out: Path, method_name: str, method: dict[str, Any],
                       optim: OptimSettings, seed: int, execution: ExecutionSettings = ExecutionSettings(),
@@ -477,20 +512,10 @@ def train_incremental(*, phase: int, class_split: ClassSplit, train_lists: Seque
     seed_everything(s)
     model, state = load_checkpoint(previous, device=dev)
     check_previous(state, path=previous, class_split=class_split, phase=phase)
-    for key, value in (expected_model or {}).items():
-        if state["settings"].get(key) != value:
-            raise ValueError(
-                f"{previous} is a model with {key}={state['settings'].get(key)!r} but the config says "
-                f"model.{key}={value!r}: it comes from another configuration; delete it (and the "
-                "later phases) and rerun")
+    check_model_settings(state, path=previous, expected=expected_model or {})
     n_old = model.settings.n_classes
     n_new = len(class_split.groups[phase])
-    old_model = None
-    if method_registry.needs_old_model(method):
-        old_model, _ = load_checkpoint(previous, device=dev)
-        old_model.eval()
-        for p in old_model.parameters():
-            p.requires_grad_(False)
+    old_model = frozen_copy(previous, device=dev) if method_registry.needs_old_model(method) else None
     model.grow_classifier(n_new)
     model.to(dev)
     mechanisms = method_registry.active_mechanisms(method)
@@ -539,8 +564,8 @@ def train_incremental(*, phase: int, class_split: ClassSplit, train_lists: Seque
         mechanism_state = mechanism.state()
         if mechanism_state is not None:
             extra[mechanism.state_name()] = mechanism_state
-    save_checkpoint(out, model=model, classes=list(class_split.seen(phase)), phase=phase, method=method_name, seed=seed,
-                    params=params or {}, extra=extra)
+    save_checkpoint(out, model=model, classes=list(class_split.seen(phase)), phase=phase, method=method_name,
+                    seed=seed, params=params or {}, extra=extra)
     # after the checkpoint: a history table stands only beside a finished phase
     write_history(history_path(out), history, phase=phase, method=method_name, seed=seed)
     resume.unlink(missing_ok=True)

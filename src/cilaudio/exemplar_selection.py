@@ -56,7 +56,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -332,23 +332,23 @@ def anneal_exemplars(
         chosen=start.tolist(),  # positions 0..budget-1
         unchosen=np.flatnonzero(~in_memory).tolist(),  # positions 0..n-budget-1
         counts=counts_arr.tolist(),  # c_k as Python ints, updated in place
-        clip_labels=clip_labels, targets=targets, penalty=penalty,
-        deviation=float(((counts_arr[active] - np.asarray(targets)[active]) ** 2).sum()),
-        uncovered=int((counts_arr[active] == 0).sum()))
+        clip_labels=clip_labels, targets=targets)
+    deviation = float(((counts_arr[active] - np.asarray(targets)[active]) ** 2).sum())
+    uncovered = int((counts_arr[active] == 0).sum())
     t0, t_end, cooling = _temperatures(search, rng, t0=t0, t_end=t_end, steps=steps)
-    initial_objective = search.deviation + penalty * search.uncovered
-    run = _anneal(search, rng, steps=steps, t0=t0, cooling=cooling, time_limit_s=time_limit_s,
-                  start_time=start_time)
-    search.roll_back(run["undo"])
+    initial_objective = deviation + penalty * uncovered
+    run = _anneal(search, rng, steps=steps, t0=t0, cooling=cooling, penalty=penalty, deviation=deviation,
+                  uncovered=uncovered, time_limit_s=time_limit_s, start_time=start_time)
+    search.roll_back(run.undo)
 
     idx = np.sort(np.asarray(search.chosen, dtype=np.int64))
     counts_out = np.asarray(search.counts, dtype=np.int64)
     objective = balance_objective(counts_out, available, label_total=label_total, zero_penalty=penalty)
     seconds = time.perf_counter() - start_time
     log.info("annealing: %d clips of %d, %d proposals (%d accepted) in %.2f s, J %.4g -> %.4g",
-             budget, n, run["done"], run["accepted"], seconds, initial_objective, objective)
-    return AnnealResult(idx, counts_out, objective, run["best"], initial_objective, run["done"], run["accepted"],
-                        run["best_step"], t0, t_end, seconds, run["stopped_by_time"])
+             budget, n, run.done, run.accepted, seconds, initial_objective, objective)
+    return AnnealResult(idx, counts_out, objective, run.best, initial_objective, run.done, run.accepted,
+                        run.best_step, t0, t_end, seconds, run.stopped_by_time)
 
 
 def _check_steps(steps: int, time_limit_s: float | None) -> int:
@@ -362,17 +362,13 @@ def _check_steps(steps: int, time_limit_s: float | None) -> int:
 @dataclass
 class _Search:
     """The annealing's current subset: ``chosen`` (budget clip indices) and ``unchosen`` (the
-    rest), the per-class ``counts`` of the chosen clips, and the two parts of J, ``deviation``
-    (D) and ``uncovered`` (Z), all updated in place by a swap."""
+    rest), and the per-class ``counts`` of the chosen clips, updated in place by a swap."""
 
     chosen: list[int]
     unchosen: list[int]
     counts: list[int]
-    clip_labels: list[tuple[int, ...]]
-    targets: list[float]
-    penalty: float
-    deviation: float
-    uncovered: int
+    clip_labels: list[tuple[int, ...]]  # label indices per clip
+    targets: list[float]  # t_k
 
     def swap_delta(self, i: int, j: int) -> tuple[float, int]:
         """Change of (D, Z) when clip i leaves and clip j enters the memory."""
@@ -433,16 +429,23 @@ def _temperatures(search: _Search, rng: np.random.Generator, *, t0: float | None
     return t0, t_end, cooling
 
 
-def _anneal(search: _Search, rng: np.random.Generator, *, steps: int, t0: float, cooling: float,
-            time_limit_s: float | None, start_time: float) -> dict:
-    """The Metropolis loop: ``steps`` swap proposals at a geometrically cooling temperature.
-    Returns the proposals made (``done``), ``accepted``, the ``best`` J and its ``best_step``, the
-    swaps accepted after it (``undo``) and ``stopped_by_time``. The hot loop keeps its state in
-    locals; the search's lists are updated in place."""
-    chosen, unchosen, counts = search.chosen, search.unchosen, search.counts
-    clip_labels, penalty, swap_delta = search.clip_labels, search.penalty, search.swap_delta
+class _Run(NamedTuple):
+    done: int  # proposals made
+    accepted: int
+    best: float  # the best J, as tracked from the changes
+    best_step: int
+    undo: list[tuple[int, int]]  # the swaps accepted after the best subset
+    stopped_by_time: bool
+
+
+def _anneal(search: _Search, rng: np.random.Generator, *, steps: int, t0: float, cooling: float, penalty: float,
+            deviation: float, uncovered: int, time_limit_s: float | None, start_time: float) -> _Run:
+    """The Metropolis loop: ``steps`` swap proposals at a geometrically cooling temperature, from
+    the subset ``search`` whose J has the parts ``deviation`` (D) and ``uncovered`` (Z). The
+    search is updated in place; its subset at the end is the last accepted one."""
+    chosen, unchosen = search.chosen, search.unchosen
+    swap_delta, swap = search.swap_delta, search.swap
     budget, n_out = len(chosen), len(unchosen)
-    deviation, uncovered = search.deviation, search.uncovered
     current = best = deviation + penalty * uncovered
     best_step = accepted = done = 0
     undo: list[tuple[int, int]] = []  # accepted swaps since the best subset, to roll back
@@ -460,13 +463,8 @@ def _anneal(search: _Search, rng: np.random.Generator, *, steps: int, t0: float,
             j = unchosen[q]
             d_dev, d_zero = swap_delta(i, j)
             delta = d_dev + penalty * d_zero
-            if delta <= 0.0 or u < exp(-delta / temperature):  # _Search.swap, inlined for speed
-                for k in clip_labels[i]:
-                    counts[k] -= 1
-                for k in clip_labels[j]:
-                    counts[k] += 1
-                chosen[p] = j
-                unchosen[q] = i
+            if delta <= 0.0 or u < exp(-delta / temperature):
+                swap(p, q)
                 deviation += d_dev
                 uncovered += d_zero
                 current = deviation + penalty * uncovered
@@ -482,9 +480,7 @@ def _anneal(search: _Search, rng: np.random.Generator, *, steps: int, t0: float,
                     and time.perf_counter() - start_time > time_limit_s:
                 stopped_by_time = True
                 break
-    search.deviation, search.uncovered = deviation, uncovered
-    return {"done": done, "accepted": accepted, "best": best, "best_step": best_step, "undo": undo,
-            "stopped_by_time": stopped_by_time}
+    return _Run(done, accepted, best, best_step, undo, stopped_by_time)
 
 
 def select_annealing(labels: np.ndarray, budget: int, *, seed: int, **options) -> np.ndarray:

@@ -69,7 +69,7 @@ def test_incremental_phase_grows_and_keeps_the_classes(prepared, tmp_path):
     assert set(result["subsets"]) == {"all", "base", "group0", "group1"}
 
 
-def test_checkpoint_of_another_split_is_refused(prepared, tmp_path):
+def test_checkpoint_of_another_class_split_is_refused(prepared, tmp_path):
     _base(prepared, tmp_path / "p0.pt")
     method = {"data": "current", "bce_on": "all"}
     _incremental(prepared, tmp_path / "p0.pt", tmp_path / "p1.pt", method)
@@ -271,3 +271,15 @@ def test_no_host_sync_per_step(prepared, tmp_path, monkeypatch):
     many, many_steps = reads(2)
     assert many_steps >= 4 * few_steps  # the same epochs in many more steps
     assert many == few, (few, many)  # host reads per epoch and per job only
+
+
+def test_the_workflow_passes_every_execution_setting():
+    """The workflow reads the execution settings from the config by name (without importing
+    torch at parse time); a field added to ExecutionSettings but not to that list would never
+    reach a job."""
+    from dataclasses import fields
+
+    assert set(W.EXECUTION_KEYS) == {f.name for f in fields(ExecutionSettings)}
+    config = {"training": {"num_workers": 2, "in_memory": True, "features_on_gpu": False, "lr": 0.1}}
+    assert W.execution_settings(config)["execution"] == {"num_workers": 2, "in_memory": True,
+                                                         "features_on_gpu": False}
